@@ -1,0 +1,82 @@
+"""The ``genai-ray`` command. Thin: it parses flags and calls the library.
+
+User mistakes (``UserError``) print one line and exit 2. Unexpected errors print one line and exit 1;
+``--verbose`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from genai_ray import __version__
+from genai_ray.errors import UserError
+
+
+class Context:
+    def __init__(self, verbose: bool, store: str | None):
+        self.verbose = verbose
+        self._store = store
+
+    @property
+    def store(self) -> str:
+        from genai_ray.storage import default_store
+
+        return self._store or default_store()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="genai-ray")
+@click.option("--verbose", "-v", is_flag=True, help="Show details and full tracebacks.")
+@click.option("--store", envvar="GENAI_RAY_STORE", default=None, metavar="URI",
+              help="Store root (local folder or s3://bucket/prefix). Default: $GENAI_RAY_STORE or ~/.genai-ray/store.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, store: str | None) -> None:
+    """genai-ray: train, evaluate, tune and serve GANs on Ray."""
+    ctx.obj = Context(verbose, store)
+
+
+def _register() -> None:
+    from genai_ray.cli import data
+
+    cli.add_command(data.data)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point with clean error handling."""
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in args or "-v" in args
+    try:
+        cli.main(args=args, prog_name="genai-ray", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except UserError as exc:
+        if verbose:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+        if verbose:
+            traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        click.echo(f"error: {type(exc).__name__}: {first[:300]} (run with --verbose for details)", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""One typed config for data, model, training, evaluation, tuning and serving.
+
+The CLI, the Python API, Ray Job entrypoints, Tune and ``serve_configs/`` all read this model. YAML comes
+in, every key is validated, unknown keys are errors that name the key, and the resolved config is saved
+with every run and model package. Presets: ``tiny`` (tests, laptops), ``default``, ``gpu``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from genai_ray.errors import UserError
+
+ModelFamily = Literal["mlp", "dcgan"]
+LossName = Literal["bce", "hinge", "wgan-gp"]
+NormName = Literal["batch", "spectral", "layer", "none"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(StrictModel):
+    family: ModelFamily = "mlp"  # network family: dense "mlp" or convolutional "dcgan"
+    conditional: bool = False  # class-conditional G and D (needs a labelled dataset)
+    latent_dim: int = Field(100, ge=1, le=4096)  # size of the noise vector z
+    g_widths: list[int] = Field(default_factory=lambda: [256, 512, 1024])  # mlp: G hidden sizes
+    d_widths: list[int] = Field(default_factory=lambda: [1024, 512, 256])  # mlp: D hidden sizes
+    base_channels: int = Field(64, ge=4, le=1024)  # dcgan: channels at the highest resolution
+    g_norm: NormName = "batch"  # normalisation inside the generator
+    d_norm: NormName = "none"  # normalisation inside the discriminator ("spectral" stabilises)
+    label_embed_dim: int = Field(16, ge=1, le=512)  # conditional: size of the label embedding
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # D dropout after each hidden layer
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(20, ge=1)  # passes over the training split
+    global_batch: int = Field(128, ge=1)  # images per step over all workers (split evenly)
+    loss: LossName = "bce"  # adversarial loss
+    gp_weight: float = Field(10.0, ge=0.0)  # wgan-gp: gradient penalty weight
+    g_lr: float = Field(2e-4, gt=0.0, lt=1.0)  # generator Adam learning rate
+    d_lr: float = Field(2e-4, gt=0.0, lt=1.0)  # discriminator Adam learning rate
+    beta1: float = Field(0.5, ge=0.0, lt=1.0)  # Adam beta1 (both nets)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)  # Adam beta2 (both nets)
+    d_steps: int = Field(1, ge=1, le=10)  # discriminator updates per generator update
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # EMA of G weights; 0 turns EMA off
+    steps_per_call: int = Field(8, ge=1, le=1000)  # train steps fused into one tf.function call
+    mixed_precision: bool = False  # float16 compute on GPU workers
+    seed: int = 0  # seeds weights, noise and data order
+    workers: int = Field(2, ge=1)  # Ray Train workers
+    cpus_per_worker: float = Field(1.0, gt=0.0)  # logical CPUs each worker reserves
+    gpus_per_worker: float = Field(0.0, ge=0.0)  # GPUs each worker reserves
+    checkpoint_every: int = Field(5, ge=1)  # epochs between checkpoints
+    keep_checkpoints: int = Field(2, ge=1)  # checkpoints kept (the latest ones)
+    eval_every: int = Field(0, ge=0)  # epochs between cheap in-training evaluations; 0 = off
+    eval_samples: int = Field(500, ge=50)  # samples per in-training evaluation
+    max_failures: int = Field(2, ge=0)  # worker-group restarts before the run fails
+    cache_in_memory: bool = True  # keep each worker's shard in memory after the first epoch
+    fail_at_epoch: int | None = None  # test hook: rank 1 dies once at this epoch (fault injection)
+
+
+class EvalConfig(StrictModel):
+    n_samples: int = Field(2000, ge=100)  # generated images per evaluation
+    knn_k: int = Field(3, ge=1, le=50)  # k for k-NN precision/recall
+    classifier_epochs: int = Field(30, ge=1)  # epochs for the feature classifier
+    seed: int = 0
+
+
+class ServeConfig(StrictModel):
+    model_uri: str = "champion"  # model package URI, or "champion" for the store's promoted model
+    max_n: int = Field(64, ge=1, le=1024)  # largest n one request may ask for
+    max_batch_size: int = Field(32, ge=1)  # requests merged into one generator call
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=5.0)  # how long a batch waits to fill
+    api_key_env: str = "GENAI_RAY_API_KEY"  # env var holding the optional bearer key
+    max_body_bytes: int = Field(16_384, ge=256)  # larger request bodies get 413
+
+
+class TuneConfig(StrictModel):
+    samples: int = Field(8, ge=1)  # trials to run
+    scheduler: Literal["asha", "pbt", "fifo"] = "asha"
+    search: Literal["random", "optuna"] = "random"
+    workers_per_trial: int = Field(1, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    grace_epochs: int = Field(2, ge=1)  # ASHA: epochs before a trial can be stopped
+    perturbation_interval: int = Field(2, ge=1)  # PBT: epochs between exploit/explore
+
+
+class Config(StrictModel):
+    """The whole resolved config. Saved as JSON with every run and model package."""
+
+    preset: str = "default"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        t = self.train
+        if t.global_batch % t.workers:
+            raise ValueError(
+                f"train.global_batch={t.global_batch} is not divisible by train.workers={t.workers}; "
+                "pick a batch that splits evenly"
+            )
+        if self.serve.max_batch_size < 1:
+            raise ValueError("serve.max_batch_size must be at least 1")
+        return self
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Small and fast: tests and laptops.
+    "tiny": {
+        "model": {"latent_dim": 16, "g_widths": [32, 64], "d_widths": [64, 32], "base_channels": 8},
+        "train": {"epochs": 2, "global_batch": 64, "checkpoint_every": 1, "steps_per_call": 4},
+        "eval": {"n_samples": 300, "classifier_epochs": 5},
+    },
+    # The demo path on digits: conditional hinge GAN with spectral-norm D and an EMA generator.
+    "default": {
+        "model": {"conditional": True, "latent_dim": 64, "g_widths": [256, 512], "d_widths": [512, 256],
+                  "g_norm": "batch", "d_norm": "spectral"},
+        "train": {"epochs": 60, "global_batch": 128, "loss": "hinge", "g_lr": 2e-4, "d_lr": 2e-4,
+                  "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.999, "checkpoint_every": 10},
+    },
+    # GPU workers: convolutional, mixed precision, bigger batches.
+    "gpu": {
+        "model": {"family": "dcgan", "conditional": True, "latent_dim": 128, "base_channels": 64,
+                  "d_norm": "spectral"},
+        "train": {"epochs": 100, "global_batch": 512, "loss": "hinge", "mixed_precision": True,
+                  "gpus_per_worker": 1, "workers": 1, "steps_per_call": 16},
+    },
+}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{source}: {where}: {msg}" + (f" (got {first['input']!r})" if first["type"] != "extra_forbidden" and
+                                          not isinstance(first.get("input"), dict) else "")
+
+
+def build_config(
+    preset: str | None = None, overrides: dict[str, Any] | None = None, source: str = "config"
+) -> Config:
+    """Preset, then YAML/flag overrides, validated. Unknown keys and bad values raise ``UserError``."""
+    overrides = dict(overrides or {})
+    preset = preset or overrides.pop("preset", None) or "default"
+    overrides.pop("preset", None)
+    if preset not in PRESETS:
+        raise UserError(f"{source}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    merged = deep_merge(PRESETS[preset], overrides)
+    merged["preset"] = preset
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as err:
+        raise UserError(_format_validation_error(err, source)) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level must be a mapping of sections (model:, train:, ...)")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None, preset: str | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
+    """Read a YAML config (optional), apply flag overrides, validate."""
+    data = load_yaml(path) if path else {}
+    file_preset = data.pop("preset", None)
+    merged = deep_merge(data, overrides or {})
+    return build_config(preset or file_preset, merged, source=str(path) if path else "config")
+
+
+def parse_set_option(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``--set train.g_lr=1e-4`` style overrides to a nested dict (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, for example --set train.epochs=5")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out

@@ -1,0 +1,1 @@
+"""Datasets: image sources, streaming preparation into Parquet shards, manifests and readers."""

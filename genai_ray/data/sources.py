@@ -1,0 +1,243 @@
+"""Image sources. Each yields uint8 HWC chunks with int labels, without holding the whole set in memory.
+
+Sources: ``digits`` (scikit-learn's bundled 8x8 digits), ``shapes`` (procedural coloured shapes), a folder
+of PNG/JPEG images (subfolder name = label), a ``.npz`` with ``x`` and optional ``y``, and MNIST-style IDX
+files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from genai_ray.errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+SHAPE_NAMES = ["circle", "square", "triangle", "ring"]
+CHUNK = 1024
+
+
+@dataclass
+class Chunk:
+    images: np.ndarray  # (B, H, W, C) uint8
+    labels: np.ndarray  # (B,) int64, -1 when unlabelled
+
+
+@dataclass
+class Source:
+    """A sized, re-iterable source of image chunks."""
+
+    kind: str
+    description: dict
+    count: int
+    shape: tuple[int, int, int]  # (H, W, C) after any resize
+    class_names: list[str] | None
+    chunks: Callable[[], Iterator[Chunk]] = field(repr=False)
+
+
+def _resize(images: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None or images.shape[1:3] == (size, size):
+        return images
+    out = []
+    for img in images:
+        pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        arr = np.asarray(pil.resize((size, size), Image.BILINEAR))
+        out.append(arr.reshape(size, size, img.shape[-1]))
+    return np.stack(out)
+
+
+def _array_source(kind: str, desc: dict, x: np.ndarray, y: np.ndarray | None, image_size: int | None,
+                  class_names: list[str] | None = None) -> Source:
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise UserError(f"{desc.get('path', kind)}: images must be (N, H, W) or (N, H, W, 1|3), got {x.shape}")
+    if x.dtype != np.uint8:
+        if np.issubdtype(x.dtype, np.floating) and x.size and x.max() <= 1.0:
+            x = (x * 255.0).round()
+        x = np.clip(x, 0, 255).astype(np.uint8)
+    if y is not None:
+        y = np.asarray(y).astype(np.int64).reshape(-1)
+        if len(y) != len(x):
+            raise UserError(f"{desc.get('path', kind)}: {len(x)} images but {len(y)} labels; they must match")
+        if class_names is None:
+            class_names = [str(c) for c in range(int(y.max()) + 1)]
+    labels = y if y is not None else np.full(len(x), -1, np.int64)
+    h, w = (image_size, image_size) if image_size else x.shape[1:3]
+
+    def chunks() -> Iterator[Chunk]:
+        for i in range(0, len(x), CHUNK):
+            yield Chunk(_resize(x[i : i + CHUNK], image_size), labels[i : i + CHUNK])
+
+    return Source(kind, desc, len(x), (h, w, x.shape[-1]), class_names, chunks)
+
+
+def digits_source(image_size: int | None) -> Source:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 -> 0..255
+    return _array_source("digits", {"kind": "digits"}, x, d.target, image_size, [str(i) for i in range(10)])
+
+
+def render_shapes(n: int, size: int, seed: int, start: int = 0) -> Chunk:
+    """Coloured shapes on dark backgrounds. Image i depends only on (seed, start + i)."""
+    rng = np.random.default_rng([seed, start])
+    labels = rng.integers(0, len(SHAPE_NAMES), n)
+    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1)) * size
+    r = rng.uniform(0.15, 0.3, (n, 1, 1)) * size
+    fg = rng.integers(96, 256, (n, 1, 1, 3))
+    bg = rng.integers(0, 64, (n, 1, 1, 3))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    dy, dx = yy[None] - cy, xx[None] - cx
+    dist = np.sqrt(dx**2 + dy**2)
+    masks = np.stack([
+        dist <= r,
+        (np.abs(dx) <= r * 0.8) & (np.abs(dy) <= r * 0.8),
+        (dy >= -r) & (dy <= r * 0.7) & (np.abs(dx) <= (dy + r) * 0.6),
+        (dist <= r) & (dist >= r * 0.55),
+    ])  # (4, n, H, W)
+    mask = masks[labels, np.arange(n)][..., None]
+    images = np.where(mask, fg, bg).astype(np.uint8)
+    return Chunk(images, labels.astype(np.int64))
+
+
+def shapes_source(count: int, image_size: int | None, seed: int) -> Source:
+    size = image_size or 32
+    if count < 1:
+        raise UserError(f"--count {count}: the shapes source needs at least 1 image")
+
+    def chunks() -> Iterator[Chunk]:
+        for start in range(0, count, CHUNK):
+            yield render_shapes(min(CHUNK, count - start), size, seed, start)
+
+    desc = {"kind": "shapes", "count": count, "seed": seed, "size": size}
+    return Source("shapes", desc, count, (size, size, 3), list(SHAPE_NAMES), chunks)
+
+
+def npz_source(path: Path, image_size: int | None) -> Source:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data:
+                raise UserError(f"{path}: no array named 'x' (found {', '.join(data.files)}); save images as x=")
+            x = data["x"]
+            y = data.get("y")
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not a readable .npz file ({err})") from None
+    return _array_source("npz", {"kind": "npz", "path": str(path)}, x, y, image_size)
+
+
+def _open_maybe_gzip(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse an MNIST-style IDX file (optionally gzipped) of unsigned bytes."""
+    try:
+        raw = _open_maybe_gzip(path)
+    except (OSError, EOFError) as err:
+        raise UserError(f"{path}: cannot read IDX file ({err})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise UserError(f"{path}: not an IDX file (bad magic number); expected MNIST-style ubyte data")
+    if raw[2] != 0x08:
+        raise UserError(f"{path}: IDX data type 0x{raw[2]:02x} is not unsigned byte (0x08)")
+    ndim = raw[3]
+    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+    body = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise UserError(f"{path}: IDX header says {dims} but holds {body.size} bytes; the file is truncated")
+    return body.reshape(dims)
+
+
+def is_idx(path: Path) -> bool:
+    try:
+        head = _open_maybe_gzip(path)[:4] if path.suffix == ".gz" else path.open("rb").read(4)
+    except OSError:
+        return False
+    return len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] == 0x08 and head[3] in (1, 3, 4)
+
+
+def idx_source(images: Path, labels: Path | None, image_size: int | None) -> Source:
+    x = read_idx(images)
+    y = read_idx(labels) if labels else None
+    desc = {"kind": "idx", "path": str(images), "labels": str(labels) if labels else None}
+    return _array_source("idx", desc, x, y, image_size)
+
+
+def _load_image(path: Path, mode: str) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im.convert(mode))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UserError(f"{path}: unreadable or corrupt image ({type(err).__name__}); remove or replace it") from None
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def folder_source(root: Path, image_size: int | None) -> Source:
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"{root}: no .png/.jpg/.jpeg images found; point at a folder of images")
+    rel_parents = {p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in files}
+    labelled = None not in rel_parents
+    class_names = sorted(rel_parents) if labelled else None
+    class_index = {c: i for i, c in enumerate(class_names or [])}
+    try:
+        with Image.open(files[0]) as first:
+            mode = "L" if first.mode in ("L", "1", "I", "I;16", "LA") else "RGB"
+            first_size = first.size
+    except (UnidentifiedImageError, OSError) as err:
+        raise UserError(
+            f"{files[0]}: unreadable or corrupt image ({type(err).__name__}); remove or replace it"
+        ) from None
+    channels = 1 if mode == "L" else 3
+    h, w = (image_size, image_size) if image_size else (first_size[1], first_size[0])
+
+    def chunks() -> Iterator[Chunk]:
+        for i in range(0, len(files), CHUNK):
+            batch, labels = [], []
+            for path in files[i : i + CHUNK]:
+                arr = _load_image(path, mode)
+                if image_size is None and arr.shape[:2] != (h, w):
+                    raise UserError(
+                        f"{path}: image is {arr.shape[1]}x{arr.shape[0]} but {files[0].name} is {w}x{h}; "
+                        "pass --image-size to resize all images"
+                    )
+                batch.append(_resize(arr[None], image_size)[0])
+                rel = path.relative_to(root).parts
+                labels.append(class_index[rel[0]] if labelled else -1)
+            yield Chunk(np.stack(batch), np.asarray(labels, np.int64))
+
+    desc = {"kind": "folder", "path": str(root)}
+    return Source("folder", desc, len(files), (h, w, channels), class_names, chunks)
+
+
+def open_source(spec: str, *, image_size: int | None = None, count: int = 20000, seed: int = 0,
+                labels: str | None = None) -> Source:
+    """Resolve a SOURCE argument: ``digits``, ``shapes``, a folder, a ``.npz`` or an IDX file."""
+    if image_size is not None and not 4 <= image_size <= 1024:
+        raise UserError(f"--image-size {image_size}: must be between 4 and 1024 pixels")
+    if spec == "digits":
+        return digits_source(image_size)
+    if spec == "shapes":
+        return shapes_source(count, image_size, seed)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return folder_source(path, image_size)
+    if path.is_file():
+        if path.suffix == ".npz":
+            return npz_source(path, image_size)
+        if is_idx(path):
+            return idx_source(path, Path(labels) if labels else None, image_size)
+        raise UserError(f"{path}: unknown source format; use a folder of images, a .npz, or an MNIST IDX file")
+    raise UserError(
+        f"unknown source {spec!r}: not 'digits', 'shapes', or an existing folder/.npz/IDX file"
+    )
+

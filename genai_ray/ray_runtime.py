@@ -1,0 +1,46 @@
+"""Starting or joining Ray, in one place.
+
+``ray.init()`` without an address attaches to any Ray already running on the machine, so the embedded
+default starts its own (``address="local"``). On a small machine it advertises more logical CPUs than
+cores: training workers reserve one logical CPU each and would otherwise leave none for Ray Data's read
+tasks, which starved a 2-core run to 516 s for 1,797 rows (RAY_NOTES.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+from genai_ray.errors import UserError
+
+ADDRESS_ENV = "GENAI_RAY_ADDRESS"
+MIN_LOGICAL_CPUS = 8
+
+
+def local_cpus() -> int:
+    return max(MIN_LOGICAL_CPUS, 2 * (os.cpu_count() or 1))
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address`` (or $GENAI_RAY_ADDRESS), or start a private local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get(ADDRESS_ENV)
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GENAI_RAY_"))}
+    runtime_env = {"env_vars": env_vars} if env_vars else None
+    if address:
+        try:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise UserError(f"cannot reach the Ray cluster at {address} ({str(err).splitlines()[0][:160]}); "
+                            "check the address or start one with 'genai-ray cluster up'") from None
+        return
+    ray.init(address="local", num_cpus=num_cpus or local_cpus(), include_dashboard=False,
+             runtime_env=runtime_env, configure_logging=True, logging_level="WARNING")
+
+
+def cluster_resources() -> dict[str, float]:
+    import ray
+
+    return dict(ray.cluster_resources())
