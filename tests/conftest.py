@@ -1,0 +1,87 @@
+"""Shared fixtures: a real S3 endpoint (moto's HTTP server on loopback) and one local Ray per session.
+
+The S3 environment is set before Ray starts, so Ray's worker processes inherit the endpoint and the test
+credentials just like production workers inherit theirs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+TEST_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def s3_endpoint() -> str:
+    """moto's S3 server over real HTTP on a free loopback port, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in [*TEST_CREDENTIALS, "AWS_ENDPOINT_URL"]}
+    os.environ.update(TEST_CREDENTIALS)
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    os.environ.pop("AWS_PROFILE", None)
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh bucket; returns its s3:// URI."""
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A private local store root, also set as the default for the CLI."""
+    root = tmp_path / "store"
+    monkeypatch.setenv("GENAI_RAY_STORE", str(root))
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory):
+    """One real local Ray for the session (shared by train, tune and serve tests)."""
+    import ray
+
+    from genai_ray.ray_runtime import ensure_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ensure_ray()
+    yield ray
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    except Exception:  # noqa: BLE001 - best effort at the end of the session
+        pass
+    ray.shutdown()
