@@ -1,0 +1,1 @@
+"""Hyperparameter and architecture search campaigns on Ray Tune; promotion of the best generator."""

@@ -1,0 +1,99 @@
+"""Space files, promotion and the leaderboard: the parts of a campaign that need no Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from genai_ray import storage
+from genai_ray.errors import UserError
+from genai_ray.tune.promote import HISTORY_FILE, promote
+from genai_ray.tune.report import curves_png, leaderboard_csv, leaderboard_rows
+from genai_ray.tune.space import load_space
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_space.yaml"
+
+
+def test_example_space_is_valid_and_samples_build_configs():
+    space = load_space(EXAMPLE)
+    assert "train.g_lr" in space.params
+    cfg = space.config_for({"train.g_lr": 3e-4, "model.g_widths": [256, 512, 1024]})
+    assert cfg.train.g_lr == 3e-4 and cfg.model.g_widths == [256, 512, 1024]
+    assert cfg.train.epochs == 12  # from base
+    tune_space = space.tune_space()
+    assert set(tune_space) == set(space.params)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("params: {train.g_lrr: {uniform: [0.1, 0.2]}}", "params.train.g_lrr"),
+        ("params: {train.g_lr: {uniform: [0.1, 5]}}", "params.train.g_lr=5"),
+        ("params: {train.g_lr: {normal: [0, 1]}}", "give exactly one of"),
+        ("params: {train.g_lr: {loguniform: [0, 0.1]}}", "empty or not positive"),
+        ("params: {model.family: {choice: [mlp, resnet]}}", "model.family"),
+        ("params: [1, 2]", "'params' must map"),
+        ("scheduler: asha\nparams: {train.g_lr: {choice: [0.1]}}", "unknown top-level key 'scheduler'"),
+        ("params: {train.g_lr: {uniform: [0.1, 0.2]}\n", "not valid YAML"),
+    ],
+)
+def test_bad_space_files_name_the_key(tmp_path, text, expected):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="space.yaml") as err:
+        load_space(path)
+    assert expected in str(err.value)
+
+
+def _package(store: str, version: str, fd: float | None) -> str:
+    """A model.json-only package is enough for promotion, which reads metadata, not weights."""
+    from genai_ray.package import ModelMeta, write_meta
+
+    uri = storage.join(store, "models", "digits", version)
+    meta = ModelMeta(name="digits", version=version, image_shape=(8, 8, 1), latent_dim=8, conditional=False,
+                     class_names=None, class_probs=None, dataset_uri="x", dataset_sha256="0" * 64, config={},
+                     metrics={} if fd is None else {"eval/fd": fd}, created_at="2026-01-01T00:00:00+00:00",
+                     generator_sha256="0" * 64)
+    write_meta(uri, meta)
+    return uri
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_promotion_refuses_worse_unless_forced_and_records_history(tmp_path, s3_bucket, where):
+    store = str(tmp_path) if where == "local" else s3_bucket + "/store"
+    first, worse, best = _package(store, "v0001", 2.0), _package(store, "v0002", 3.0), _package(store, "v0003", 1.0)
+    promote(store, "digits", first)
+    with pytest.raises(UserError, match="refusing to promote .*v0002.*--force"):
+        promote(store, "digits", worse)
+    pointer = json.loads(storage.read_bytes(storage.join(store, "models", "digits", "champion.json")))
+    assert pointer["version"] == "v0001", "a refused promotion must leave the champion unchanged"
+    promote(store, "digits", best)
+    forced = promote(store, "digits", worse, force=True)
+    assert forced["forced"] and forced["previous"]["version"] == "v0003"
+    history = json.loads(storage.read_bytes(storage.join(store, "models", "digits", HISTORY_FILE)))
+    assert [h["version"] for h in history] == ["v0001", "v0003", "v0002"]
+    assert history[1]["previous"]["score"] == 2.0
+
+
+def test_promotion_needs_a_score(tmp_path):
+    unevaluated = _package(str(tmp_path), "v0001", None)
+    with pytest.raises(UserError, match="genai-ray evaluate"):
+        promote(str(tmp_path), "digits", unevaluated)
+
+
+def test_leaderboard_orders_by_mode_and_puts_missing_scores_last():
+    trials = [{"trial": "a", "score": 2.0, "status": "TERMINATED", "epochs": 4, "params": {"train.g_lr": 1e-4}},
+              {"trial": "b", "score": None, "status": "ERROR", "epochs": 0, "params": {}},
+              {"trial": "c", "score": 1.0, "status": "TERMINATED", "epochs": 4, "params": {}}]
+    assert [r["trial"] for r in leaderboard_rows(trials, "min")] == ["c", "a", "b"]
+    assert [r["trial"] for r in leaderboard_rows(trials, "max")] == ["a", "c", "b"]
+    text = leaderboard_csv(leaderboard_rows(trials, "min")).decode()
+    assert text.splitlines()[0] == "rank,trial,status,epochs,score,params"
+    assert "train.g_lr=0.0001" in text
+
+
+def test_curves_png_is_a_png_with_content():
+    png = curves_png({"t1": [(1, 3.0), (2, 2.0)], "t2": [(1, 4.0), (2, 1.5)]}, "eval/fd", "campaign")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
