@@ -66,8 +66,12 @@ class TrainConfig(StrictModel):
 class EvalConfig(StrictModel):
     n_samples: int = Field(2000, ge=100)  # generated images per evaluation
     knn_k: int = Field(3, ge=1, le=50)  # k for k-NN precision/recall
-    classifier_epochs: int = Field(30, ge=1)  # epochs for the feature classifier
-    seed: int = 0
+    classifier_epochs: int = Field(30, ge=1)  # epochs for the feature classifier (or autoencoder)
+    feature_dim: int = Field(64, ge=2, le=1024)  # size of the feature layer every metric measures in
+    coverage_min_share: float = Field(0.5, gt=0.0, le=1.0)  # a class is covered at this x its training share
+    memorisation_quantile: float = Field(0.05, gt=0.0, lt=1.0)  # held-out NN-distance quantile that calibrates
+    memorisation_factor: float = Field(0.5, gt=0.0, le=1.0)  # memorised: NN distance < factor x that quantile
+    seed: int = 0  # seeds the feature model's training, sample seeds and subsets
 
 
 class ServeConfig(StrictModel):
