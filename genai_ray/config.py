@@ -54,6 +54,7 @@ class TrainConfig(StrictModel):
     workers: int = Field(2, ge=1)  # Ray Train workers
     cpus_per_worker: float = Field(1.0, gt=0.0)  # logical CPUs each worker reserves
     gpus_per_worker: float = Field(0.0, ge=0.0)  # GPUs each worker reserves
+    placement: Literal["PACK", "SPREAD"] = "PACK"  # Ray placement of the workers (SPREAD: one per node)
     checkpoint_every: int = Field(5, ge=1)  # epochs between checkpoints
     keep_checkpoints: int = Field(2, ge=1)  # checkpoints kept (the latest ones)
     eval_every: int = Field(0, ge=0)  # epochs between cheap in-training evaluations; 0 = off
