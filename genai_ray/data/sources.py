@@ -20,7 +20,8 @@ from genai_ray.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SHAPE_NAMES = ["circle", "square", "triangle", "ring"]
-CHUNK = 1024
+CHUNK = 1024  # images per source chunk, at most
+CHUNK_BYTES = 32 << 20  # and at most this many pixel bytes, so large images stream in small chunks
 
 
 @dataclass
@@ -41,6 +42,11 @@ class Source:
     chunks: Callable[[], Iterator[Chunk]] = field(repr=False)
 
 
+def chunk_rows(shape: tuple[int, int, int]) -> int:
+    """Images per chunk: CHUNK, fewer for large images so a chunk stays within CHUNK_BYTES."""
+    return max(1, min(CHUNK, CHUNK_BYTES // int(np.prod(shape))))
+
+
 def _resize(images: np.ndarray, size: int | None) -> np.ndarray:
     if size is None or images.shape[1:3] == (size, size):
         return images
@@ -54,10 +60,13 @@ def _resize(images: np.ndarray, size: int | None) -> np.ndarray:
 
 def _array_source(kind: str, desc: dict, x: np.ndarray, y: np.ndarray | None, image_size: int | None,
                   class_names: list[str] | None = None) -> Source:
+    where = desc.get("path", kind)
     if x.ndim == 3:
         x = x[..., None]
+    if len(x) == 0:
+        raise UserError(f"{where}: holds no images; point at a file with at least one")
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise UserError(f"{desc.get('path', kind)}: images must be (N, H, W) or (N, H, W, 1|3), got {x.shape}")
+        raise UserError(f"{where}: images must be (N, H, W) or (N, H, W, 1|3), got {x.shape}")
     if x.dtype != np.uint8:
         if np.issubdtype(x.dtype, np.floating) and x.size and x.max() <= 1.0:
             x = (x * 255.0).round()
@@ -65,15 +74,19 @@ def _array_source(kind: str, desc: dict, x: np.ndarray, y: np.ndarray | None, im
     if y is not None:
         y = np.asarray(y).astype(np.int64).reshape(-1)
         if len(y) != len(x):
-            raise UserError(f"{desc.get('path', kind)}: {len(x)} images but {len(y)} labels; they must match")
+            raise UserError(f"{where}: {len(x)} images but {len(y)} labels; they must match")
+        if y.min() < 0:
+            raise UserError(f"{where}: labels must be class indices >= 0, found {int(y.min())}")
         if class_names is None:
             class_names = [str(c) for c in range(int(y.max()) + 1)]
     labels = y if y is not None else np.full(len(x), -1, np.int64)
     h, w = (image_size, image_size) if image_size else x.shape[1:3]
 
+    step = chunk_rows((h, w, x.shape[-1]))
+
     def chunks() -> Iterator[Chunk]:
-        for i in range(0, len(x), CHUNK):
-            yield Chunk(_resize(x[i : i + CHUNK], image_size), labels[i : i + CHUNK])
+        for i in range(0, len(x), step):
+            yield Chunk(_resize(np.asarray(x[i : i + step]), image_size), labels[i : i + step])
 
     return Source(kind, desc, len(x), (h, w, x.shape[-1]), class_names, chunks)
 
@@ -87,7 +100,11 @@ def digits_source(image_size: int | None) -> Source:
 
 
 def render_shapes(n: int, size: int, seed: int, start: int = 0) -> Chunk:
-    """Coloured shapes on dark backgrounds. Image i depends only on (seed, start + i)."""
+    """``n`` coloured shapes on dark backgrounds, determined by (seed, start, n).
+
+    The shapes source always cuts the same chunks for the same count, so a (seed, count) pair always gives
+    the same dataset.
+    """
     rng = np.random.default_rng([seed, start])
     labels = rng.integers(0, len(SHAPE_NAMES), n)
     cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1)) * size
@@ -113,9 +130,11 @@ def shapes_source(count: int, image_size: int | None, seed: int) -> Source:
     if count < 1:
         raise UserError(f"--count {count}: the shapes source needs at least 1 image")
 
+    step = chunk_rows((size, size, 24))  # rendering holds a few float64 planes per image
+
     def chunks() -> Iterator[Chunk]:
-        for start in range(0, count, CHUNK):
-            yield render_shapes(min(CHUNK, count - start), size, seed, start)
+        for start in range(0, count, step):
+            yield render_shapes(min(step, count - start), size, seed, start)
 
     desc = {"kind": "shapes", "count": count, "seed": seed, "size": size}
     return Source("shapes", desc, count, (size, size, 3), list(SHAPE_NAMES), chunks)
@@ -133,40 +152,68 @@ def npz_source(path: Path, image_size: int | None) -> Source:
     return _array_source("npz", {"kind": "npz", "path": str(path)}, x, y, image_size)
 
 
-def _open_maybe_gzip(path: Path) -> bytes:
-    raw = path.read_bytes()
-    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _idx_header(head: bytes, path: Path) -> tuple[int, ...]:
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise UserError(f"{path}: not an IDX file (bad magic number); expected MNIST-style ubyte data")
+    if head[2] != 0x08:
+        raise UserError(f"{path}: IDX data type 0x{head[2]:02x} is not unsigned byte (0x08)")
+    ndim = head[3]
+    if len(head) < 4 + 4 * ndim:
+        raise UserError(f"{path}: IDX header is truncated; the file is incomplete")
+    return struct.unpack(">" + "I" * ndim, head[4 : 4 + 4 * ndim])
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Parse an MNIST-style IDX file (optionally gzipped) of unsigned bytes."""
+    """An MNIST-style IDX file of unsigned bytes: memory-mapped when plain, decompressed when gzipped."""
     try:
-        raw = _open_maybe_gzip(path)
-    except (OSError, EOFError) as err:
+        gzipped = _is_gzip(path)
+        if gzipped:
+            raw = gzip.decompress(path.read_bytes())
+        else:
+            with path.open("rb") as f:
+                raw = f.read(64)
+        dims = _idx_header(raw[:64], path)
+        offset, expected = 4 + 4 * len(dims), int(np.prod(dims))
+        held = (len(raw) if gzipped else path.stat().st_size) - offset
+        if held != expected:
+            raise UserError(f"{path}: IDX header says {dims} ({expected} bytes) but the file holds {held}; "
+                            "it is truncated or not an IDX file")
+        if gzipped or expected == 0:
+            body = np.frombuffer(raw, np.uint8, count=expected, offset=offset)
+        else:
+            body = np.memmap(path, np.uint8, "r", offset=offset, shape=(expected,))
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
         raise UserError(f"{path}: cannot read IDX file ({err})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise UserError(f"{path}: not an IDX file (bad magic number); expected MNIST-style ubyte data")
-    if raw[2] != 0x08:
-        raise UserError(f"{path}: IDX data type 0x{raw[2]:02x} is not unsigned byte (0x08)")
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    body = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise UserError(f"{path}: IDX header says {dims} but holds {body.size} bytes; the file is truncated")
     return body.reshape(dims)
 
 
 def is_idx(path: Path) -> bool:
     try:
-        head = _open_maybe_gzip(path)[:4] if path.suffix == ".gz" else path.open("rb").read(4)
-    except OSError:
+        with (gzip.open(path, "rb") if _is_gzip(path) else path.open("rb")) as f:
+            head = f.read(4)
+    except (OSError, EOFError):
         return False
     return len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] == 0x08 and head[3] in (1, 3, 4)
 
 
+def sibling_labels(images: Path) -> Path | None:
+    """MNIST's naming: ``train-images-idx3-ubyte[.gz]`` sits next to ``train-labels-idx1-ubyte[.gz]``."""
+    name = images.name.replace("images", "labels").replace("idx3", "idx1")
+    candidate = images.with_name(name)
+    return candidate if name != images.name and candidate.is_file() else None
+
+
 def idx_source(images: Path, labels: Path | None, image_size: int | None) -> Source:
+    labels = labels or sibling_labels(images)
     x = read_idx(images)
     y = read_idx(labels) if labels else None
+    if y is not None and y.ndim != 1:
+        raise UserError(f"{labels}: a labels file holds one byte per image (1-D IDX), got shape {y.shape}")
     desc = {"kind": "idx", "path": str(images), "labels": str(labels) if labels else None}
     return _array_source("idx", desc, x, y, image_size)
 
@@ -176,34 +223,42 @@ def _load_image(path: Path, mode: str) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             arr = np.asarray(im.convert(mode))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise UserError(f"{path}: unreadable or corrupt image ({type(err).__name__}); remove or replace it") from None
     return arr[..., None] if arr.ndim == 2 else arr
 
 
 def folder_source(root: Path, image_size: int | None) -> Source:
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(
+        p for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and p.is_file()
+    )
     if not files:
         raise UserError(f"{root}: no .png/.jpg/.jpeg images found; point at a folder of images")
-    rel_parents = {p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in files}
-    labelled = None not in rel_parents
-    class_names = sorted(rel_parents) if labelled else None
+    top = [p for p in files if len(p.relative_to(root).parts) == 1]
+    labelled = not top
+    if top and len(top) != len(files):
+        raise UserError(f"{root}: {top[0].name} sits beside class subfolders; move top-level images into a "
+                        "subfolder (one per label) or flatten the folder for an unlabelled dataset")
+    class_names = sorted({p.relative_to(root).parts[0] for p in files}) if labelled else None
     class_index = {c: i for i, c in enumerate(class_names or [])}
     try:
         with Image.open(files[0]) as first:
             mode = "L" if first.mode in ("L", "1", "I", "I;16", "LA") else "RGB"
             first_size = first.size
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise UserError(
             f"{files[0]}: unreadable or corrupt image ({type(err).__name__}); remove or replace it"
         ) from None
     channels = 1 if mode == "L" else 3
     h, w = (image_size, image_size) if image_size else (first_size[1], first_size[0])
+    step = chunk_rows((h, w, channels))
 
     def chunks() -> Iterator[Chunk]:
-        for i in range(0, len(files), CHUNK):
+        for i in range(0, len(files), step):
             batch, labels = [], []
-            for path in files[i : i + CHUNK]:
+            for path in files[i : i + step]:
                 arr = _load_image(path, mode)
                 if image_size is None and arr.shape[:2] != (h, w):
                     raise UserError(
@@ -224,18 +279,24 @@ def open_source(spec: str, *, image_size: int | None = None, count: int = 20000,
     """Resolve a SOURCE argument: ``digits``, ``shapes``, a folder, a ``.npz`` or an IDX file."""
     if image_size is not None and not 4 <= image_size <= 1024:
         raise UserError(f"--image-size {image_size}: must be between 4 and 1024 pixels")
+    path = Path(spec).expanduser()
+    idx = spec not in ("digits", "shapes") and path.is_file() and is_idx(path)
+    if labels is not None:
+        if not Path(labels).expanduser().is_file():
+            raise UserError(f"--labels {labels}: no such file")
+        if not idx:
+            raise UserError(f"--labels applies to MNIST-style IDX image files only, not {spec!r}")
     if spec == "digits":
         return digits_source(image_size)
     if spec == "shapes":
         return shapes_source(count, image_size, seed)
-    path = Path(spec).expanduser()
+    if idx:
+        return idx_source(path, Path(labels).expanduser() if labels else None, image_size)
     if path.is_dir():
         return folder_source(path, image_size)
     if path.is_file():
         if path.suffix == ".npz":
             return npz_source(path, image_size)
-        if is_idx(path):
-            return idx_source(path, Path(labels) if labels else None, image_size)
         raise UserError(f"{path}: unknown source format; use a folder of images, a .npz, or an MNIST IDX file")
     raise UserError(
         f"unknown source {spec!r}: not 'digits', 'shapes', or an existing folder/.npz/IDX file"
