@@ -1,0 +1,145 @@
+"""Evaluate any sampler against a dataset's held-out split, with every registered metric.
+
+A sampler is a ``generate(seeds, labels) -> float32 [0, 1] NHWC`` function (a model package's, a baseline's,
+or the training loop's), plus the class proportions to draw labels from when it is conditional. Sample i
+uses seed ``seed + i``, so a fixed seed gives identical metrics. ``cheap_metrics`` is the few-hundred-sample
+version the training loop calls on rank 0 every ``train.eval_every`` epochs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from genai_ray.config import EvalConfig
+from genai_ray.data.manifest import Split
+from genai_ray.data.reader import Dataset, open_dataset
+from genai_ray.errors import UserError
+from genai_ray.metrics import METRICS, EvalInputs, compute
+from genai_ray.metrics.features import FeatureModel, feature_model
+from genai_ray.package import per_image_seeds, sample_labels
+
+Generate = Callable[[list[int], np.ndarray | None], np.ndarray]
+CHEAP_METRICS = ["fd", "precision_recall"]
+
+
+@dataclass
+class Sampler:
+    """What the evaluator draws from. ``class_probs`` set means conditional: labels drawn in them."""
+
+    generate: Generate
+    class_probs: list[float] | None = None
+
+    def draw(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        seeds = per_image_seeds(seed, n)
+        labels = sample_labels(seeds, self.class_probs) if self.class_probs is not None else None
+        return np.asarray(self.generate(seeds, labels), np.float32), labels
+
+
+@dataclass
+class Reference:
+    """The real side of every comparison, computed once per dataset, split and feature model."""
+
+    dataset: Dataset
+    features: FeatureModel
+    real: np.ndarray
+    real_probs: np.ndarray | None
+    train_pixels: np.ndarray
+    holdout_pixels: np.ndarray
+    train_class_probs: np.ndarray | None
+
+
+_REFERENCES: dict[tuple, Reference] = {}
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 or float images -> float32 in [0, 1]."""
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+
+
+def as_dataset(dataset: str | Dataset) -> Dataset:
+    return dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+
+
+def reference(dataset: str | Dataset, split: Split = "holdout", cfg: EvalConfig | None = None) -> Reference:
+    """Features of the reference split and the pixels memorisation needs; cached in-process."""
+    ds = as_dataset(dataset)
+    cfg = cfg or EvalConfig()
+    key = (ds.uri, ds.manifest.sha256(), split, cfg.model_dump_json())
+    if key in _REFERENCES:
+        return _REFERENCES[key]
+    if ds.manifest.holdout_count < cfg.knn_k + 2:
+        raise UserError(f"{ds.uri} holds {ds.manifest.holdout_count} held-out images; evaluation needs at least "
+                        f"{cfg.knn_k + 2}: re-run 'genai-ray data prepare' with a larger --holdout")
+    fm = feature_model(ds, cfg)
+    x_train, y_train = ds.read_numpy("train")
+    x_hold, _ = ds.read_numpy("holdout")
+    x_ref = x_hold if split == "holdout" else x_train
+    real, real_probs = fm(to_float(x_ref))
+    class_probs = None
+    if ds.manifest.labelled:
+        class_probs = np.bincount(y_train, minlength=ds.manifest.num_classes) / max(len(y_train), 1)
+    ref = Reference(ds, fm, real, real_probs, to_float(x_train).reshape(len(x_train), -1),
+                    to_float(x_hold).reshape(len(x_hold), -1), class_probs)
+    _REFERENCES[key] = ref
+    return ref
+
+
+def score(images: np.ndarray, ref: Reference, cfg: EvalConfig, cond_labels: np.ndarray | None = None,
+          metrics: list[str] | None = None, prefix: str = "eval/") -> dict[str, float]:
+    """Metrics of a set of sample images against a reference."""
+    images = to_float(images)
+    shape = tuple(ref.dataset.manifest.shape)
+    if images.ndim != 4 or tuple(images.shape[1:]) != shape:
+        raise UserError(f"samples have shape {tuple(images.shape[1:])}, dataset {ref.dataset.uri} has {shape}; "
+                        "evaluate a model against the dataset it was trained for")
+    if len(images) <= cfg.knn_k + 1:
+        raise UserError(f"evaluation needs more than {cfg.knn_k + 1} samples, got {len(images)}; raise --n")
+    fake, fake_probs = ref.features(images)
+    inputs = EvalInputs(
+        fake=fake, real=ref.real, fake_probs=fake_probs, real_probs=ref.real_probs, cond_labels=cond_labels,
+        fake_pixels=images.reshape(len(images), -1), train_pixels=ref.train_pixels,
+        holdout_pixels=ref.holdout_pixels, class_names=ref.dataset.manifest.class_names,
+        train_class_probs=ref.train_class_probs, cfg=cfg,
+    )
+    return compute(metrics or list(METRICS), inputs, prefix)
+
+
+def evaluate(sampler: Sampler | np.ndarray, dataset: str | Dataset, *, split: Split = "holdout",
+             n: int | None = None, seed: int = 0, cfg: EvalConfig | None = None,
+             metrics: list[str] | None = None, prefix: str = "eval/") -> dict[str, float]:
+    """Every metric (or the named ones) of a sampler, or of a fixed image array, against ``split``.
+
+    Also records the feature model's held-out quality, so a table says how far its features can be trusted.
+    """
+    cfg = cfg or EvalConfig()
+    ref = reference(dataset, split, cfg)
+    n = n or cfg.n_samples
+    if isinstance(sampler, Sampler):
+        images, cond = sampler.draw(n, seed)
+    else:
+        images, cond = sampler, None
+    out = score(images, ref, cfg, cond, metrics, prefix)
+    info = ref.features.info
+    for key in ("holdout_accuracy", "holdout_mse"):
+        if info.get(key) is not None:
+            out[f"{prefix}features_{key}"] = float(info[key])
+    out[f"{prefix}n_samples"] = float(len(images))
+    out[f"{prefix}seed"] = float(seed)
+    return out
+
+
+def cheap_metrics(generate: Generate, dataset_uri: str, *, n: int = 500, seed: int = 0,
+                  class_probs: list[float] | None = None, cfg: EvalConfig | None = None) -> dict[str, float]:
+    """FD, precision and recall of ``n`` samples against the held-out split: ``{"eval/fd", "eval/precision",
+    "eval/recall"}``. For the training loop (rank 0, every ``train.eval_every`` epochs); the feature model and
+    the real features load once per process. ``class_probs`` makes it conditional (labels drawn in them).
+    """
+    cfg = cfg or EvalConfig()
+    ref = reference(dataset_uri, "holdout", cfg)
+    images, cond = Sampler(generate, class_probs).draw(n, seed)
+    return score(images, ref, cfg, cond, CHEAP_METRICS)

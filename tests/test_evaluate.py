@@ -1,0 +1,114 @@
+"""The evaluation suite on real digits: the metrics rank real data, baselines, noise, collapse and copies
+the way they must, and the same seed gives the same numbers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from genai_ray import storage
+from genai_ray.baselines import kde_sampler, real_floor
+from genai_ray.data.reader import open_dataset
+from genai_ray.evaluate import Sampler, cheap_metrics, evaluate, reference, to_float
+from genai_ray.metrics import features
+from tests.eval_helpers import CFG, prepare_digits
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory):
+    """Prepared digits (1618 train / 179 holdout) with its feature classifier trained once."""
+    ds = open_dataset(prepare_digits(str(tmp_path_factory.mktemp("eval") / "digits")))
+    reference(ds, "holdout", CFG)
+    return ds
+
+
+@pytest.fixture(scope="session")
+def train_xy(digits):
+    return digits.read_numpy("train")
+
+
+def test_feature_classifier_is_cached_beside_the_manifest(digits) -> None:
+    info = json.loads(storage.read_bytes(storage.join(digits.uri, "features", features.INFO_FILE)))
+    assert info["kind"] == "classifier"
+    assert info["manifest_sha256"] == digits.manifest.sha256()
+    assert info["holdout_accuracy"] > 0.9
+    assert info["epochs"] == CFG.classifier_epochs
+    blob = storage.read_bytes(storage.join(digits.uri, "features", features.MODEL_FILE))
+    assert storage.sha256_bytes(blob) == info["model_sha256"]
+
+
+def test_real_is_far_better_than_noise(digits) -> None:
+    real = evaluate(real_floor(digits, 400), digits, cfg=CFG)
+    noise = evaluate(np.random.default_rng(0).uniform(size=(400, 8, 8, 1)), digits, cfg=CFG)
+    assert real["eval/fd"] * 10 < noise["eval/fd"]
+    assert real["eval/precision"] > noise["eval/precision"] + 0.3
+    assert real["eval/recall"] > noise["eval/recall"] + 0.4
+    assert real["eval/coverage"] > 0.95 > noise["eval/coverage"]
+    assert real["eval/classifier_score"] > 9.0 > noise["eval/classifier_score"]
+
+
+def test_mode_collapse_lowers_recall_and_class_coverage(digits, train_xy) -> None:
+    x, y = train_xy
+    full = evaluate(to_float(x[:600]), digits, cfg=CFG)
+    collapsed = evaluate(to_float(x[y < 3][:600]), digits, cfg=CFG)  # three of ten classes
+    assert collapsed["eval/recall"] < 0.5 * full["eval/recall"]
+    assert collapsed["eval/class_coverage"] == pytest.approx(0.3)
+    assert full["eval/class_coverage"] == 1.0
+    assert collapsed["eval/class_balance"] < 0.4 < 0.9 < full["eval/class_balance"]
+    assert collapsed["eval/precision"] > 0.8  # each image is still realistic
+
+
+def test_copies_of_training_images_are_memorised_held_out_images_are_not(digits, train_xy) -> None:
+    x, _ = train_xy
+    copies = evaluate(to_float(x[:300]), digits, cfg=CFG)
+    assert copies["eval/memorisation"] == 1.0 and copies["eval/nn_train_ratio"] < 1e-6
+    x_hold, _ = digits.read_numpy("holdout")
+    held = evaluate(to_float(x_hold), digits, cfg=CFG)
+    assert held["eval/memorisation"] <= 0.02
+    noisy = to_float(x[:300]) + np.random.default_rng(0).normal(0, 0.01, (300, 8, 8, 1))
+    assert evaluate(noisy.astype(np.float32), digits, cfg=CFG)["eval/memorisation"] > 0.95
+
+
+def test_kde_baseline_sits_between_real_and_noise_and_is_deterministic(digits) -> None:
+    kde = kde_sampler(digits, seed=0)
+    first = evaluate(kde, digits, n=400, seed=7, cfg=CFG)
+    assert evaluate(kde, digits, n=400, seed=7, cfg=CFG) == first
+    assert evaluate(kde_sampler(digits, seed=0), digits, n=400, seed=7, cfg=CFG) == first  # refit: same
+    assert evaluate(kde, digits, n=400, seed=8, cfg=CFG)["eval/fd"] != first["eval/fd"]
+    real = evaluate(real_floor(digits, 400), digits, cfg=CFG)
+    assert real["eval/fd"] < first["eval/fd"] < 20
+    assert first["eval/memorisation"] <= 0.02  # smoothed in PCA space: no copies
+
+
+def test_features_reload_from_the_cache_identically(digits, train_xy) -> None:
+    x, _ = train_xy
+    before = evaluate(to_float(x[:300]), digits, cfg=CFG)
+    features._LOADED.clear()  # force the safe_mode load from the dataset folder
+    from genai_ray import evaluate as evaluate_module
+
+    evaluate_module._REFERENCES.clear()
+    assert evaluate(to_float(x[:300]), digits, cfg=CFG) == before
+
+
+def test_cheap_metrics_and_conditional_accuracy(digits, train_xy) -> None:
+    x, y = train_xy
+    by_class = [np.flatnonzero(y == c) for c in range(10)]
+
+    def obeys(seeds: list[int], labels: np.ndarray | None) -> np.ndarray:
+        """A 'generator' that returns a training image of the requested class."""
+        assert labels is not None
+        return to_float(x[[by_class[c][s % len(by_class[c])] for s, c in zip(seeds, labels, strict=True)]])
+
+    def ignores(seeds: list[int], labels: np.ndarray | None) -> np.ndarray:
+        return to_float(x[[s % len(x) for s in seeds]])
+
+    probs = [0.1] * 10
+    cheap = cheap_metrics(obeys, digits.uri, n=200, seed=0, class_probs=probs, cfg=CFG)
+    assert set(cheap) == {"eval/fd", "eval/precision", "eval/recall"}
+    assert cheap == cheap_metrics(obeys, digits.uri, n=200, seed=0, class_probs=probs, cfg=CFG)
+    good = evaluate(Sampler(obeys, probs), digits, n=300, cfg=CFG)
+    bad = evaluate(Sampler(ignores, probs), digits, n=300, cfg=CFG)
+    assert good["eval/cond_acc"] > 0.95 and good["eval/cond_acc/3"] > 0.9
+    assert bad["eval/cond_acc"] < 0.3

@@ -1,0 +1,110 @@
+"""The metric functions on synthetic features: each behaves as its definition says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genai_ray.config import EvalConfig
+from genai_ray.metrics import METRICS, EvalInputs, compute
+from genai_ray.metrics.classifier_score import classifier_score
+from genai_ray.metrics.frechet import frechet_distance
+from genai_ray.metrics.memorisation import memorisation
+from genai_ray.metrics.prdc import density_coverage, precision_recall
+
+
+def blobs(n: int, centres: np.ndarray, seed: int, spread: float = 0.3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return centres[rng.integers(0, len(centres), n)] + spread * rng.standard_normal((n, centres.shape[1]))
+
+
+CENTRES = np.random.default_rng(42).standard_normal((10, 16)) * 4
+
+
+def test_registry_names_every_metric() -> None:
+    assert {"fd", "precision_recall", "density_coverage", "classifier_score", "class_coverage",
+            "conditional_accuracy", "memorisation"} <= set(METRICS)
+
+
+def test_frechet_zero_for_same_set_and_exact_for_a_shift() -> None:
+    x = np.random.default_rng(0).standard_normal((500, 8))
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+    shift = np.arange(8, dtype=np.float64)
+    assert frechet_distance(x, x + shift) == pytest.approx(float((shift**2).sum()), rel=1e-8)
+    y = np.random.default_rng(1).standard_normal((400, 8)) * 2
+    assert frechet_distance(x, y) == pytest.approx(frechet_distance(y, x), rel=1e-8)
+
+
+def test_frechet_is_finite_with_dead_feature_units() -> None:
+    x = np.random.default_rng(0).standard_normal((200, 6))
+    x[:, :3] = 0.0  # dead ReLU units: singular covariance
+    y = x + 0.01
+    assert frechet_distance(x, y) == pytest.approx(6 * 0.01**2, abs=1e-10)  # the mean term alone, no NaN
+    assert np.isfinite(frechet_distance(x, np.random.default_rng(2).standard_normal((300, 6))))
+
+
+def test_precision_recall_separate_quality_from_variety() -> None:
+    real = blobs(300, CENTRES, 0)
+    same = blobs(1000, CENTRES, 1)
+    few_modes = blobs(1000, CENTRES[:3], 2)
+    off = blobs(1000, CENTRES + 20.0, 3)
+    p_same, r_same = precision_recall(same, real)
+    p_few, r_few = precision_recall(few_modes, real)
+    p_off, r_off = precision_recall(off, real)
+    assert p_same > 0.7 and r_same > 0.7
+    assert p_few > 0.7 and r_few < 0.4 * r_same  # realistic but collapsed: precision stays, recall drops
+    assert p_off == 0.0 and r_off == 0.0
+
+
+def test_density_coverage() -> None:
+    real = blobs(300, CENTRES, 0)
+    d_same, c_same = density_coverage(blobs(1000, CENTRES, 1), real)
+    d_few, c_few = density_coverage(blobs(1000, CENTRES[:3], 2), real)
+    assert 0.7 < d_same < 1.3 and c_same > 0.95
+    assert c_few < 0.4
+    assert density_coverage(blobs(500, CENTRES + 20.0, 3), real) == (0.0, 0.0)
+
+
+def test_classifier_score_bounds() -> None:
+    k = 10
+    confident_varied = np.eye(k)[np.arange(1000) % k]
+    assert classifier_score(confident_varied) == pytest.approx(k, rel=1e-6)
+    assert classifier_score(np.eye(k)[np.zeros(1000, int)]) == pytest.approx(1.0, rel=1e-6)
+    assert classifier_score(np.full((100, k), 1.0 / k)) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_memorisation_calibrated_on_held_out() -> None:
+    rng = np.random.default_rng(0)
+    train, holdout, fresh = rng.uniform(size=(3, 500, 64))
+    near_copies = train[:200] + rng.normal(0, 0.01, (200, 64))
+    assert memorisation(train[:200], train, holdout, 0.05, 0.5)["memorisation"] == 1.0
+    assert memorisation(near_copies, train, holdout, 0.05, 0.5)["memorisation"] == 1.0
+    novel = memorisation(fresh, train, holdout, 0.05, 0.5)
+    assert novel["memorisation"] <= 0.01
+    assert novel["nn_train_ratio"] == pytest.approx(1.0, abs=0.05)
+
+
+def _inputs(shares: np.ndarray, cond: np.ndarray | None, pred: np.ndarray) -> EvalInputs:
+    k = len(shares)
+    feats = np.random.default_rng(0).standard_normal((len(pred), 4))
+    pixels = np.random.default_rng(1).uniform(size=(len(pred), 16))
+    return EvalInputs(fake=feats, real=feats, fake_probs=np.eye(k)[pred], real_probs=None, cond_labels=cond,
+                      fake_pixels=pixels, train_pixels=pixels + 1, holdout_pixels=pixels + 2,
+                      class_names=[f"c{i}" for i in range(k)], train_class_probs=shares, cfg=EvalConfig())
+
+
+def test_class_coverage_balance_and_conditional_accuracy() -> None:
+    uniform = np.full(4, 0.25)
+    balanced = _inputs(uniform, None, np.arange(400) % 4)
+    out = compute(["class_coverage", "conditional_accuracy"], balanced)
+    assert out["eval/class_coverage"] == 1.0 and out["eval/class_balance"] == pytest.approx(1.0)
+    assert "eval/cond_acc" not in out  # unconditional samples: nothing to check
+    collapsed = compute(["class_coverage"], _inputs(uniform, None, np.zeros(400, int)))
+    assert collapsed["eval/class_coverage"] == 0.25
+    assert collapsed["eval/class_balance"] == pytest.approx(0.25)
+    assert collapsed["eval/class_share/c0"] == 1.0
+    cond = np.arange(400) % 4
+    pred = np.where(cond == 3, 0, cond)  # class 3 is drawn as class 0
+    acc = compute(["conditional_accuracy"], _inputs(uniform, cond, pred))
+    assert acc["eval/cond_acc"] == pytest.approx(0.75)
+    assert acc["eval/cond_acc/c3"] == 0.0 and acc["eval/cond_acc/c1"] == 1.0
