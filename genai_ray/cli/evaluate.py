@@ -1,0 +1,113 @@
+"""``genai-ray evaluate``: a model package or a baseline, scored on a dataset's held-out split."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from genai_ray.errors import UserError
+
+BASELINES = ("real", "kde")
+HEADLINE = ["fd", "precision", "recall", "density", "coverage", "memorisation", "nn_train_ratio", "classifier_score",
+            "class_coverage", "class_balance", "cond_acc"]  # table order; per-class rows and details follow
+
+
+def format_table(columns: dict[str, dict[str, float]]) -> str:
+    """Metrics as rows, one column per evaluated thing; blank where a metric does not apply."""
+    keys: list[str] = []
+    for values in columns.values():
+        keys += [k for k in values if k not in keys]
+
+    def rank(key: str) -> tuple[int, int]:
+        name = key.split("/", 1)[-1]
+        return (0, HEADLINE.index(name)) if name in HEADLINE else (1 + name.count("/"), 0)
+
+    keys.sort(key=rank)
+    width = max(len(k) for k in keys) if keys else 6
+    widths = [max(10, len(name)) for name in columns]
+    lines = ["metric".ljust(width) + "".join(f"  {name:>{w}}" for name, w in zip(columns, widths, strict=True))]
+    for key in keys:
+        cells = [f"{values[key]:.4f}" if key in values else "" for values in columns.values()]
+        lines.append(key.ljust(width) + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True)))
+    return "\n".join(lines)
+
+
+@click.command("evaluate")
+@click.option("--model", "model_ref", metavar="URI|NAME|champion",
+              help="Model package: a URI, NAME (latest version), NAME/vNNNN, champion or champion:NAME.")
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(BASELINES),
+              help="Evaluate a baseline instead (repeatable): 'real' (the training split, the floor) or 'kde'.")
+@click.option("--data", "data_ref", metavar="URI|NAME",
+              help="Dataset. Default for --model: the dataset the model was trained on.")
+@click.option("--n", type=int, help="Samples to draw. Default: eval.n_samples.")
+@click.option("--split", type=click.Choice(["holdout", "train"]), default="holdout", show_default=True,
+              help="Real split to compare with.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses seed SEED + i.")
+@click.option("--config", "config_path", type=click.Path(), help="YAML config (its eval: section is used).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. eval.knn_k=5.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--no-write", is_flag=True, help="Don't record the metrics in the package's model.json.")
+@click.pass_obj
+def evaluate_cmd(obj, model_ref, baselines, data_ref, n, split, seed, config_path, sets, as_json, no_write) -> None:
+    """Score a model (or a baseline) on a dataset: Frechet distance, precision/recall, coverage, memorisation."""
+    from genai_ray.config import load_config, parse_set_option
+
+    if bool(model_ref) == bool(baselines):
+        raise UserError("pass either --model URI|NAME|champion or --baseline real|kde (not both, not neither)")
+    if n is not None and n < 10:
+        raise UserError(f"--n {n}: evaluate at least 10 samples (the default is eval.n_samples)")
+    cfg = load_config(config_path, None, parse_set_option(sets)).eval
+    if model_ref:
+        columns = {model_ref: _evaluate_model(obj.store, model_ref, data_ref, n, split, seed, cfg, not no_write)}
+    else:
+        if not data_ref:
+            raise UserError("--baseline needs --data URI|NAME: the dataset to fit the baseline on")
+        columns = _evaluate_baselines(obj.store, baselines, data_ref, n, split, seed, cfg)
+    click.echo(json.dumps(columns, indent=2) if as_json else format_table(columns))
+
+
+def _prefix(split: str) -> str:
+    return "eval/" if split == "holdout" else "eval_train/"
+
+
+def _evaluate_model(store, model_ref, data_ref, n, split, seed, cfg, write) -> dict[str, float]:
+    from genai_ray.data.reader import open_dataset, resolve_dataset_uri
+    from genai_ray.evaluate import Sampler, evaluate
+    from genai_ray.package import load_package, read_meta, resolve_model_uri, write_meta
+
+    uri = resolve_model_uri(model_ref, store)
+    pkg = load_package(uri)
+    meta = pkg.meta
+    ds = open_dataset(resolve_dataset_uri(data_ref, store) if data_ref else meta.dataset_uri)
+    if tuple(ds.manifest.shape) != tuple(meta.image_shape):
+        raise UserError(f"model {meta.name}/{meta.version} makes {tuple(meta.image_shape)} images but {ds.uri} "
+                        f"holds {tuple(ds.manifest.shape)}; pass the --data it was trained on")
+    if meta.conditional and len(meta.class_names or []) != ds.manifest.num_classes:
+        raise UserError(f"model {meta.name}/{meta.version} knows {len(meta.class_names or [])} classes but "
+                        f"{ds.uri} has {ds.manifest.num_classes}; pass the --data it was trained on")
+    if ds.manifest.sha256() != meta.dataset_sha256:
+        click.echo(f"note: {ds.uri} is not the dataset {meta.name}/{meta.version} was trained on; "
+                   "memorisation is measured against its training split", err=True)
+    probs = (meta.class_probs or [1.0] * len(meta.class_names or [])) if meta.conditional else None
+    result = evaluate(Sampler(pkg.generate, probs), ds, split=split, n=n, seed=seed, cfg=cfg, prefix=_prefix(split))
+    if write:
+        fresh = read_meta(uri)  # re-read: keep anything written since we loaded
+        fresh.metrics = {**fresh.metrics, **result}
+        write_meta(uri, fresh)
+        click.echo(f"wrote {len(result)} metrics to {uri}/model.json", err=True)
+    return result
+
+
+def _evaluate_baselines(store, baselines, data_ref, n, split, seed, cfg) -> dict[str, dict[str, float]]:
+    from genai_ray.baselines import kde_sampler, real_floor
+    from genai_ray.data.reader import open_dataset, resolve_dataset_uri
+    from genai_ray.evaluate import evaluate
+
+    ds = open_dataset(resolve_dataset_uri(data_ref, store))
+    n = n or cfg.n_samples
+    columns = {}
+    for name in dict.fromkeys(baselines):
+        source = real_floor(ds, n, seed) if name == "real" else kde_sampler(ds, seed)
+        columns[name] = evaluate(source, ds, split=split, n=n, seed=seed, cfg=cfg, prefix=_prefix(split))
+    return columns
