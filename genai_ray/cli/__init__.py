@@ -39,10 +39,14 @@ def cli(ctx: click.Context, verbose: bool, store: str | None) -> None:
 
 
 def _register() -> None:
+    from genai_ray.cli import cluster as cluster_cli
     from genai_ray.cli import data
     from genai_ray.cli import evaluate as evaluate_cli
 
     cli.add_command(data.data)
+    cli.add_command(cluster_cli.cluster)
+    cli.add_command(cluster_cli.submit)
+    cli.add_command(cluster_cli.jobs_group, name="jobs")
     cli.add_command(evaluate_cli.evaluate_cmd)
 
 
@@ -54,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in args or "-v" in args
     try:
-        cli.main(args=args, prog_name="genai-ray", standalone_mode=False)
+        # Without standalone mode click *returns* the code of ctx.exit(code) instead of raising Exit.
+        code = cli.main(args=args, prog_name="genai-ray", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         first = str(exc).splitlines()[0] if str(exc) else ""
         click.echo(f"error: {type(exc).__name__}: {first[:300]} (run with --verbose for details)", err=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,119 @@
+"""A real local Ray head (``genai-ray cluster up``) and real Ray Jobs submitted to it through the Jobs API.
+
+One head for the module: its own state dir, temp dir, free ports and a private token file, so it never
+touches another Ray on the machine. Teardown runs ``cluster down`` and checks that no process is left.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+import requests
+
+from genai_ray.cli import main
+from genai_ray.cluster import local
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str):
+    """A running local head; yields (state, store root). The token lives in a private file."""
+    root = tmp_path_factory.mktemp("cluster")
+    token_file = root / "token"
+    token_file.write_text(secrets.token_hex(16))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENAI_RAY_CLUSTER_DIR", str(root / "state"))
+        mp.setenv("GENAI_RAY_STORE", str(root / "store"))
+        mp.setenv("RAY_AUTH_TOKEN_PATH", str(token_file))
+        for key in ("RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS", "RAY_ADDRESS", "GENAI_RAY_ADDRESS"):
+            mp.delenv(key, raising=False)
+        assert main(["cluster", "up", "--num-cpus", "4"]) == 0
+        state = local.read_state()
+        assert state is not None and local.is_running(state)
+        try:
+            yield state, root / "store"
+        finally:
+            pids = local.cluster_pids(state)
+            assert main(["cluster", "down"]) == 0
+            left = [p for p in pids if local._proc_stat(p)]
+            assert not left, f"cluster down left processes running: {left}"
+            assert not Path(state.temp_dir).exists(), "cluster down left Ray's temp dir behind"
+            assert local.read_state() is None
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_up_again_finds_the_running_head_and_status_reports_it(head, capsys):
+    state, _ = head
+    code, out, _ = run(capsys, "cluster", "up")
+    assert code == 0 and "already running" in out and state.dashboard_url in out
+    assert local.read_state() == state
+    code, out, _ = run(capsys, "cluster", "status")
+    assert code == 0 and "running since" in out and state.dashboard_url in out
+
+
+def test_token_authentication_is_on(head):
+    """The dashboard runs code for whoever reaches it: without the token, nothing is served."""
+    state, _ = head
+    assert requests.get(f"{state.dashboard_url}/api/jobs/", timeout=10).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert requests.get(f"{state.dashboard_url}/api/jobs/", headers=wrong, timeout=10).status_code == 403
+
+
+def test_missing_or_wrong_token_is_one_clear_line(head, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-token")
+    code, _, err = run(capsys, "jobs", "list")
+    assert code == 2 and "refused the token from $RAY_AUTH_TOKEN" in err
+    assert "not-the-token" not in err, "the token was printed"
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token either
+    code, _, err = run(capsys, "submit", "--", "data", "prepare", "digits")
+    assert code == 2 and "requires a token and none was found" in err and "RAY_AUTH_TOKEN" in err
+
+
+def test_submitted_job_writes_its_dataset_and_streams_its_log(head, capsys):
+    state, store = head
+    code, out, err = run(capsys, "submit", "--", "data", "prepare", "digits", "--name", "via-job")
+    assert code == 0, err
+    assert "prepared via-job: 1797 images" in out, "the job's log did not come back"
+    assert "SUCCEEDED" in err
+    manifest = json.loads((store / "datasets" / "via-job" / "manifest.json").read_text())
+    assert manifest["count"] == 1797
+    job_id = err.split("submitted job ")[1].split()[0]
+    code, out, _ = run(capsys, "jobs", "list")
+    assert code == 0 and job_id in out and "SUCCEEDED" in out and "genai-ray data prepare digits" in out
+    code, out, _ = run(capsys, "jobs", "logs", job_id)
+    assert code == 0 and "prepared via-job" in out
+
+
+def test_failing_job_exits_with_its_code_and_log_tail(head, capsys):
+    code, out, err = run(capsys, "submit", "--", "data", "prepare", "/nonexistent/images", "--name", "bad")
+    assert code == 2, "the job's own exit code (2: a user error) must come back"
+    assert "FAILED (exit code 2)" in err
+    tail = err.split("lines of its log ---")[1]
+    assert "unknown source '/nonexistent/images'" in tail
+    job_id = err.split("submitted job ")[1].split()[0]
+    code, out, _ = run(capsys, "jobs", "status", job_id)
+    assert code == 2 and "FAILED" in out and "exit code: 2" in out
+    code, _, err = run(capsys, "jobs", "status", "no-such-job")
+    assert code == 2 and "no job 'no-such-job'" in err
+
+
+def test_stopped_job_leaves_no_dataset_that_looks_complete(head, capsys):
+    _, store = head
+    code, out, _ = run(capsys, "submit", "--no-wait", "--", "data", "prepare", "shapes", "--count", "5000000",
+                       "--name", "stopped")
+    assert code == 0
+    job_id = out.strip().splitlines()[-1]
+    code, out, _ = run(capsys, "jobs", "stop", job_id)
+    assert code == 0 and "STOPPED" in out
+    assert not (store / "datasets" / "stopped" / "manifest.json").exists()
+    code, out, _ = run(capsys, "jobs", "status", job_id)
+    assert code == 1 and "STOPPED" in out
