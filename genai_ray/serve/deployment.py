@@ -1,0 +1,155 @@
+"""The Ray Serve deployment: FastAPI ingress, request batching, hot reload and health.
+
+Ray glue only. The model lives in a ``ModelSlot`` (load in ``reconfigure``, so changing
+``user_config.model_uri`` hot-swaps it), concurrent requests meet in one ``@serve.batch`` call of the
+pure ``run_batch``, and ``check_health`` raises while no model could be loaded, naming the URI.
+"""
+
+# No "from __future__ import annotations": FastAPI must see real types on the ingress methods.
+import asyncio
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from ray import serve
+
+from genai_ray import __version__
+from genai_ray.config import ServeConfig
+from genai_ray.errors import UserError
+from genai_ray.package import per_image_seeds
+from genai_ray.serve import gallery
+from genai_ray.serve.http import GenerateRequest, authorize, install, key_digest, render
+from genai_ray.serve.slot import Job, ModelSlot, Result, run_batch
+
+USER_CONFIG_KEYS = {"model_uri"}  # what reconfigure reads from user_config
+
+
+@dataclass
+class Limits:
+    """Per-process settings the ASGI middleware reads (one replica per process)."""
+
+    max_body_bytes: int = ServeConfig().max_body_bytes
+
+
+@dataclass
+class Stats:
+    """Batching counters, exposed in /v1/model so load tests can see batches form."""
+
+    batches: int = 0
+    requests: int = 0
+    largest_batch: int = 0
+    sizes: dict[int, int] = field(default_factory=dict)
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.requests += size
+        self.largest_batch = max(self.largest_batch, size)
+        self.sizes[size] = self.sizes.get(size, 0) + 1
+
+
+limits = Limits()
+app = FastAPI(title="genai-ray generator", version=__version__,
+              description="Generate images from a genai-ray model package. Send 'Authorization: Bearer <key>' "
+                          "to /v1/* when the server has an API key.")
+install(app, limits)
+bearer = HTTPBearer(auto_error=False, description="the API key, when the server has one")
+
+
+@serve.deployment(
+    name="Generator",
+    max_ongoing_requests=64,  # >= max_batch_size, or it caps the batches
+    max_queued_requests=256,  # beyond this the proxy answers 503 at once
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16},
+    health_check_period_s=5,
+    ray_actor_options={"num_cpus": 1},
+)
+@serve.ingress(app)
+class Generator:
+    """One replica: a model slot, a batcher, and the HTTP routes."""
+
+    def __init__(self, config: dict[str, Any], api_key_sha256: str | None = None):
+        self.cfg = ServeConfig.model_validate(config)
+        # The builder passes the key's digest; a replica's own env (a Kubernetes secret) also works.
+        self.key_sha256 = api_key_sha256 or key_digest(os.environ.get(self.cfg.api_key_env))
+        self.slot = ModelSlot()
+        self.stats = Stats()
+        limits.max_body_bytes = self.cfg.max_body_bytes
+        self._batched.set_max_batch_size(self.cfg.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Load ``user_config.model_uri`` (or the configured one) off the event loop, then swap it in."""
+        unknown = set(user_config or {}) - USER_CONFIG_KEYS
+        if unknown:
+            raise UserError(f"user_config: unknown key(s) {', '.join(sorted(unknown))}; only model_uri is read")
+        ref = (user_config or {}).get("model_uri") or self.cfg.model_uri
+        await asyncio.to_thread(self.slot.load, ref)
+
+    def check_health(self) -> None:
+        self.slot.check_health()
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _batched(self, jobs: list[Job]) -> list[Result | UserError]:
+        package = self.slot.package  # one snapshot for the whole batch
+        assert package is not None, "routes check for a model before batching"
+        results = await asyncio.to_thread(run_batch, package, jobs)
+        self.stats.record(sum(not isinstance(r, UserError) for r in results))
+        return results
+
+    def _authorize(self, credentials: HTTPAuthorizationCredentials | None) -> None:
+        authorize(self.key_sha256, credentials)
+
+    def _require_model(self) -> None:
+        if self.slot.package is None:
+            raise HTTPException(503, self.slot.error or "the model is still loading; retry shortly")
+
+    @app.post("/v1/generate", response_class=Response,
+              responses={200: {"content": {"image/png": {}, "application/octet-stream": {}, "application/json": {}},
+                               "description": "images; X-Model, X-Seed, X-Seeds headers name their origin"},
+                         401: {"description": "missing or wrong API key"},
+                         413: {"description": "request body too large"},
+                         422: {"description": "invalid request"},
+                         503: {"description": "no model loaded, or overloaded"}})
+    async def generate(self, body: GenerateRequest,
+                       credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Response:
+        """Generate ``n`` images; image i uses seed + i, so equal requests give equal pixels."""
+        self._authorize(credentials)
+        self._require_model()
+        if body.n > self.cfg.max_n:
+            raise HTTPException(422, f"n={body.n} is over this server's limit of {self.cfg.max_n} (serve.max_n)")
+        seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+        result = await self._batched(Job(per_image_seeds(seed, body.n), body.label))
+        if isinstance(result, UserError):
+            raise HTTPException(422, str(result))
+        return await asyncio.to_thread(render, result, body.format, seed)
+
+    @app.get("/v1/model")
+    async def model(self, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict[str, Any]:
+        """The served package's metadata and metrics, plus this replica's batching counters."""
+        self._authorize(credentials)
+        self._require_model()
+        package = self.slot.package
+        return {**package.meta.model_dump(mode="json"), "uri": package.uri, "reload_error": self.slot.error,
+                "serving": {"max_n": self.cfg.max_n, "max_batch_size": self.cfg.max_batch_size,
+                            "batches": self.stats.batches, "requests": self.stats.requests,
+                            "largest_batch": self.stats.largest_batch,
+                            "batch_sizes": {str(k): v for k, v in sorted(self.stats.sizes.items())}}}
+
+    @app.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        """200 with the model version when serving; 503 with the load error otherwise."""
+        try:
+            self.slot.check_health()
+        except RuntimeError as err:
+            return JSONResponse({"status": "unhealthy", "detail": str(err)}, 503)
+        meta = self.slot.package.meta
+        return JSONResponse({"status": "ok", "model": f"{meta.name}/{meta.version}", "reload_error": self.slot.error})
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index(self, request: Request) -> HTMLResponse:
+        """The gallery page."""
+        return HTMLResponse(gallery.page(request.scope.get("root_path", "")))
