@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -131,6 +132,12 @@ def evaluate(sampler: Sampler | np.ndarray, dataset: str | Dataset, *, split: Sp
     out[f"{prefix}n_samples"] = float(len(images))
     out[f"{prefix}seed"] = float(seed)
     return out
+
+
+def prepare_features(dataset: str | Dataset, cfg: EvalConfig | None = None) -> dict[str, Any]:
+    """Train (or load) the dataset's feature model now, for example on the driver before training starts, so
+    that in-training evaluations on rank 0 only load it. Returns its info (held-out accuracy, settings)."""
+    return feature_model(as_dataset(dataset), cfg or EvalConfig()).info
 
 
 def cheap_metrics(generate: Generate, dataset_uri: str, *, n: int = 500, seed: int = 0,

@@ -100,4 +100,4 @@ def test_evaluate_on_s3(s3_bucket: str, capsys) -> None:
     assert "eval/fd" in out
     assert "eval/cond_acc" not in read_meta(uri).metrics  # unconditional model
     assert read_meta(uri).metrics["eval/n_samples"] == 150.0
-    assert storage.exists(storage.join(data, "features", "feature-model.json"))
+    assert storage.list_dir(storage.join(data, "features"))  # the feature model is cached beside the manifest

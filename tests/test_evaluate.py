@@ -30,12 +30,14 @@ def train_xy(digits):
 
 
 def test_feature_classifier_is_cached_beside_the_manifest(digits) -> None:
-    info = json.loads(storage.read_bytes(storage.join(digits.uri, "features", features.INFO_FILE)))
+    folder = features.cache_folder(digits, CFG)
+    assert folder.startswith(storage.join(digits.uri, "features"))
+    info = json.loads(storage.read_bytes(storage.join(folder, features.INFO_FILE)))
     assert info["kind"] == "classifier"
     assert info["manifest_sha256"] == digits.manifest.sha256()
     assert info["holdout_accuracy"] > 0.9
     assert info["epochs"] == CFG.classifier_epochs
-    blob = storage.read_bytes(storage.join(digits.uri, "features", features.MODEL_FILE))
+    blob = storage.read_bytes(storage.join(folder, features.MODEL_FILE))
     assert storage.sha256_bytes(blob) == info["model_sha256"]
 
 
@@ -112,3 +114,45 @@ def test_cheap_metrics_and_conditional_accuracy(digits, train_xy) -> None:
     bad = evaluate(Sampler(ignores, probs), digits, n=300, cfg=CFG)
     assert good["eval/cond_acc"] > 0.95 and good["eval/cond_acc/3"] > 0.9
     assert bad["eval/cond_acc"] < 0.3
+
+
+def test_unlabelled_dataset_uses_an_autoencoder(tmp_path, train_xy) -> None:
+    from genai_ray.data.prepare import prepare
+    from genai_ray.data.sources import open_source
+
+    x, _ = train_xy
+    np.savez(tmp_path / "plain.npz", x=x[..., 0])  # images only: no labels
+    prepare(open_source(str(tmp_path / "plain.npz")), str(tmp_path / "plain"), name="plain", holdout=0.2,
+            progress=False)
+    ds = open_dataset(str(tmp_path / "plain"))
+    assert not ds.manifest.labelled
+    info = features.feature_model(ds, CFG).info
+    assert info["kind"] == "autoencoder" and info["holdout_mse"] < 0.05
+    real = evaluate(real_floor(ds, 300), ds, cfg=CFG)
+    noise = evaluate(np.random.default_rng(0).uniform(size=(300, 8, 8, 1)), ds, cfg=CFG)
+    assert real["eval/fd"] * 5 < noise["eval/fd"]
+    assert real["eval/recall"] > noise["eval/recall"] + 0.4
+    assert not any(k.startswith(("eval/class", "eval/cond_acc")) for k in real)  # no classes to judge
+    assert "eval/features_holdout_mse" in real
+
+
+def test_a_damaged_cache_is_retrained_not_trusted(tmp_path, train_xy) -> None:
+    from genai_ray.evaluate import prepare_features
+
+    x, y = train_xy
+    np.savez(tmp_path / "small.npz", x=x[:400, ..., 0], y=y[:400])
+    from genai_ray.data.prepare import prepare
+    from genai_ray.data.sources import open_source
+
+    prepare(open_source(str(tmp_path / "small.npz")), str(tmp_path / "small"), name="small", progress=False)
+    ds = open_dataset(str(tmp_path / "small"))
+    cfg = CFG.model_copy(update={"classifier_epochs": 2})
+    first = prepare_features(ds, cfg)
+    folder = features.cache_folder(ds, cfg)
+    assert features.cache_folder(ds, CFG) != folder  # other settings keep their own cache
+    storage.write_bytes(storage.join(folder, features.MODEL_FILE), b"not a keras file")
+    features._LOADED.clear()
+    again = prepare_features(ds, cfg)  # sha256 mismatch: retrained, not loaded
+    assert again["created_at"] >= first["created_at"]
+    blob = storage.read_bytes(storage.join(folder, features.MODEL_FILE))
+    assert storage.sha256_bytes(blob) == again["model_sha256"]

@@ -3,10 +3,11 @@
 Inception features need downloaded weights and suit 8x8 grayscale digits badly, so, as TF-GAN's MNIST
 tools and small-data GAN papers do, we train a classifier on the TRAINING split (labelled datasets) or an
 autoencoder (unlabelled ones) and use its penultimate layer ("features"). It is trained once per dataset
-and cached beside the manifest (``<dataset>/features/``): ``feature-model.keras`` (loaded with
-``safe_mode=True``) and ``feature-model.json``, written last, recording what it was trained for (the
+and cached beside the manifest (``<dataset>/features/<settings hash>/``): ``feature-model.keras`` (loaded
+with ``safe_mode=True``) and ``feature-model.json``, written last, recording what it was trained for (the
 manifest's sha256 and the settings) and how good it is on the held-out split. A cache that does not match
-is retrained, so changed data never reuses stale features.
+is retrained, so changed data never reuses stale features; different ``eval`` settings (a tiny preset, a
+default one) each keep their own folder instead of retraining over each other.
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ def _settings(ds: Dataset, cfg: EvalConfig) -> dict[str, Any]:
     }
 
 
+def cache_folder(ds: Dataset, cfg: EvalConfig) -> str:
+    """Where the feature model for these settings lives."""
+    digest = storage.sha256_bytes(json.dumps(_settings(ds, cfg), sort_keys=True).encode())[:12]
+    return storage.join(ds.uri, FEATURES_DIR, digest)
+
+
 def _extractor(model: Any, kind: str) -> Any:
     import keras
 
@@ -134,23 +141,21 @@ def train_feature_model(ds: Dataset, cfg: EvalConfig) -> tuple[Any, dict[str, An
     return model, info
 
 
-def _save(ds: Dataset, model: Any, info: dict[str, Any]) -> dict[str, Any]:
+def _save(folder: str, model: Any, info: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, MODEL_FILE)
         model.save(local)
         with open(local, "rb") as f:
             blob = f.read()
     info = {**info, "model_sha256": storage.sha256_bytes(blob)}
-    folder = storage.join(ds.uri, FEATURES_DIR)
     storage.write_bytes(storage.join(folder, MODEL_FILE), blob)
     storage.write_bytes(storage.join(folder, INFO_FILE), json.dumps(info, indent=2).encode())  # commit point
     return info
 
 
-def _load_cached(ds: Dataset, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+def _load_cached(folder: str, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
     import keras
 
-    folder = storage.join(ds.uri, FEATURES_DIR)
     info_uri = storage.join(folder, INFO_FILE)
     if not storage.exists(info_uri):
         return None
@@ -185,10 +190,11 @@ def feature_model(ds: Dataset, cfg: EvalConfig | None = None) -> FeatureModel:
     key = (ds.uri, *sorted(settings.items()))
     if key in _LOADED:
         return _LOADED[key]
-    cached = _load_cached(ds, settings)
+    folder = cache_folder(ds, cfg)
+    cached = _load_cached(folder, settings)
     if cached is None:
         model, info = train_feature_model(ds, cfg)
-        info = _save(ds, model, info)
+        info = _save(folder, model, info)
     else:
         model, info = cached
     fm = FeatureModel(settings["kind"], _extractor(model, settings["kind"]), info)
