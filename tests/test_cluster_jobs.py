@@ -7,7 +7,7 @@ touches another Ray on the machine. Teardown runs ``cluster down`` and checks th
 from __future__ import annotations
 
 import json
-import secrets
+import stat
 from pathlib import Path
 
 import pytest
@@ -19,15 +19,14 @@ from genai_ray.cluster import local
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str):
-    """A running local head; yields (state, store root). The token lives in a private file."""
+    """A running local head; yields (state, store root). HOME is private, so `cluster up` makes the token."""
     root = tmp_path_factory.mktemp("cluster")
-    token_file = root / "token"
-    token_file.write_text(secrets.token_hex(16))
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(root / "home"))
         mp.setenv("GENAI_RAY_CLUSTER_DIR", str(root / "state"))
         mp.setenv("GENAI_RAY_STORE", str(root / "store"))
-        mp.setenv("RAY_AUTH_TOKEN_PATH", str(token_file))
-        for key in ("RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS", "RAY_ADDRESS", "GENAI_RAY_ADDRESS"):
+        for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS", "RAY_ADDRESS",
+                    "GENAI_RAY_ADDRESS"):
             mp.delenv(key, raising=False)
         assert main(["cluster", "up", "--num-cpus", "4"]) == 0
         state = local.read_state()
@@ -58,9 +57,12 @@ def test_up_again_finds_the_running_head_and_status_reports_it(head, capsys):
     assert code == 0 and "running since" in out and state.dashboard_url in out
 
 
-def test_token_authentication_is_on(head):
+def test_token_authentication_is_on_with_a_private_token(head):
     """The dashboard runs code for whoever reaches it: without the token, nothing is served."""
     state, _ = head
+    token = Path.home() / ".ray" / "auth_token"
+    assert token.is_file(), "cluster up must create a token when there is none"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600, "the token file must be readable by its owner only"
     assert requests.get(f"{state.dashboard_url}/api/jobs/", timeout=10).status_code == 401
     wrong = {"Authorization": "Bearer not-the-token"}
     assert requests.get(f"{state.dashboard_url}/api/jobs/", headers=wrong, timeout=10).status_code == 403
@@ -72,8 +74,7 @@ def test_missing_or_wrong_token_is_one_clear_line(head, capsys, monkeypatch, tmp
     assert code == 2 and "refused the token from $RAY_AUTH_TOKEN" in err
     assert "not-the-token" not in err, "the token was printed"
     monkeypatch.delenv("RAY_AUTH_TOKEN")
-    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token either
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
     code, _, err = run(capsys, "submit", "--", "data", "prepare", "digits")
     assert code == 2 and "requires a token and none was found" in err and "RAY_AUTH_TOKEN" in err
 

@@ -165,9 +165,14 @@ def _ray_binary() -> str:
 
 
 def _ensure_token() -> None:
-    """A local head with auth on needs a token; make one the way Ray does if there is none yet."""
+    """A local head with auth on needs a token; make one the way Ray does if there is none yet.
+
+    Ray writes it world-readable; whoever reads it can run code on the cluster, so only the owner may.
+    """
     if auth.find_token() is None:
+        # capture_output: the command also prints the token, which must not reach a terminal or a log
         subprocess.run([_ray_binary(), "get-auth-token", "--generate"], check=True, capture_output=True)
+        auth.default_token_path().chmod(0o600)
 
 
 def _wait_ready(dashboard_url: str, started: subprocess.Popen, timeout: float) -> None:
