@@ -27,7 +27,7 @@ def main() -> None:
     from genai_ray.data.prepare import prepare
     from genai_ray.data.reader import open_dataset
     from genai_ray.data.sources import open_source
-    from genai_ray.evaluate import Sampler, evaluate, reference
+    from genai_ray.evaluate import check_package_fits, evaluate, package_sampler, reference
     from genai_ray.package import load_package
 
     cfg = EvalConfig()
@@ -41,9 +41,8 @@ def main() -> None:
         }
         for uri in args.model:
             pkg = load_package(uri)
-            meta = pkg.meta
-            probs = (meta.class_probs or [1.0] * len(meta.class_names or [])) if meta.conditional else None
-            columns[f"{meta.name}/{meta.version}"] = evaluate(Sampler(pkg.generate, probs), ds, cfg=cfg)
+            check_package_fits(pkg.meta, ds)
+            columns[f"{pkg.meta.name}/{pkg.meta.version}"] = evaluate(package_sampler(pkg), ds, cfg=cfg)
     print(f"quality on digits ({ds.manifest.train_count} train / {ds.manifest.holdout_count} holdout, "
           f"n={cfg.n_samples}, k={cfg.knn_k}, feature classifier held-out accuracy {accuracy:.4f}); "
           f"machine: {machine()}")

@@ -20,7 +20,15 @@ from genai_ray.data.reader import Dataset, open_dataset
 from genai_ray.errors import UserError
 from genai_ray.metrics import METRICS, EvalInputs, compute
 from genai_ray.metrics.features import FeatureModel, feature_model
-from genai_ray.package import per_image_seeds, sample_labels
+from genai_ray.package import (
+    GeneratorPackage,
+    ModelMeta,
+    load_package,
+    per_image_seeds,
+    read_meta,
+    sample_labels,
+    write_meta,
+)
 
 Generate = Callable[[list[int], np.ndarray | None], np.ndarray]
 CHEAP_METRICS = ["fd", "precision_recall"]
@@ -132,6 +140,45 @@ def evaluate(sampler: Sampler | np.ndarray, dataset: str | Dataset, *, split: Sp
     out[f"{prefix}n_samples"] = float(len(images))
     out[f"{prefix}seed"] = float(seed)
     return out
+
+
+def split_prefix(split: Split) -> str:
+    """Metric key prefix: held-out results are the headline ``eval/``; train-split ones stay apart."""
+    return "eval/" if split == "holdout" else "eval_train/"
+
+
+def package_sampler(pkg: GeneratorPackage) -> Sampler:
+    """A package as a sampler: conditional ones draw labels in their training class proportions."""
+    meta = pkg.meta
+    probs = (meta.class_probs or [1.0] * len(meta.class_names or [])) if meta.conditional else None
+    return Sampler(pkg.generate, probs)
+
+
+def check_package_fits(meta: ModelMeta, ds: Dataset) -> None:
+    """Refuse a model whose images or classes don't match the dataset (UserError names both)."""
+    who = f"model {meta.name}/{meta.version}"
+    if tuple(ds.manifest.shape) != tuple(meta.image_shape):
+        raise UserError(f"{who} makes {tuple(meta.image_shape)} images but {ds.uri} holds "
+                        f"{tuple(ds.manifest.shape)}; pass the --data it was trained on")
+    if meta.conditional and len(meta.class_names or []) != ds.manifest.num_classes:
+        raise UserError(f"{who} knows {len(meta.class_names or [])} classes but {ds.uri} has "
+                        f"{ds.manifest.num_classes}; pass the --data it was trained on")
+
+
+def evaluate_package(package_uri: str, dataset: str | Dataset | None = None, cfg: EvalConfig | None = None, *,
+                     split: Split = "holdout", n: int | None = None, seed: int = 0,
+                     write: bool = True) -> dict[str, float]:
+    """Evaluate a model package (on the dataset it was trained on unless ``dataset`` is given) and merge the
+    metrics into its model.json (``eval/...``, or ``eval_train/...`` for ``split="train"``)."""
+    pkg = load_package(package_uri)
+    ds = as_dataset(dataset if dataset is not None else pkg.meta.dataset_uri)
+    check_package_fits(pkg.meta, ds)
+    result = evaluate(package_sampler(pkg), ds, split=split, n=n, seed=seed, cfg=cfg, prefix=split_prefix(split))
+    if write:
+        fresh = read_meta(package_uri)  # re-read: keep anything written since we loaded it
+        fresh.metrics = {**fresh.metrics, **result}
+        write_meta(package_uri, fresh)
+    return result
 
 
 def prepare_features(dataset: str | Dataset, cfg: EvalConfig | None = None) -> dict[str, Any]:

@@ -67,34 +67,19 @@ def evaluate_cmd(obj, model_ref, baselines, data_ref, n, split, seed, config_pat
     click.echo(json.dumps(columns, indent=2) if as_json else format_table(columns))
 
 
-def _prefix(split: str) -> str:
-    return "eval/" if split == "holdout" else "eval_train/"
-
-
 def _evaluate_model(store, model_ref, data_ref, n, split, seed, cfg, write) -> dict[str, float]:
     from genai_ray.data.reader import open_dataset, resolve_dataset_uri
-    from genai_ray.evaluate import Sampler, evaluate
-    from genai_ray.package import load_package, read_meta, resolve_model_uri, write_meta
+    from genai_ray.evaluate import evaluate_package
+    from genai_ray.package import read_meta, resolve_model_uri
 
     uri = resolve_model_uri(model_ref, store)
-    pkg = load_package(uri)
-    meta = pkg.meta
+    meta = read_meta(uri)
     ds = open_dataset(resolve_dataset_uri(data_ref, store) if data_ref else meta.dataset_uri)
-    if tuple(ds.manifest.shape) != tuple(meta.image_shape):
-        raise UserError(f"model {meta.name}/{meta.version} makes {tuple(meta.image_shape)} images but {ds.uri} "
-                        f"holds {tuple(ds.manifest.shape)}; pass the --data it was trained on")
-    if meta.conditional and len(meta.class_names or []) != ds.manifest.num_classes:
-        raise UserError(f"model {meta.name}/{meta.version} knows {len(meta.class_names or [])} classes but "
-                        f"{ds.uri} has {ds.manifest.num_classes}; pass the --data it was trained on")
     if ds.manifest.sha256() != meta.dataset_sha256:
         click.echo(f"note: {ds.uri} is not the dataset {meta.name}/{meta.version} was trained on; "
                    "memorisation is measured against its training split", err=True)
-    probs = (meta.class_probs or [1.0] * len(meta.class_names or [])) if meta.conditional else None
-    result = evaluate(Sampler(pkg.generate, probs), ds, split=split, n=n, seed=seed, cfg=cfg, prefix=_prefix(split))
+    result = evaluate_package(uri, ds, cfg, split=split, n=n, seed=seed, write=write)
     if write:
-        fresh = read_meta(uri)  # re-read: keep anything written since we loaded
-        fresh.metrics = {**fresh.metrics, **result}
-        write_meta(uri, fresh)
         click.echo(f"wrote {len(result)} metrics to {uri}/model.json", err=True)
     return result
 
@@ -102,12 +87,12 @@ def _evaluate_model(store, model_ref, data_ref, n, split, seed, cfg, write) -> d
 def _evaluate_baselines(store, baselines, data_ref, n, split, seed, cfg) -> dict[str, dict[str, float]]:
     from genai_ray.baselines import kde_sampler, real_floor
     from genai_ray.data.reader import open_dataset, resolve_dataset_uri
-    from genai_ray.evaluate import evaluate
+    from genai_ray.evaluate import evaluate, split_prefix
 
     ds = open_dataset(resolve_dataset_uri(data_ref, store))
     n = n or cfg.n_samples
     columns = {}
     for name in dict.fromkeys(baselines):
         source = real_floor(ds, n, seed) if name == "real" else kde_sampler(ds, seed)
-        columns[name] = evaluate(source, ds, split=split, n=n, seed=seed, cfg=cfg, prefix=_prefix(split))
+        columns[name] = evaluate(source, ds, split=split, n=n, seed=seed, cfg=cfg, prefix=split_prefix(split))
     return columns
