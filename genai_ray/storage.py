@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import re
 import uuid
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +23,9 @@ from genai_ray.errors import UserError
 
 STORE_ENV = "GENAI_RAY_STORE"
 DEFAULT_STORE = "~/.genai-ray/store"
-S3_RETRY_ATTEMPTS = 8
+# Enough to ride out throttling (503 SlowDown) and dropped connections, short enough that an unreachable
+# endpoint fails within seconds rather than half a minute.
+S3_RETRY_ATTEMPTS = 5
 
 
 def default_store() -> str:
@@ -53,7 +56,7 @@ def _endpoint() -> tuple[str | None, str]:
 
 @lru_cache(maxsize=8)
 def _s3_filesystem(endpoint: str | None, scheme: str, region: str, key_fingerprint: str) -> pafs.S3FileSystem:
-    # key_fingerprint only keys the cache so new credentials give a new client; pyarrow reads the chain.
+    # key_fingerprint only keys the cache, so changed credentials get a new client; pyarrow reads the chain.
     del key_fingerprint
     return pafs.S3FileSystem(
         endpoint_override=endpoint,
@@ -70,7 +73,9 @@ def _s3_filesystem(endpoint: str | None, scheme: str, region: str, key_fingerpri
 def s3_filesystem() -> pafs.S3FileSystem:
     endpoint, scheme = _endpoint()
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    fingerprint = hashlib.sha256(os.environ.get("AWS_ACCESS_KEY_ID", "").encode()).hexdigest()[:8]
+    chain = [os.environ.get(k, "") for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                              "AWS_PROFILE")]
+    fingerprint = hashlib.sha256("\0".join(chain).encode()).hexdigest()[:16]
     return _s3_filesystem(endpoint, scheme, region, fingerprint)
 
 
@@ -90,18 +95,29 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(path).expanduser().absolute())
 
 
+_MISSING_BUCKET = re.compile(r"NoSuchBucket|Bucket '[^']*' not found|bucket does not exist", re.IGNORECASE)
+_DENIED = re.compile(r"ACCESS_DENIED|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|ExpiredToken|\b403\b")
+_UNREACHABLE = re.compile(r"NETWORK_CONNECTION|Could not connect|Couldn't connect|Could not resolve host")
+
+
 def _describe_os_error(uri: str, err: OSError) -> UserError:
+    """Turn a filesystem error into one line that says what failed, where, and how to fix it."""
     text = str(err)
+    first = text.splitlines()[0][:200] if text else type(err).__name__
     if is_s3(uri):
         bucket = urlparse(uri).netloc
-        if "NoSuchBucket" in text or "does not exist" in text and "bucket" in text.lower():
+        if _MISSING_BUCKET.search(text):
             return UserError(f"S3 bucket {bucket!r} does not exist (for {uri}); create it or fix the URI")
-        if any(k in text for k in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403")):
+        if _DENIED.search(text):
             return UserError(
-                f"access to {uri} was refused ({text.splitlines()[0][:160]}); check AWS credentials "
-                "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
+                f"access to {uri} was denied ({first[:160]}); check the AWS credentials "
+                "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role) and the bucket policy"
             )
-    return UserError(f"storage error at {uri}: {text.splitlines()[0][:200]}")
+        if _UNREACHABLE.search(text):
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+            return UserError(f"cannot reach the S3 endpoint {endpoint} (for {uri}); check AWS_ENDPOINT_URL and "
+                             "that the store is running")
+    return UserError(f"storage error at {uri}: {first}")
 
 
 def exists(uri: str) -> bool:
@@ -126,23 +142,38 @@ def read_bytes(uri: str) -> bytes:
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole object so that readers never see it half-written.
 
-    On S3 a single PUT is atomic by itself. Locally we write a temporary sibling and rename it into place.
+    On S3 a single PUT is atomic by itself (and S3 has no folders to create). Locally we write a temporary
+    sibling, fsync it and rename it into place.
     """
     fs, path = resolve(uri)
     try:
-        fs.create_dir(posixpath.dirname(path) if is_s3(uri) else os.path.dirname(path), recursive=True)
         if is_s3(uri):
             with fs.open_output_stream(path) as out:
                 out.write(data)
             return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     except OSError as err:
         raise _describe_os_error(uri, err) from err
+
+
+def size(uri: str) -> int | None:
+    """The size in bytes of the object at ``uri``, or None when there is none."""
+    fs, path = resolve(uri)
+    try:
+        info = fs.get_file_info(path)
+    except OSError as err:
+        raise _describe_os_error(uri, err) from err
+    return info.size if info.type == pafs.FileType.File else None
 
 
 def delete(uri: str, missing_ok: bool = True) -> None:
@@ -169,11 +200,11 @@ def list_dir(uri: str) -> list[str]:
     return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos)
 
 
-def check_writable(uri: str) -> None:
-    """Fail fast with a clear message when the store behind ``uri`` cannot be reached or written."""
-    fs, path = resolve(uri)
+def check_bucket(uri: str) -> None:
+    """For an S3 URI: fail with a clear message when the bucket is missing, unreachable or refuses us."""
     if not is_s3(uri):
         return
+    fs, path = resolve(uri)
     bucket = path.split("/", 1)[0]
     try:
         info = fs.get_file_info(bucket)
@@ -181,6 +212,16 @@ def check_writable(uri: str) -> None:
         raise _describe_os_error(uri, err) from err
     if info.type == pafs.FileType.NotFound:
         raise UserError(f"S3 bucket {bucket!r} does not exist (for {uri}); create it or fix the URI")
+
+
+def check_writable(uri: str) -> None:
+    """Fail fast, before any work, when ``uri`` cannot hold a folder of objects."""
+    check_bucket(uri)
+    if is_s3(uri):
+        return
+    _, path = resolve(uri)
+    if os.path.isfile(path):
+        raise UserError(f"{uri} is a file, not a folder; choose another location")
 
 
 def sha256_bytes(data: bytes) -> str:

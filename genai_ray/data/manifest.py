@@ -75,6 +75,7 @@ def write_manifest(dataset_uri: str, manifest: Manifest) -> None:
 def read_manifest(dataset_uri: str) -> Manifest:
     uri = storage.join(dataset_uri, MANIFEST_NAME)
     if not storage.exists(uri):
+        storage.check_bucket(dataset_uri)  # a missing bucket deserves its own message
         raise UserError(
             f"no dataset at {dataset_uri}: {MANIFEST_NAME} is missing (an unfinished prepare leaves none); "
             "run 'genai-ray data prepare' first"

@@ -1,13 +1,18 @@
 """Stream a source into Parquet shards, then write the manifest last.
 
-Memory is bounded by one shard per split (plus one source chunk), never by the dataset size. Each shard is
-encoded in memory, hashed, and written as one object, so a reader can trust its sha256 in the manifest.
-The holdout split is systematic sampling within each class, with a seeded offset per class: deterministic,
-streaming and exactly stratified (each class holds out round(f * n_k) +- 1 images).
+Memory is bounded by one shard per split (plus one source chunk), never by the dataset size: the default
+shard holds at most 8,192 images and at most 64 MiB of pixels. Each shard is encoded in memory, hashed, and
+written as one object, so a reader can trust its sha256 in the manifest. The holdout split is systematic
+sampling within each class, with a seeded offset per class: deterministic, streaming and stratified (each
+class holds out f * n_k images, rounded up or down).
+
+A failed or interrupted prepare deletes the shards it wrote, and an overwrite deletes the old manifest
+first, so no half-written dataset ever looks complete.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections import Counter
@@ -24,6 +29,9 @@ from genai_ray.errors import UserError
 
 ROW_GROUP_ROWS = 1024
 DEFAULT_SHARD_ROWS = 8192
+DEFAULT_SHARD_BYTES = 64 << 20  # uncompressed pixels per default shard, so large images make smaller shards
+# What a dataset folder may hold; --overwrite refuses to delete a folder with anything else in it.
+DATASET_FILE = re.compile(r"(manifest\.json|(train|holdout)-\d{5}\.parquet)(\.tmp-[0-9a-f]{8})?")
 
 
 def image_table(images: np.ndarray, labels: np.ndarray) -> pa.Table:
@@ -36,12 +44,19 @@ def image_table(images: np.ndarray, labels: np.ndarray) -> pa.Table:
 
 def encode_shard(images: np.ndarray, labels: np.ndarray) -> bytes:
     sink = pa.BufferOutputStream()
-    pq.write_table(image_table(images, labels), sink, row_group_size=ROW_GROUP_ROWS, compression="zstd")
+    # No dictionary for pixels: it cannot shrink uint8 values and triples the encoding time.
+    pq.write_table(image_table(images, labels), sink, row_group_size=ROW_GROUP_ROWS, compression="zstd",
+                   use_dictionary=["label"])
     return sink.getvalue().to_pybytes()
 
 
 class HoldoutSplitter:
-    """Deterministic, streaming, per-class systematic holdout assignment."""
+    """Deterministic, streaming, per-class systematic holdout assignment.
+
+    Within each class, the k-th image is held out when floor((k + 1) * f + u) > floor(k * f + u), where u
+    is a seeded per-class offset. Every class therefore holds out f * n_k images rounded up or down, spread
+    evenly through the source order.
+    """
 
     def __init__(self, fraction: float, seed: int):
         self.fraction = fraction
@@ -50,16 +65,19 @@ class HoldoutSplitter:
         self.offsets: dict[int, float] = {}
 
     def assign(self, labels: np.ndarray) -> np.ndarray:
+        """A boolean mask over ``labels``: True for rows that go to the holdout split."""
         out = np.zeros(len(labels), bool)
         if self.fraction <= 0:
             return out
-        for i, label in enumerate(labels.tolist()):
+        _, first = np.unique(labels, return_index=True)
+        for label in labels[np.sort(first)].tolist():  # offsets are drawn in order of first appearance
+            rows = np.flatnonzero(labels == label)
             if label not in self.offsets:
                 self.offsets[label] = float(self.rng.uniform())
-            k = self.seen[label]
+            k = self.seen[label] + np.arange(len(rows))
             off = self.offsets[label]
-            out[i] = np.floor((k + 1) * self.fraction + off) > np.floor(k * self.fraction + off)
-            self.seen[label] = k + 1
+            out[rows] = np.floor((k + 1) * self.fraction + off) > np.floor(k * self.fraction + off)
+            self.seen[label] += len(rows)
         return out
 
 
@@ -97,25 +115,52 @@ class ShardWriter:
         self.shards.append(ShardInfo(path=name, split=self.split, rows=len(images), bytes=len(data),
                                      sha256=storage.sha256_bytes(data)))
 
+    def discard(self) -> None:
+        """Delete the shards written so far (after a failure)."""
+        for shard in self.shards:
+            storage.delete(storage.join(self.dataset_uri, shard.path))
+        self.shards, self._images, self._labels, self._buffered = [], [], [], 0
+
 
 class Progress:
-    """Counts and rates on stderr, at most a few lines a second."""
+    """Counts and rates on stderr: a live line on a terminal, a line every few seconds in a log."""
 
     def __init__(self, total: int, what: str):
         self.total, self.what, self.done = total, what, 0
         self.start = self.last = time.monotonic()
+        self.live = sys.stderr.isatty()
 
     def update(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
-        if now - self.last >= 0.5 or self.done >= self.total:
-            rate = self.done / max(now - self.start, 1e-9)
-            print(f"\r{self.what}: {self.done}/{self.total} images ({rate:,.0f} images/s)", end="",
-                  file=sys.stderr, flush=True)
+        if now - self.last >= (0.5 if self.live else 5.0) or self.done >= self.total:
             self.last = now
+            self._print(now)
+
+    def _print(self, now: float) -> None:
+        rate = self.done / max(now - self.start, 1e-9)
+        line = (f"{self.what}: {self.done:,}/{self.total:,} images ({100 * self.done / max(self.total, 1):.0f}%), "
+                f"{rate:,.0f} images/s")
+        print(f"\r{line}" if self.live else line, end="" if self.live else "\n", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        print(file=sys.stderr, flush=True)
+        if self.live:
+            print(file=sys.stderr, flush=True)
+
+
+def default_shard_rows(shape: tuple[int, int, int]) -> int:
+    """8,192 images per shard, fewer when that would exceed DEFAULT_SHARD_BYTES of pixels."""
+    return max(1, min(DEFAULT_SHARD_ROWS, DEFAULT_SHARD_BYTES // int(np.prod(shape))))
+
+
+def check_options(holdout: float, shards: int | None, shard_rows: int | None) -> None:
+    """Validate prepare's options; cheap, so the CLI calls it before opening a source."""
+    if not 0.0 <= holdout < 1.0:
+        raise UserError(f"--holdout {holdout}: must be in [0, 1)")
+    if shards is not None and shard_rows is not None:
+        raise UserError("pass either --shards or --shard-size, not both")
+    if shards is not None and shards < 1 or shard_rows is not None and shard_rows < 1:
+        raise UserError("--shards and --shard-size must be at least 1")
 
 
 def prepare(source: Source, out_uri: str, *, name: str, holdout: float = 0.1, seed: int = 0,
@@ -123,28 +168,45 @@ def prepare(source: Source, out_uri: str, *, name: str, holdout: float = 0.1, se
             progress: bool = True, provenance: dict | None = None) -> Manifest:
     """Write ``source`` as a dataset at ``out_uri``. Returns the manifest (written last).
 
+    ``shards`` asks for at most that many training shards; ``shard_rows`` fixes the rows per shard.
     ``provenance`` marks the dataset synthetic and records the model that made it.
     """
-    if not 0.0 <= holdout < 1.0:
-        raise UserError(f"--holdout {holdout}: must be in [0, 1)")
-    if shards is not None and shard_rows is not None:
-        raise UserError("pass either --shards or --shard-size, not both")
-    if shards is not None and shards < 1 or shard_rows is not None and shard_rows < 1:
-        raise UserError("--shards and --shard-size must be at least 1")
+    check_options(holdout, shards, shard_rows)
     storage.check_writable(out_uri)
-    manifest_uri = storage.join(out_uri, MANIFEST_NAME)
-    if storage.list_dir(out_uri):
-        if not overwrite:
-            raise UserError(f"{out_uri} already holds data; pass --overwrite to replace it or choose another --out")
-        storage.delete(manifest_uri)  # first, so an interrupted overwrite never looks complete
-        storage.delete(out_uri)
-    expected_train = round(source.count * (1 - holdout))
-    if shard_rows is None:
-        shard_rows = -(-max(expected_train, 1) // shards) if shards else DEFAULT_SHARD_ROWS
-    splitter = HoldoutSplitter(holdout, seed)
+    _clear_output(out_uri, overwrite)
+    if shards:
+        # Per-class rounding can put up to one extra image per class into train; leave room for it.
+        most_train = round(source.count * (1 - holdout)) + max(len(source.class_names or []), 1)
+        shard_rows = -(-most_train // shards)
+    shard_rows = shard_rows or default_shard_rows(source.shape)
     writers = {s: ShardWriter(out_uri, s, shard_rows) for s in ("train", "holdout")}
+    try:
+        label_counts = _stream(source, writers, HoldoutSplitter(holdout, seed),
+                               Progress(source.count, f"preparing {name}") if progress else None)
+        train_rows = sum(s.rows for s in writers["train"].shards)
+        holdout_rows = sum(s.rows for s in writers["holdout"].shards)
+        if train_rows == 0:
+            raise UserError(f"{name}: the training split is empty; lower --holdout or add images")
+        manifest = Manifest(
+            name=name, shape=source.shape, channels=source.shape[2], count=train_rows + holdout_rows,
+            train_count=train_rows, holdout_count=holdout_rows, holdout_fraction=holdout,
+            class_names=source.class_names,
+            label_counts={str(k): v for k, v in sorted(label_counts.items())} if source.class_names else {},
+            seed=seed, shards=writers["train"].shards + writers["holdout"].shards, source=source.description,
+            created_at=now_iso(), synthetic=provenance is not None, provenance=provenance,
+        )
+        write_manifest(out_uri, manifest)
+    except BaseException:
+        for writer in writers.values():
+            _discard_quietly(writer)
+        raise
+    return manifest
+
+
+def _stream(source: Source, writers: dict[str, ShardWriter], splitter: HoldoutSplitter,
+            meter: Progress | None) -> Counter[int]:
+    """Route every chunk to its split's writer; returns the train split's label counts."""
     label_counts: Counter[int] = Counter()
-    meter = Progress(source.count, f"preparing {name}") if progress else None
     for chunk in source.chunks():
         _check_chunk(chunk, source)
         held = splitter.assign(chunk.labels)
@@ -157,20 +219,31 @@ def prepare(source: Source, out_uri: str, *, name: str, holdout: float = 0.1, se
         writer.flush()
     if meter:
         meter.close()
-    train_rows = sum(s.rows for s in writers["train"].shards)
-    holdout_rows = sum(s.rows for s in writers["holdout"].shards)
-    if train_rows == 0:
-        raise UserError(f"{name}: the training split is empty; lower --holdout or add images")
-    manifest = Manifest(
-        name=name, shape=source.shape, channels=source.shape[2], count=train_rows + holdout_rows,
-        train_count=train_rows, holdout_count=holdout_rows, holdout_fraction=holdout,
-        class_names=source.class_names,
-        label_counts={str(k): v for k, v in sorted(label_counts.items())} if source.class_names else {},
-        seed=seed, shards=writers["train"].shards + writers["holdout"].shards, source=source.description,
-        created_at=now_iso(), synthetic=provenance is not None, provenance=provenance,
-    )
-    write_manifest(out_uri, manifest)
-    return manifest
+    return label_counts
+
+
+def _clear_output(out_uri: str, overwrite: bool) -> None:
+    """Refuse to touch existing data unless asked; with --overwrite, make the old dataset incomplete first."""
+    names = storage.list_dir(out_uri)
+    if not names:
+        return
+    if not overwrite:
+        raise UserError(f"{out_uri} already holds data; pass --overwrite to replace it or choose another --out")
+    strangers = [n for n in names if not DATASET_FILE.fullmatch(n)]
+    if strangers:
+        raise UserError(f"{out_uri} holds {strangers[0]!r}, which is not part of a genai-ray dataset; "
+                        "refusing to delete it with --overwrite; choose another --out")
+    storage.delete(storage.join(out_uri, MANIFEST_NAME))  # first, so an interrupted overwrite never looks complete
+    for n in names:
+        storage.delete(storage.join(out_uri, n))
+
+
+def _discard_quietly(writer: ShardWriter) -> None:
+    """Best-effort cleanup after a failure; the original error matters more than a cleanup error."""
+    try:
+        writer.discard()
+    except UserError as err:
+        print(f"warning: could not delete partial shards under {writer.dataset_uri}: {err}", file=sys.stderr)
 
 
 def _check_chunk(chunk: Chunk, source: Source) -> None:

@@ -26,9 +26,19 @@ class Dataset:
         return [storage.join(self.uri, s.path) for s in self.manifest.shards_of(split)]
 
     def verify(self, checksums: bool = False) -> None:
-        """Raise ``IntegrityError`` naming the first shard that disagrees with the manifest."""
-        for shard in self.manifest.shards:
-            _verify_shard(self.uri, shard, checksums)
+        """Raise ``IntegrityError`` naming the first shard that disagrees with the manifest.
+
+        Checks each shard's presence, size, row count and image shape (from the Parquet footer), the split
+        totals, and, with ``checksums``, each shard's sha256 (which reads every byte).
+        """
+        m = self.manifest
+        for split, expected in (("train", m.train_count), ("holdout", m.holdout_count)):
+            listed = sum(s.rows for s in m.shards_of(split))
+            if listed != expected:
+                raise IntegrityError(f"{storage.join(self.uri, 'manifest.json')}: its {split} shards hold {listed} "
+                                     f"rows but it says {expected}; the manifest is damaged, re-run data prepare")
+        for shard in m.shards:
+            _verify_shard(self.uri, shard, tuple(m.shape), checksums)
 
     def to_ray(self, split: Split = "train"):
         """A Ray Dataset of {"image": uint8 (H, W, C), "label": int64} rows for one split."""
@@ -36,7 +46,7 @@ class Dataset:
 
         uris = self.shard_uris(split)
         if not uris:
-            raise UserError(f"{self.uri}: the {split} split is empty")
+            raise UserError(f"{self.uri}: the {split} split is empty; re-prepare with a larger --holdout")
         fs, _ = storage.resolve(self.uri)
         paths = [storage.resolve(u)[1] for u in uris]
         return ray.data.read_parquet(paths, filesystem=fs, columns=["image", "label"])
@@ -45,12 +55,16 @@ class Dataset:
         """The split as (images uint8 NHWC, labels int64), optionally only the first ``limit`` rows."""
         images, labels, total = [], [], 0
         for uri in self.shard_uris(split):
-            table = read_shard(uri)
-            images.append(table_images(table))
-            labels.append(table.column("label").to_numpy())
-            total += table.num_rows
             if limit is not None and total >= limit:
                 break
+            table = read_shard(uri)
+            x = table_images(table)
+            if x.shape[1:] != tuple(self.manifest.shape):
+                raise IntegrityError(f"{uri}: images are {x.shape[1:]}, the manifest says "
+                                     f"{tuple(self.manifest.shape)}; re-run data prepare")
+            images.append(x)
+            labels.append(table.column("label").to_numpy())
+            total += table.num_rows
         if not images:
             h, w, c = self.manifest.shape
             return np.zeros((0, h, w, c), np.uint8), np.zeros((0,), np.int64)
@@ -59,6 +73,7 @@ class Dataset:
 
 
 def table_images(table: pa.Table) -> np.ndarray:
+    """The image column as one (N, H, W, C) uint8 array."""
     column = table.column("image").combine_chunks()
     return column.to_numpy_ndarray()
 
@@ -67,28 +82,34 @@ def read_shard(uri: str) -> pa.Table:
     fs, path = storage.resolve(uri)
     try:
         return pq.read_table(path, filesystem=fs)
+    except FileNotFoundError:
+        raise IntegrityError(f"{uri}: shard listed in the manifest is missing; re-run data prepare") from None
     except (pa.ArrowInvalid, OSError) as err:
         raise IntegrityError(f"{uri}: shard is unreadable or corrupt ({str(err)[:120]}); re-run data prepare") from None
 
 
-def _verify_shard(dataset_uri: str, shard: ShardInfo, checksums: bool) -> None:
+def _verify_shard(dataset_uri: str, shard: ShardInfo, shape: tuple[int, int, int], checksums: bool) -> None:
     uri = storage.join(dataset_uri, shard.path)
-    fs, path = storage.resolve(uri)
-    info = fs.get_file_info(path)
-    if info.type.name == "NotFound":
+    size = storage.size(uri)
+    if size is None:
         raise IntegrityError(f"{uri}: shard listed in the manifest is missing; re-run data prepare")
-    if info.size != shard.bytes:
-        raise IntegrityError(f"{uri}: shard is {info.size} bytes, manifest says {shard.bytes}; re-run data prepare")
+    if size != shard.bytes:
+        raise IntegrityError(f"{uri}: shard is {size} bytes, manifest says {shard.bytes}; re-run data prepare")
     if checksums:
         digest = storage.sha256_bytes(storage.read_bytes(uri))
         if digest != shard.sha256:
-            raise IntegrityError(f"{uri}: sha256 {digest[:12]}... does not match the manifest; the shard is corrupt")
+            raise IntegrityError(f"{uri}: sha256 {digest[:12]}... does not match the manifest's "
+                                 f"{shard.sha256[:12]}...; the shard is corrupt, re-run data prepare")
+    fs, path = storage.resolve(uri)
     try:
-        rows = pq.ParquetFile(path, filesystem=fs).metadata.num_rows
-    except (pa.ArrowInvalid, OSError) as err:
+        footer = pq.ParquetFile(path, filesystem=fs)
+        rows, image_type = footer.metadata.num_rows, footer.schema_arrow.field("image").type
+    except (pa.ArrowInvalid, OSError, KeyError) as err:
         raise IntegrityError(f"{uri}: shard is unreadable or corrupt ({str(err)[:120]}); re-run data prepare") from None
     if rows != shard.rows:
         raise IntegrityError(f"{uri}: shard has {rows} rows, manifest says {shard.rows}; re-run data prepare")
+    if tuple(getattr(image_type, "shape", ())) != shape:
+        raise IntegrityError(f"{uri}: images are {image_type}, the manifest says shape {shape}; re-run data prepare")
 
 
 def open_dataset(uri: str, verify: bool = True, checksums: bool = False) -> Dataset:

@@ -99,29 +99,35 @@ def digits_source(image_size: int | None) -> Source:
     return _array_source("digits", {"kind": "digits"}, x, d.target, image_size, [str(i) for i in range(10)])
 
 
+def _inside(shape: int, dy: np.ndarray, dx: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Inside-mask of SHAPE_NAMES[shape], for offsets dy (m, H, 1), dx (m, 1, W) and radii r (m, 1, 1)."""
+    if shape == 1:  # square
+        return (np.abs(dx) <= r * 0.8) & (np.abs(dy) <= r * 0.8)
+    if shape == 2:  # triangle
+        return (dy >= -r) & (dy <= r * 0.7) & (np.abs(dx) <= (dy + r) * 0.6)
+    d2 = dy**2 + dx**2
+    return (d2 <= r**2) & (d2 >= (r * 0.55) ** 2) if shape == 3 else d2 <= r**2  # ring, circle
+
+
 def render_shapes(n: int, size: int, seed: int, start: int = 0) -> Chunk:
     """``n`` coloured shapes on dark backgrounds, determined by (seed, start, n).
 
     The shapes source always cuts the same chunks for the same count, so a (seed, count) pair always gives
-    the same dataset.
+    the same dataset. Each shape's mask is computed only for the images that show it, in float32.
     """
     rng = np.random.default_rng([seed, start])
     labels = rng.integers(0, len(SHAPE_NAMES), n)
-    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1)) * size
-    r = rng.uniform(0.15, 0.3, (n, 1, 1)) * size
-    fg = rng.integers(96, 256, (n, 1, 1, 3))
-    bg = rng.integers(0, 64, (n, 1, 1, 3))
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    dy, dx = yy[None] - cy, xx[None] - cx
-    dist = np.sqrt(dx**2 + dy**2)
-    masks = np.stack([
-        dist <= r,
-        (np.abs(dx) <= r * 0.8) & (np.abs(dy) <= r * 0.8),
-        (dy >= -r) & (dy <= r * 0.7) & (np.abs(dx) <= (dy + r) * 0.6),
-        (dist <= r) & (dist >= r * 0.55),
-    ])  # (4, n, H, W)
-    mask = masks[labels, np.arange(n)][..., None]
-    images = np.where(mask, fg, bg).astype(np.uint8)
+    cy, cx = (rng.uniform(0.3, 0.7, (2, n, 1, 1)) * size).astype(np.float32)
+    r = (rng.uniform(0.15, 0.3, (n, 1, 1)) * size).astype(np.float32)
+    fg = rng.integers(96, 256, (n, 1, 1, 3)).astype(np.uint8)
+    bg = rng.integers(0, 64, (n, 1, 1, 3)).astype(np.uint8)
+    centres = np.arange(size, dtype=np.float32) + 0.5
+    mask = np.empty((n, size, size), bool)
+    for k in range(len(SHAPE_NAMES)):
+        sel = labels == k
+        dy, dx = centres[None, :, None] - cy[sel], centres[None, None, :] - cx[sel]  # (m, H, 1), (m, 1, W)
+        mask[sel] = _inside(k, dy, dx, r[sel])
+    images = np.where(mask[..., None], fg, bg)  # (n, H, W, 3) uint8
     return Chunk(images, labels.astype(np.int64))
 
 
