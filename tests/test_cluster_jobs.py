@@ -7,7 +7,10 @@ touches another Ray on the machine. Teardown runs ``cluster down`` and checks th
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +69,24 @@ def test_token_authentication_is_on_with_a_private_token(head):
     assert requests.get(f"{state.dashboard_url}/api/jobs/", timeout=10).status_code == 401
     wrong = {"Authorization": "Bearer not-the-token"}
     assert requests.get(f"{state.dashboard_url}/api/jobs/", headers=wrong, timeout=10).status_code == 403
+
+
+def test_plain_commands_and_rays_cli_join_with_the_printed_settings(head, capsys):
+    """What `cluster up` tells users to export lets ensure_ray and `serve status` in, and nothing less does."""
+    state, _ = head
+    _, out, _ = run(capsys, "cluster", "up")
+    assert f"export RAY_AUTH_MODE=token GENAI_RAY_ADDRESS={state.gcs_address}" in out
+    probe = ("from genai_ray.ray_runtime import ensure_ray, cluster_resources; ensure_ray(); "
+             "print('CPU', int(cluster_resources()['CPU']))")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "GENAI_RAY_ADDRESS": state.gcs_address}
+    joined = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert joined.returncode == 0 and f"CPU {state.num_cpus}" in joined.stdout, joined.stderr[-2000:]
+    serve_cli = [str(Path(sys.executable).parent / "serve"), "status", "-a", state.dashboard_url]
+    ok = subprocess.run(serve_cli, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and "applications" in ok.stdout, ok.stderr[-2000:]
+    env.pop("RAY_AUTH_MODE")
+    refused = subprocess.run(serve_cli, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "Missing authentication token" in refused.stderr + refused.stdout
 
 
 def test_missing_or_wrong_token_is_one_clear_line(head, capsys, monkeypatch, tmp_path):

@@ -36,9 +36,12 @@ def up_cmd(num_cpus: int | None, dashboard_host: str) -> None:
     token = auth.find_token()
     click.echo(("started" if started else "already running") + f" local Ray head ({state.num_cpus} logical CPUs)")
     click.echo(f"  dashboard and Jobs API: {state.dashboard_url}")
-    click.echo(f"  Ray address (GENAI_RAY_ADDRESS / ray.init): {state.gcs_address}")
+    click.echo(f"  Ray address: {state.gcs_address}")
     click.echo(f"  auth token: {token.source if token else 'none found'} (token authentication is on)")
-    click.echo("  next: genai-ray submit -- data prepare digits;  stop it with: genai-ray cluster down")
+    click.echo("  submit jobs:  genai-ray submit -- data prepare digits")
+    click.echo(f"  join it from plain commands and Ray's CLIs (serve deploy -a {state.dashboard_url}):")
+    click.echo(f"    export RAY_AUTH_MODE=token GENAI_RAY_ADDRESS={state.gcs_address}")
+    click.echo("  stop it:      genai-ray cluster down")
 
 
 @cluster.command("down")
