@@ -1,0 +1,55 @@
+"""``genai-ray train`` and ``genai-ray generate``. Thin: parse flags, call ``genai_ray.train``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("train")
+@click.option("--data", required=True, metavar="URI|NAME",
+              help="Prepared dataset: a URI or a name under <store>/datasets.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--preset", help="Config preset: tiny, default or gpu.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.g_lr=1e-4.")
+@click.option("--workers", type=int, help="Ray Train workers (train.workers).")
+@click.option("--gpus-per-worker", type=float, help="GPUs per worker (train.gpus_per_worker).")
+@click.option("--epochs", type=int, help="Epochs (train.epochs).")
+@click.option("--name", help="Run name; re-using one resumes that run. Default: <dataset>-<family>.")
+@click.option("--address", metavar="RAY_ADDRESS", help="Join this Ray cluster instead of starting a local one.")
+@click.option("--no-export", is_flag=True, help="Only train; do not export a model package.")
+@click.pass_obj
+def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, epochs, name, address, no_export) -> None:
+    """Train a GAN on Ray Train workers and export its generator as a model package."""
+    from genai_ray.config import deep_merge, load_config, parse_set_option
+    from genai_ray.train import fit
+
+    flags = {k: v for k, v in {"workers": workers, "gpus_per_worker": gpus_per_worker, "epochs": epochs}.items()
+             if v is not None}
+    overrides = deep_merge(parse_set_option(sets), {"train": flags} if flags else {})
+    cfg = load_config(config_path, preset, overrides)
+    t = cfg.train
+    click.echo(f"training {cfg.model.family}{' (conditional)' if cfg.model.conditional else ''} on {data}: "
+               f"{t.workers} worker(s), global batch {t.global_batch}, {t.epochs} epochs, loss {t.loss}")
+    result = fit(cfg, data, name=name, store=obj.store, address=address, export=not no_export)
+    m = result.metrics
+    click.echo(f"finished {result.epochs} epochs: loss/d {m['loss/d']:.4f}, loss/g {m['loss/g']:.4f}, "
+               f"{m['perf/images_per_s']:,.0f} images/s")
+    click.echo(f"run: {result.run_uri}  (tensorboard --logdir {result.run_uri}/tensorboard)")
+    click.echo(f"checkpoint: {result.checkpoint_uri}")
+    if result.package_uri:
+        click.echo(f"model: {result.package_uri}")
+
+
+@click.command("generate")
+@click.option("--model", default="champion", show_default=True, metavar="URI|NAME|champion",
+              help="Model package: a URI, NAME (latest version), NAME/vNNNN, champion or champion:NAME.")
+@click.option("--n", "n", type=int, default=16, show_default=True, help="Number of images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Image i uses seed + i.")
+@click.option("--label", help="Class index or name (conditional models). Default: training proportions.")
+@click.option("--out", required=True, metavar="FILE.png|FILE.npy|DATASET_URI", help="Where to write the images.")
+@click.pass_obj
+def generate(obj, model, n, seed, label, out) -> None:
+    """Generate images: a PNG grid, a float32 [0, 1] .npy array, or a synthetic dataset."""
+    from genai_ray.train.generate import generate as run
+
+    click.echo(run(model, n, out, seed=seed, label=label, store=obj.store))

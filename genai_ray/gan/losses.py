@@ -1,0 +1,75 @@
+"""Adversarial losses as pure functions of the discriminator's logits, per example (B,).
+
+Per-example losses let the training step scale by the GLOBAL batch (``tf.nn.compute_average_loss``), so
+N workers give the same update as one. Penalties are separate functions, weighted in the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+
+def _flat(logits: tf.Tensor) -> tf.Tensor:
+    return tf.reshape(tf.cast(logits, tf.float32), [-1])
+
+
+def bce_d(real: tf.Tensor, fake: tf.Tensor) -> tf.Tensor:
+    """-log D(x) - log(1 - D(G(z))) (Goodfellow et al. 2014)."""
+    return tf.nn.softplus(-_flat(real)) + tf.nn.softplus(_flat(fake))
+
+
+def bce_g(fake: tf.Tensor) -> tf.Tensor:
+    """Non-saturating generator loss: -log D(G(z))."""
+    return tf.nn.softplus(-_flat(fake))
+
+
+def hinge_d(real: tf.Tensor, fake: tf.Tensor) -> tf.Tensor:
+    """Hinge loss (Lim & Ye 2017, arXiv:1705.02894; used by SN-GAN)."""
+    return tf.nn.relu(1.0 - _flat(real)) + tf.nn.relu(1.0 + _flat(fake))
+
+
+def hinge_g(fake: tf.Tensor) -> tf.Tensor:
+    return -_flat(fake)
+
+
+def wgan_d(real: tf.Tensor, fake: tf.Tensor) -> tf.Tensor:
+    """Wasserstein critic loss (Arjovsky et al. 2017); pair it with ``gradient_penalty``."""
+    return _flat(fake) - _flat(real)
+
+
+def wgan_g(fake: tf.Tensor) -> tf.Tensor:
+    return -_flat(fake)
+
+
+@dataclass(frozen=True)
+class Loss:
+    d: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (real_logits, fake_logits) -> (B,)
+    g: Callable[[tf.Tensor], tf.Tensor]  # fake_logits -> (B,)
+    gradient_penalty: bool = False
+
+
+LOSSES: dict[str, Loss] = {
+    "bce": Loss(bce_d, bce_g),
+    "hinge": Loss(hinge_d, hinge_g),
+    "wgan-gp": Loss(wgan_d, wgan_g, gradient_penalty=True),
+}
+
+
+def gradient_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor, fake: tf.Tensor,
+                     alpha: tf.Tensor) -> tf.Tensor:
+    """(||grad_x D(x_hat)||_2 - 1)^2 per example (Gulrajani et al. 2017, arXiv:1704.00028).
+
+    ``alpha`` (B,) must be drawn from Uniform[0, 1], as the paper says (the keras-io example draws it from a
+    normal distribution, which is a bug). x_hat = alpha * real + (1 - alpha) * fake.
+    """
+    alpha = tf.reshape(alpha, [-1, 1, 1, 1])
+    x_hat = alpha * real + (1.0 - alpha) * fake
+    with tf.GradientTape() as tape:
+        tape.watch(x_hat)
+        logits = critic(x_hat)
+    grads = tape.gradient(logits, x_hat)
+    norms = tf.sqrt(tf.reduce_sum(tf.square(tf.cast(grads, tf.float32)), axis=[1, 2, 3]) + 1e-12)
+    return tf.square(norms - 1.0)

@@ -1,0 +1,181 @@
+"""The GAN training step under a ``tf.distribute`` strategy. Knows nothing of Ray.
+
+One ``GanTrainer`` holds G, D, an EMA copy of G, two Adam optimisers and a step counter. ``train_steps``
+runs several steps inside one ``tf.function`` call (fewer Python round trips and collectives).
+
+Data parallelism is exact: losses are per example and scaled by the GLOBAL batch
+(``tf.nn.compute_average_loss``), the optimiser sums gradients over replicas, batch norm statistics are
+synchronised across replicas, and the noise for global example i of step s depends only on (seed, s, i).
+So N replicas splitting a global batch make the same update as one replica holding all of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from genai_ray.config import Config
+from genai_ray.gan import family
+from genai_ray.gan.losses import LOSSES, gradient_penalty
+
+GP_STREAM = 1_000_003  # offsets the gradient-penalty alpha stream from the noise stream
+
+
+@dataclass
+class StepLosses:
+    d: float
+    g: float
+
+
+def to_unit(images: tf.Tensor) -> tf.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1], the generator's tanh range."""
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+class GanTrainer:
+    """Networks, optimisers and the distributed train step; checkpointable with ``tf.train.Checkpoint``."""
+
+    def __init__(self, cfg: Config, image_shape: tuple[int, int, int], num_classes: int,
+                 strategy: tf.distribute.Strategy | None = None):
+        self.cfg = cfg
+        self.image_shape = tuple(image_shape)
+        self.num_classes = num_classes
+        self.strategy = strategy or tf.distribute.get_strategy()
+        t = cfg.train
+        self.loss = LOSSES[t.loss]
+        self.global_batch = t.global_batch
+        replicas = self.strategy.num_replicas_in_sync
+        assert t.global_batch % replicas == 0, f"global batch {t.global_batch} does not split over {replicas} replicas"
+        self.replica_batch = t.global_batch // replicas
+        fam = family(cfg.model.family)
+        sync_bn = replicas > 1 and cfg.model.sync_batchnorm
+        policy = keras.mixed_precision.global_policy()
+        if t.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            with self.strategy.scope():
+                keras.utils.set_random_seed(t.seed)  # same initial weights on every worker
+                build = (cfg.model, self.image_shape, num_classes, sync_bn)
+                self.g = fam.build_generator(*build)
+                self.d = fam.build_discriminator(*build)
+                self.ema = fam.build_generator(*build) if t.ema_decay else None
+                self.g_opt = self._optimizer(t.g_lr)
+                self.d_opt = self._optimizer(t.d_lr)
+                self.g_opt.build(self.g.trainable_variables)
+                self.d_opt.build(self.d.trainable_variables)
+                self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # also the noise counter
+                self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")  # epochs completed
+        finally:
+            keras.mixed_precision.set_global_policy(policy)
+        if self.ema is not None:
+            self.ema.set_weights(self.g.get_weights())
+        parts = {"g": self.g, "d": self.d, "g_opt": self.g_opt, "d_opt": self.d_opt, "step": self.step,
+                 "epoch": self.epoch}
+        if self.ema is not None:
+            parts["ema"] = self.ema
+        self.checkpoint = tf.train.Checkpoint(**parts)
+        self._train_steps = tf.function(self._steps)
+
+    def _optimizer(self, lr: float) -> keras.optimizers.Optimizer:
+        t = self.cfg.train
+        opt = keras.optimizers.Adam(lr, beta_1=t.beta1, beta_2=t.beta2)
+        return keras.optimizers.LossScaleOptimizer(opt) if t.mixed_precision else opt
+
+    @property
+    def sampler(self) -> keras.Model:
+        """The generator to sample and export: the EMA copy when enabled."""
+        return self.ema if self.ema is not None else self.g
+
+    # ---- the step -------------------------------------------------------------------------------------
+    def _inputs(self, x: tf.Tensor, labels: tf.Tensor) -> tf.Tensor | list[tf.Tensor]:
+        return [x, tf.cast(labels, tf.int32)] if self.cfg.model.conditional else x
+
+    def _slice(self, full: tf.Tensor) -> tf.Tensor:
+        """This replica's rows of a global-batch tensor: replica r owns rows [r*b, (r+1)*b)."""
+        rid = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return full[rid * self.replica_batch : (rid + 1) * self.replica_batch]
+
+    def _noise(self, counter: tf.Tensor) -> tf.Tensor:
+        seed = tf.stack([tf.constant(self.cfg.train.seed, tf.int64), counter])
+        return self._slice(tf.random.stateless_normal([self.global_batch, self.cfg.model.latent_dim], seed=seed))
+
+    def _alpha(self, counter: tf.Tensor) -> tf.Tensor:
+        seed = tf.stack([tf.constant(self.cfg.train.seed + GP_STREAM, tf.int64), counter])
+        return self._slice(tf.random.stateless_uniform([self.global_batch], seed=seed))  # Uniform[0, 1]
+
+    def _apply(self, opt: keras.optimizers.Optimizer, loss: tf.Tensor, tape: tf.GradientTape,
+               variables: list) -> None:
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables, strict=True))
+
+    def _replica_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        t = self.cfg.train
+        real = to_unit(images)  # (b, H, W, C)
+        base = self.step * (t.d_steps + 1)
+        d_loss = tf.constant(0.0)
+        for k in range(t.d_steps):
+            fake = self.g(self._inputs(self._noise(base + k), labels), training=True)
+            with tf.GradientTape() as tape:
+                real_logits = self.d(self._inputs(real, labels), training=True)
+                fake_logits = self.d(self._inputs(fake, labels), training=True)
+                per_example = self.loss.d(real_logits, fake_logits)
+                if self.loss.gradient_penalty:
+                    critic = lambda x: self.d(self._inputs(x, labels), training=True)  # noqa: E731
+                    penalty = gradient_penalty(critic, real, tf.cast(fake, tf.float32), self._alpha(base + k))
+                    per_example += t.gp_weight * penalty
+                d_loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
+                scaled = self.d_opt.scale_loss(d_loss) if t.mixed_precision else d_loss
+            self._apply(self.d_opt, scaled, tape, self.d.trainable_variables)
+        with tf.GradientTape() as tape:
+            fake = self.g(self._inputs(self._noise(base + t.d_steps), labels), training=True)
+            fake_logits = self.d(self._inputs(fake, labels), training=True)
+            g_loss = tf.nn.compute_average_loss(self.loss.g(fake_logits), global_batch_size=self.global_batch)
+            scaled = self.g_opt.scale_loss(g_loss) if t.mixed_precision else g_loss
+        self._apply(self.g_opt, scaled, tape, self.g.trainable_variables)
+        return d_loss, g_loss
+
+    def _update_ema(self) -> None:
+        """EMA of G's trainable weights; other state (batch-norm statistics) is copied."""
+        if self.ema is None:
+            return
+        decay = self.cfg.train.ema_decay
+        trainable = {id(v) for v in self.g.trainable_variables}
+        for src, dst in zip(self.g.variables, self.ema.variables, strict=True):
+            if id(src) in trainable:
+                dst.assign(decay * dst + (1.0 - decay) * src)
+            else:
+                dst.assign(src)
+
+    def _one(self, iterator) -> tuple:
+        images, labels = next(iterator)
+        losses = self.strategy.run(self._replica_step, args=(images, labels))
+        self._update_ema()  # cross-replica context: every replica's copy gets the same update
+        self.step.assign_add(1)
+        return losses
+
+    def _steps(self, iterator, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        for _ in tf.range(n - 1):
+            self._one(iterator)
+        d_loss, g_loss = self._one(iterator)  # only the last step's losses are reduced (one collective)
+        reduce = self.strategy.reduce
+        return (reduce(tf.distribute.ReduceOp.SUM, d_loss, axis=None),
+                reduce(tf.distribute.ReduceOp.SUM, g_loss, axis=None))
+
+    def train_steps(self, iterator, n: int) -> StepLosses:
+        """Run ``n`` >= 1 steps from a distributed iterator; returns the last step's global-mean losses."""
+        assert n >= 1, "train_steps needs at least one step"
+        d_loss, g_loss = self._train_steps(iterator, tf.constant(n, tf.int64))
+        return StepLosses(float(d_loss), float(g_loss))
+
+    # ---- data and sampling ----------------------------------------------------------------------------
+    def distribute(self, make_dataset) -> tf.distribute.DistributedDataset:
+        """``make_dataset(replica_batch)`` -> a tf.data.Dataset of (uint8 images, labels) batches per replica."""
+        return self.strategy.distribute_datasets_from_function(lambda _ctx: make_dataset(self.replica_batch))
+
+    def sample(self, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """float32 [0, 1] images from the sampling generator (for grids and TensorBoard)."""
+        x = self.sampler([z, labels.astype(np.int32)] if self.cfg.model.conditional else z, training=False)
+        return np.clip((np.asarray(x, np.float32) + 1.0) * 0.5, 0.0, 1.0)

@@ -1,0 +1,183 @@
+"""``train_loop_per_worker``: what each Ray Train worker runs. The Ray glue is marked ``# Ray:``.
+
+Each worker reads its own shard of the training split once (large batches, into memory), feeds a seeded
+tf.data pipeline, and runs the GAN step under ``MultiWorkerMirroredStrategy``. Every rank runs the same
+number of steps per epoch (computed by the driver), because a rank that stops early hangs the collectives.
+Rank 0 alone writes TensorBoard, sample grids and the checkpoint; every rank calls ``ray.train.report``,
+which is a barrier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from genai_ray import storage
+from genai_ray.config import Config, TrainConfig
+
+STATE_DIR = "state"  # tf.train.Checkpoint files inside a checkpoint folder
+STATE_PREFIX = "ckpt"
+SAMPLES_FILE = "samples.png"
+READ_BATCH = 4096  # rows per Ray Data batch when loading a shard
+GRID_SEEDS = 64
+
+
+@dataclass
+class RunPlan:
+    """What the driver decided before any worker started; identical on every rank."""
+
+    run_uri: str
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    steps_per_epoch: int
+    dataset_name: str
+
+
+def configure_tensorflow(t: TrainConfig) -> None:
+    """Threads and GPU memory growth. Must run before any TensorFlow op (the strategy comes next)."""
+    import tensorflow as tf
+
+    threads = max(1, int(t.cpus_per_worker))  # 2 workers on 2 cores: one thread each, no oversubscription
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def make_strategy(world: int):
+    """MultiWorkerMirroredStrategy across workers (Ray Train set TF_CONFIG); one worker needs no collectives."""
+    import tensorflow as tf
+
+    if world > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def read_shard(shard) -> tuple[np.ndarray, np.ndarray]:
+    """This worker's rows as (uint8 NHWC, int64 labels), read in large batches (no per-row Python)."""
+    images, labels = [], []
+    for batch in shard.iter_batches(batch_size=READ_BATCH, batch_format="numpy"):
+        images.append(batch["image"])
+        labels.append(batch["label"])
+    assert images, "this worker's shard is empty; the driver should have refused a dataset this small"
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int):
+    """An endless, reshuffled tf.data stream of (uint8 images, labels) batches held in memory."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
+    return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def stream(trainer, shard, seed: int):
+    """Read the shard into memory and return a distributed iterator over it."""
+    x, y = read_shard(shard)
+    return iter(trainer.distribute(lambda batch: make_dataset(x, y, batch, seed)))
+
+
+def grid_inputs(latent_dim: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed latents (the package's per-seed latents) and labels cycling over classes, for sample grids."""
+    from genai_ray.package import latents
+
+    return latents(list(range(GRID_SEEDS)), latent_dim), np.arange(GRID_SEEDS) % max(num_classes, 1)
+
+
+def maybe_fail(t: TrainConfig, epoch: int, rank: int, world: int, run_uri: str) -> None:
+    """Test hook: the last rank (rank 1 with two workers) dies once at ``train.fail_at_epoch``."""
+    if t.fail_at_epoch != epoch or rank != min(1, world - 1):
+        return
+    marker = storage.join(run_uri, "faults", f"epoch-{epoch}")
+    if storage.exists(marker):
+        return
+    storage.write_bytes(marker, f"rank {rank} killed at epoch {epoch}\n".encode())
+    print(f"fault injection: rank {rank} exits at epoch {epoch}", flush=True)
+    os._exit(1)
+
+
+def restore(trainer, checkpoint) -> int:
+    """Load a Ray checkpoint into the trainer; returns the epochs already completed."""
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        trainer.checkpoint.read(os.path.join(folder, STATE_DIR, STATE_PREFIX)).assert_existing_objects_matched()
+    return int(trainer.epoch.numpy())
+
+
+def save(trainer, folder: str, grid_png: bytes, meta: dict) -> None:
+    trainer.checkpoint.write(os.path.join(folder, STATE_DIR, STATE_PREFIX))
+    with open(os.path.join(folder, SAMPLES_FILE), "wb") as f:
+        f.write(grid_png)
+    with open(os.path.join(folder, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Ray Train entry point. ``loop_config`` = {"config": Config as JSON, "plan": RunPlan as dict}."""
+    cfg = Config.model_validate(loop_config["config"])
+    plan = RunPlan(**{**loop_config["plan"], "image_shape": tuple(loop_config["plan"]["image_shape"])})
+    t = cfg.train
+    import ray.train
+
+    ctx = ray.train.get_context()  # Ray:
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    configure_tensorflow(t)
+    strategy = make_strategy(world)  # the first TF op: collectives are configured here
+
+    from genai_ray.gan.trainer import GanTrainer
+    from genai_ray.images import grid, grid_png
+    from genai_ray.train.tensorboard import TensorBoard
+
+    trainer = GanTrainer(cfg, plan.image_shape, plan.num_classes, strategy)
+    start = restore(trainer, ray.train.get_checkpoint())  # Ray: resume after a failure or a re-run
+    shard = ray.train.get_dataset_shard("train")  # Ray: this worker's share of the training split
+    iterator = stream(trainer, shard, t.seed * 1000 + rank + 7919 * start)
+    board = TensorBoard(plan.run_uri) if rank == 0 else None
+    z_grid, y_grid = grid_inputs(cfg.model.latent_dim, plan.num_classes)
+    if rank == 0 and start:
+        print(f"resumed {plan.run_uri} at epoch {start}", flush=True)
+    for epoch in range(start + 1, t.epochs + 1):
+        maybe_fail(t, epoch, rank, world, plan.run_uri)
+        if not t.cache_in_memory and epoch > start + 1:  # re-stream the shard each epoch
+            iterator = stream(trainer, shard, t.seed * 1000 + rank + 7919 * epoch)
+        began = time.perf_counter()
+        losses, left = [], plan.steps_per_epoch
+        while left:
+            n = min(t.steps_per_call, left)
+            losses.append(trainer.train_steps(iterator, n))
+            left -= n
+        seconds = time.perf_counter() - began
+        trainer.epoch.assign(epoch)
+        metrics = {
+            "epoch": epoch,
+            "loss/d": float(np.mean([s.d for s in losses])),
+            "loss/g": float(np.mean([s.g for s in losses])),
+            "perf/images_per_s": plan.steps_per_epoch * t.global_batch / seconds,
+            "perf/epoch_s": seconds,
+            "step": int(trainer.step.numpy()),
+        }
+        want_checkpoint = epoch % t.checkpoint_every == 0 or epoch == t.epochs
+        with tempfile.TemporaryDirectory(prefix="genai-ray-ckpt-") as folder:
+            checkpoint = None
+            if rank == 0:
+                print(f"epoch {epoch}/{t.epochs}  loss/d {metrics['loss/d']:.4f}  loss/g {metrics['loss/g']:.4f}  "
+                      f"{metrics['perf/images_per_s']:,.0f} images/s  {seconds:.2f} s", flush=True)
+                board.scalars(epoch, {k: v for k, v in metrics.items() if "/" in k})
+                if want_checkpoint:
+                    samples = trainer.sample(z_grid, y_grid)
+                    board.image(epoch, "samples", grid(samples, scale=1))
+                    save(trainer, folder, grid_png(samples, {"run": plan.run_uri, "epoch": str(epoch)}),
+                         {"epoch": epoch, "metrics": metrics, "plan": asdict(plan), "config": loop_config["config"]})
+                    checkpoint = ray.train.Checkpoint.from_directory(folder)
+                board.flush()
+            ray.train.report(metrics, checkpoint=checkpoint,  # Ray: a barrier; every rank calls it
+                             checkpoint_dir_name=f"checkpoint-epoch-{epoch:05d}" if checkpoint else None)

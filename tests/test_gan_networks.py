@@ -1,0 +1,92 @@
+"""Network families and losses: shapes, dtypes, safe_mode round trips, size checks, loss maths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genai_ray.config import build_config
+from genai_ray.errors import UserError
+from genai_ray.gan import FAMILIES, dcgan, family
+
+
+def _cfg(fam: str, conditional: bool, **model):
+    return build_config("tiny", {"model": {"family": fam, "conditional": conditional, **model}}).model
+
+
+@pytest.mark.parametrize("fam,shape", [("mlp", (8, 8, 1)), ("mlp", (6, 10, 3)), ("dcgan", (8, 8, 1)),
+                                       ("dcgan", (16, 16, 3)), ("dcgan", (32, 32, 1))])
+@pytest.mark.parametrize("conditional", [False, True])
+def test_generator_and_discriminator_shapes(fam, shape, conditional, tmp_path):
+    import keras
+
+    cfg = _cfg(fam, conditional, d_norm="spectral")
+    g = family(fam).build_generator(cfg, shape, 10)
+    d = family(fam).build_discriminator(cfg, shape, 10)
+    z = np.random.default_rng(0).standard_normal((3, cfg.latent_dim)).astype(np.float32)
+    labels = np.array([0, 4, 9], np.int32)
+    x = np.asarray(g([z, labels] if conditional else z, training=False))
+    assert x.shape == (3, *shape) and x.dtype == np.float32
+    assert x.min() >= -1.0 and x.max() <= 1.0  # tanh pixels
+    logits = np.asarray(d([x, labels] if conditional else x, training=False))
+    assert logits.shape == (3, 1) and logits.dtype == np.float32
+    g.save(tmp_path / "g.keras")
+    loaded = keras.models.load_model(tmp_path / "g.keras", safe_mode=True, compile=False)
+    again = np.asarray(loaded([z, labels] if conditional else z, training=False))
+    np.testing.assert_array_equal(x, again)
+
+
+def test_conditional_generator_depends_on_label():
+    cfg = _cfg("mlp", True)
+    g = family("mlp").build_generator(cfg, (8, 8, 1), 10)
+    z = np.zeros((2, cfg.latent_dim), np.float32) + 0.5
+    x = np.asarray(g([z, np.array([1, 2], np.int32)], training=False))
+    assert not np.allclose(x[0], x[1])
+
+
+def test_mlp_default_mirrors_the_classic_architecture():
+    from keras import layers
+
+    cfg = build_config("tiny", {"model": {"latent_dim": 100, "g_widths": [256, 512, 1024],
+                                          "d_widths": [1024, 512, 256]}}).model
+    g = family("mlp").build_generator(cfg, (28, 28, 1), 1)
+    dense = [layer.units for layer in g.layers if isinstance(layer, layers.Dense)]
+    assert g.input_shape == (None, 100) and dense == [256, 512, 1024, 784]
+
+
+@pytest.mark.parametrize("shape", [(12, 12, 1), (4, 4, 1), (16, 8, 1), (16, 16, 2)])
+def test_dcgan_refuses_sizes_it_cannot_make(shape):
+    with pytest.raises(UserError, match="dcgan"):
+        dcgan.check_image_shape(shape)
+
+
+def test_registry_holds_both_families():
+    assert set(FAMILIES) == {"mlp", "dcgan"}
+
+
+def test_losses_match_their_definitions():
+    import tensorflow as tf
+
+    from genai_ray.gan.losses import LOSSES
+
+    real, fake = tf.constant([[2.0], [-1.0]]), tf.constant([[0.5], [-3.0]])
+    sp = lambda v: np.log1p(np.exp(v))  # noqa: E731
+    np.testing.assert_allclose(LOSSES["bce"].d(real, fake), [sp(-2.0) + sp(0.5), sp(1.0) + sp(-3.0)], rtol=1e-6)
+    np.testing.assert_allclose(LOSSES["bce"].g(fake), [sp(-0.5), sp(3.0)], rtol=1e-6)
+    np.testing.assert_allclose(LOSSES["hinge"].d(real, fake), [0.0 + 1.5, 2.0 + 0.0])
+    np.testing.assert_allclose(LOSSES["hinge"].g(fake), [-0.5, 3.0])
+    np.testing.assert_allclose(LOSSES["wgan-gp"].d(real, fake), [-1.5, -2.0])
+    assert LOSSES["wgan-gp"].gradient_penalty and not LOSSES["hinge"].gradient_penalty
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    import tensorflow as tf
+
+    from genai_ray.gan.losses import gradient_penalty
+
+    w = tf.constant(np.full((1, 2, 2, 1), 0.25, np.float32))  # ||w|| = 0.5
+    critic = lambda x: tf.reduce_sum(x * w, axis=[1, 2, 3])  # noqa: E731
+    real = tf.random.normal([3, 2, 2, 1], seed=1)
+    fake = tf.random.normal([3, 2, 2, 1], seed=2)
+    penalty = gradient_penalty(critic, real, fake, tf.constant([0.0, 0.3, 1.0]))
+    np.testing.assert_allclose(penalty, [0.25, 0.25, 0.25], rtol=1e-4)  # (0.5 - 1)^2 whatever alpha is
