@@ -63,21 +63,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 60.0, **kw: Any) -> httpx.Response:
-    """Poll until the URL answers 200 (deploy readiness, not a timed assertion)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = httpx.get(url, timeout=10, **kw)
-            if last.status_code == 200:
-                return last
-        except httpx.HTTPError as err:
-            last = err
-        time.sleep(0.3)
-    raise AssertionError(f"{url} never answered 200: {last!r}")
-
-
 class Chromium:
     """Headless Chromium driven over the DevTools protocol (websockets), one page."""
 

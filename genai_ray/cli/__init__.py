@@ -42,9 +42,11 @@ def _register() -> None:
     from genai_ray.cli import cluster as cluster_cli
     from genai_ray.cli import data
     from genai_ray.cli import evaluate as evaluate_cli
+    from genai_ray.cli import serve as serve_cli
     from genai_ray.cli import train as train_cli
 
     cli.add_command(data.data)
+    cli.add_command(serve_cli.serve)
     cli.add_command(cluster_cli.cluster)
     cli.add_command(cluster_cli.submit)
     cli.add_command(cluster_cli.jobs_group, name="jobs")

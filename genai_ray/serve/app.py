@@ -34,7 +34,8 @@ def application(cfg: ServeConfig, options: dict[str, Any] | None = None) -> Any:
     from genai_ray.serve.http import key_digest
 
     opts = {"user_config": {"model_uri": cfg.model_uri}, **(options or {})}
-    return Generator.options(**opts).bind(cfg.model_dump(), key_digest(os.environ.get(cfg.api_key_env)))
+    digest = cfg.api_key_sha256 or key_digest(os.environ.get(cfg.api_key_env))
+    return Generator.options(**opts).bind(cfg.model_dump(), digest)
 
 
 def build(args: dict[str, Any]) -> Any:
@@ -51,6 +52,7 @@ class ServeFile:
     route_prefix: str
     args: ServeConfig
     deployment: dict[str, Any] = field(default_factory=dict)  # Serve deployment options, minus its name
+    http: dict[str, Any] = field(default_factory=dict)  # the file's http_options
 
 
 def check_consistency(cfg: ServeConfig, deployment: dict[str, Any], source: str) -> None:
@@ -95,7 +97,8 @@ def load_serve_file(path: str | Path) -> ServeFile:
     options = deployments[0].model_dump(exclude_unset=True) if deployments else {}
     options.pop("name", None)
     check_consistency(cfg, options, source)
-    return ServeFile(str(path), spec.name, spec.route_prefix or "/", cfg, options)
+    http = schema.http_options.model_dump(exclude_unset=True)
+    return ServeFile(str(path), spec.name, spec.route_prefix or "/", cfg, options, http)
 
 
 def local_uri(uri: str) -> str:
@@ -111,29 +114,81 @@ def http_port(requested: int) -> int:
     return client.http_config.port if client is not None else requested
 
 
+def deploy_schema(serve_file: ServeFile | None, uri: str, http: dict[str, Any]) -> Any:
+    """The Serve config ``serve deploy`` would send, with the model in ``user_config``.
+
+    The model stays out of ``args``, so deploying again with another model changes only the user config:
+    Serve then calls ``reconfigure`` on the running replicas (a hot swap) instead of replacing them.
+    """
+    from ray.serve.schema import ServeDeploySchema
+
+    from genai_ray.serve.http import key_digest
+
+    cfg = serve_file.args if serve_file else ServeConfig()
+    args = cfg.model_dump(exclude={"model_uri"}, exclude_defaults=True)
+    digest = key_digest(os.environ.get(cfg.api_key_env))
+    if digest and not cfg.api_key_sha256:
+        args["api_key_sha256"] = digest  # the key stays in this process; replicas get its hash
+    options = dict(serve_file.deployment) if serve_file else {}
+    options["user_config"] = {**(options.get("user_config") or {}), "model_uri": uri}
+    name, prefix = (serve_file.name, serve_file.route_prefix) if serve_file else ("genai-ray", "/")
+    return ServeDeploySchema.model_validate({
+        "http_options": http,
+        "applications": [{"name": name, "route_prefix": prefix, "import_path": IMPORT_PATH, "args": args,
+                          "deployments": [{"name": DEPLOYMENT, **options}]}],
+    })
+
+
+def _health(url: str, attempts: int = 50) -> dict[str, Any]:
+    """GET /healthz, retrying while the proxies learn the new route."""
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    def get() -> dict[str, Any]:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.load(response)
+
+    for _ in range(attempts - 1):
+        try:
+            return get()
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.2)
+    return get()
+
+
 def start(model_ref: str, serve_file: ServeFile | None, host: str | None, port: int | None,
           address: str | None, store: str | None) -> tuple[str, str]:
-    """Deploy ``model_ref`` on Ray Serve (a private local Ray unless ``address``); returns (app name, URL)."""
+    """Deploy ``model_ref`` the way ``serve run FILE.yaml`` does; returns (app name, URL).
+
+    On a private local Ray unless ``address``. Running it again with another model hot-swaps the model.
+    Like ``serve deploy``, it replaces other config-deployed apps on the cluster.
+    """
     from ray import serve
+    from ray.serve._private import api as serve_api  # what `serve run FILE.yaml` uses
 
     from genai_ray.package import read_meta, resolve_model_uri
     from genai_ray.ray_runtime import ensure_ray
 
     uri = local_uri(resolve_model_uri(model_ref, store))
     read_meta(uri)  # a missing or broken package fails here, in one line, before anything deploys
-    cfg = (serve_file.args if serve_file else ServeConfig()).model_copy(update={"model_uri": uri})
-    options = dict(serve_file.deployment) if serve_file else {}
-    options["user_config"] = {**(options.get("user_config") or {}), "model_uri": uri}
-    name, prefix = (serve_file.name, serve_file.route_prefix) if serve_file else ("genai-ray", "/")
-    host, port = host or "127.0.0.1", port or 8000
+    http = {"host": "127.0.0.1", "port": 8000, **(serve_file.http if serve_file else {})}
+    http.update({k: v for k, v in (("host", host), ("port", port)) if v is not None})
+    schema = deploy_schema(serve_file, uri, http)
+    app = schema.applications[0]
     ensure_ray(address)
-    serve.start(http_options={"host": host, "port": port})
+    client = serve_api.serve_start(http_options=http)
     try:
-        serve.run(application(cfg, options), name=name, route_prefix=prefix)
+        client.deploy_apps(schema, _blocking=True)
     except RuntimeError as err:
-        status = serve.status().applications.get(name)
+        status = serve.status().applications.get(app.name)
         detail = " ".join(d.message.strip().splitlines()[-1] for d in status.deployments.values()
                           if d.message) if status else ""
         raise UserError(f"serving {uri} failed: {detail or str(err).splitlines()[0]}") from None
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    return name, f"http://{shown}:{http_port(port)}{prefix.rstrip('/')}/"
+    shown = "127.0.0.1" if http["host"] in ("0.0.0.0", "::") else http["host"]
+    url = f"http://{shown}:{http_port(http['port'])}{app.route_prefix.rstrip('/')}/"
+    health = _health(f"{url}healthz")
+    if health.get("reload_error"):
+        raise UserError(f"{health['reload_error']}; still serving {health['model']} at {url}")
+    return app.name, url

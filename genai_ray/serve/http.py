@@ -1,6 +1,6 @@
 """The thin HTTP layer: request schema, response rendering, bearer auth, body limit, error mapping.
 
-Client mistakes become 4xx with a one-line ``detail``: bad JSON or fields 422, a body over
+Client mistakes become 4xx with a one-line ``detail``: bad JSON (even non-UTF-8 bytes) or fields 422, a body over
 ``serve.max_body_bytes`` 413, a missing or wrong key 401. Nothing here knows about Ray.
 """
 
@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genai_ray.errors import UserError
 from genai_ray.images import grid_png, png_bytes
@@ -92,10 +93,11 @@ def render(result: Result, fmt: str, seed: int) -> Response:
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for bodies over ``limits.max_body_bytes``, declared or streamed."""
+    """ASGI middleware: 413 for bodies over ``limits.max_body_bytes``, declared or streamed.
 
-    class _TooLarge(Exception):
-        pass
+    Bodies are small JSON, so it buffers up to the limit before the app runs; FastAPI would turn an
+    error raised mid-read into a 400.
+    """
 
     def __init__(self, app: Any, limits: Any):
         self.app = app
@@ -110,20 +112,30 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > limit:
             await self._reject(scope, send, limit)
             return
-        seen = 0
-
-        async def limited() -> dict:
-            nonlocal seen
+        first = await receive()
+        chunks: list[bytes] = []
+        message, size = first, 0
+        while True:
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                await self._reject(scope, send, limit)
+                return
+            if not message.get("more_body", False):
+                break
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise self._TooLarge
-            return message
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except self._TooLarge:
-            await self._reject(scope, send, limit)
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {**first, "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
 
     @staticmethod
     async def _reject(scope: dict, send: Any, limit: int) -> None:
@@ -146,6 +158,12 @@ def install(app: FastAPI, limits: Any) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _validation_message(err)}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        if err.status_code == 400:  # FastAPI's "error parsing the body": bytes that are not UTF-8 JSON
+            return JSONResponse({"detail": "body: not valid JSON (UTF-8 expected)"}, 422)
+        return JSONResponse({"detail": err.detail}, err.status_code, headers=err.headers)
 
     @app.exception_handler(UserError)
     async def _user_error(_: Request, err: UserError) -> JSONResponse:

@@ -1,0 +1,310 @@
+"""The generation endpoint over real HTTP on Ray Serve (session Ray, a free port, real model packages)."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import io
+import itertools
+import json
+import os
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from serve_helpers import Chromium, free_port, make_package
+
+from genai_ray.config import ServeConfig
+from genai_ray.images import png_text
+from genai_ray.package import load_package
+
+KEY_ENV = "GENAI_RAY_TEST_SERVE_KEY"
+KEY = "s3cret-test-key-7f1c9a"
+SMALL = {"ray_actor_options": {"num_cpus": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    store = str(tmp_path_factory.mktemp("serve-store"))
+    corrupt = make_package(store, "broken", "v0001", True, seed=3)
+    with open(os.path.join(corrupt, "generator.keras"), "ab") as f:
+        f.write(b"tampered")
+    return {"store": store, "cond1": make_package(store, "cond", "v0001", True, seed=1, metrics={"eval/fd": 1.5}),
+            "cond2": make_package(store, "cond", "v0002", True, seed=2), "corrupt": corrupt,
+            "uncond": make_package(store, "uncond", "v0001", False, seed=4)}
+
+
+@pytest.fixture(scope="module")
+def serve_root(ray_local) -> str:
+    """Serve's HTTP proxy on a free loopback port (never 8000); apps are deleted by their fixtures."""
+    from ray import serve
+
+    from genai_ray.serve.app import http_port
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return f"http://127.0.0.1:{http_port(port)}"
+
+
+def deploy(name: str, cfg: ServeConfig, **options) -> None:
+    from ray import serve
+
+    from genai_ray.serve.app import application
+
+    serve.run(application(cfg, {**SMALL, **options}), name=name, route_prefix=f"/{name}")
+
+
+@pytest.fixture(scope="module")
+def cond(serve_root: str, packages: dict[str, str]):
+    """A conditional model, no API key, batches of up to 16 that wait 50 ms to fill."""
+    from ray import serve
+
+    deploy("t-cond", ServeConfig(model_uri=packages["cond1"], max_n=64, max_batch_size=16, batch_wait_timeout_s=0.05),
+           max_ongoing_requests=32)
+    yield f"{serve_root}/t-cond"
+    serve.delete("t-cond")
+
+
+@pytest.fixture(scope="module")
+def locked(serve_root: str, packages: dict[str, str]):
+    """An unconditional model behind an API key, with room for one request and one in the queue."""
+    from ray import serve
+
+    os.environ[KEY_ENV] = KEY  # the builder reads it here and sends only its sha256 to the replica
+    try:
+        deploy("t-locked", ServeConfig(model_uri=packages["uncond"], max_batch_size=1, api_key_env=KEY_ENV),
+               max_ongoing_requests=1, max_queued_requests=1)
+    finally:
+        os.environ.pop(KEY_ENV)
+    yield f"{serve_root}/t-locked"
+    serve.delete("t-locked")
+
+
+def post(url: str, **kw) -> httpx.Response:
+    return httpx.post(f"{url}/v1/generate", timeout=120, **kw)
+
+
+def npy(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return np.load(io.BytesIO(response.content))
+
+
+def test_generate_formats_name_model_and_seeds(cond: str, packages: dict[str, str]) -> None:
+    r = post(cond, json={"n": 4, "seed": 11, "label": "one"})  # png by default; no key needed here
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.headers["x-model"] == "cond/v0001" and r.headers["x-seeds"] == "11,12,13,14"
+    text = png_text(r.content)
+    assert text["model"] == "cond/v0001" and text["seed"] == "11" and text["labels"] == "1,1,1,1"
+
+    images = npy(post(cond, json={"n": 4, "seed": 11, "label": 1, "format": "npy"}))
+    expected, _, _ = load_package(packages["cond1"]).sample(4, seed=11, label=1)
+    np.testing.assert_array_equal(images, expected)  # the server's pixels are the package's pixels
+
+    body = post(cond, json={"n": 2, "seed": 3, "format": "json"}).json()
+    assert body["model"]["version"] == "v0001" and body["seeds"] == [3, 4] and len(body["labels"]) == 2
+    first = base64.b64decode(body["images"][0]["png"])
+    assert png_text(first)["seed"] == "3" and png_text(first)["model"] == "cond/v0001"
+
+    r = post(cond, json={"n": 1})
+    assert r.status_code == 200 and int(r.headers["x-seed"]) >= 0  # a random seed, reported
+
+
+def test_model_health_docs_and_gallery_html(cond: str) -> None:
+    meta = httpx.get(f"{cond}/v1/model").json()
+    assert meta["name"] == "cond" and meta["metrics"] == {"eval/fd": 1.5} and meta["class_names"][1] == "one"
+    assert httpx.get(f"{cond}/healthz").json()["model"] == "cond/v0001"
+    schema = httpx.get(f"{cond}/openapi.json").json()
+    assert "/v1/generate" in schema["paths"] and "GenerateRequest" in schema["components"]["schemas"]
+    assert httpx.get(f"{cond}/docs").status_code == 200
+    page = httpx.get(f"{cond}/").text
+    assert '"/t-cond/"' in page and "http" not in page.split("<script>")[1]  # no external assets
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    (b"{not json", 422, "JSON"),
+    (b'{"n": 2, "colour": "red"}', 422, "colour: Extra inputs are not permitted"),
+    (b'{"n": 0}', 422, "n: Input should be greater than or equal to 1"),
+    (b'{"n": 65}', 422, "over this server's limit of 64"),
+    (b'{"n": 1, "seed": -1}', 422, "seed"),
+    (b'{"n": 1, "format": "gif"}', 422, "format"),
+    (b'{"n": 1, "label": "nine"}', 422, "unknown label 'nine'"),
+    (b'{"n": 1, "label": 7}', 422, "label 7 is out of range"),
+    (b'{"n": 1, "label": 1.5}', 422, "label"),
+    (b"[1, 2]", 422, "dictionary"),
+    (b'{"n": 1, "pad": "' + b"x" * 20_000 + b'"}', 413, "over 16384 bytes"),
+])
+def test_client_errors_are_4xx_with_a_message(cond: str, body: bytes, status: int, message: str) -> None:
+    r = post(cond, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+
+
+def test_streamed_oversized_body_is_413(cond: str) -> None:
+    def chunks():
+        yield b'{"n": 1, "pad": "'
+        for _ in range(40):
+            yield b"x" * 1000
+        yield b'"}'
+
+    r = post(cond, content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+
+
+def test_concurrent_requests_batch_and_keep_pixels(cond: str) -> None:
+    requests = [{"n": 1 + i % 3, "seed": 100 * i, "label": [None, 0, "two"][i % 3], "format": "npy"} for i in range(48)]
+    with cf.ThreadPoolExecutor(24) as pool:
+        together = list(pool.map(lambda b: post(cond, json=b), requests))
+    sizes = [int(r.headers["x-batch-size"]) for r in together]
+    assert max(sizes) > 1, sizes
+    for body, r in zip(requests[:12], together[:12], strict=True):
+        alone = post(cond, json=body)
+        assert alone.headers["x-batch-size"] == "1"
+        np.testing.assert_array_equal(npy(r), npy(alone))
+        assert r.headers["x-labels"] == alone.headers["x-labels"]
+    stats = httpx.get(f"{cond}/v1/model").json()["serving"]
+    assert stats["largest_batch"] > 1 and stats["requests"] >= 60
+
+
+def test_fuzzed_bodies_never_get_a_500(cond: str) -> None:
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+    values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c,
+                                                                                       max_size=3), max_leaves=6)
+    fields = st.fixed_dictionaries({}, optional={"n": values | st.integers(-2, 70), "seed": values,
+                                                 "label": values | st.sampled_from(["one", "zero", 2]),
+                                                 "format": values | st.sampled_from(["png", "npy", "json"])})
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(body=fields | values, raw=st.binary(max_size=40) | st.none())
+    def check(body, raw) -> None:
+        kw = {"content": raw} if raw is not None else {"content": json.dumps(body)}
+        r = post(cond, headers={"content-type": "application/json"}, **kw)
+        assert r.status_code in (200, 422), (body, raw, r.status_code, r.text)
+        if r.status_code == 422:
+            assert r.json()["detail"]
+
+    check()
+
+
+def test_gallery_renders_and_generates_in_chromium(cond: str) -> None:
+    if not Chromium.available():
+        pytest.skip("chromium is not installed (Debian package 'chromium'); the gallery test needs it")
+    with Chromium() as browser:
+        browser.send("Page.enable")
+        browser.send("Page.navigate", url=f"{cond}/")
+        browser.wait_for("document.querySelector('#status')?.dataset.state === 'ready'")
+        shown = browser.eval("""[...document.querySelectorAll('#gallery img')].map(
+            i => [i.complete && i.naturalWidth, i.dataset.label])""")
+        assert len(shown) == 18 and all(w == 8 for w, _ in shown)  # 3 classes x 6, all decoded
+        assert sorted({lab for _, lab in shown}) == ["0", "1", "2"]
+        assert "cond/v0001" in browser.eval("document.querySelector('#model').textContent")
+        browser.eval("""document.querySelector('#label').value = '2'; document.querySelector('#n').value = '5';
+                        document.querySelector('#generate').click(); true""")
+        browser.wait_for("document.querySelector('#status').dataset.images === '23' && "
+                         "document.querySelector('#status').dataset.state === 'ready'")
+        newest = browser.eval("""[...document.querySelector('#gallery section').querySelectorAll('img')].map(
+            i => [i.complete && i.naturalWidth, i.dataset.label])""")
+        assert newest == [[8, "2"]] * 5
+
+
+def test_auth_protects_v1_routes_and_key_is_never_logged(locked: str, ray_local) -> None:
+    good = {"Authorization": f"Bearer {KEY}"}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+        assert post(locked, json={"n": 1}, headers=headers).status_code == 401
+        r = httpx.get(f"{locked}/v1/model", headers=headers)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert post(locked, json={"n": 2, "seed": 1}, headers=good).headers["x-model"] == "uncond/v0001"
+    assert httpx.get(f"{locked}/v1/model", headers=good).json()["conditional"] is False
+    r = post(locked, json={"n": 1, "label": 0}, headers=good)
+    assert r.status_code == 422 and "unconditional" in r.json()["detail"]
+    assert httpx.get(f"{locked}/healthz").status_code == 200  # probes need no key
+    logs = Path(ray_local._private.worker._global_node.get_logs_dir_path())
+    leaked = [p for p in logs.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+def test_load_beyond_the_queue_gets_503(locked: str) -> None:
+    good = {"Authorization": f"Bearer {KEY}"}
+    with cf.ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(lambda _: post(locked, json={"n": 64}, headers=good).status_code, range(64)))
+    assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) > 0, codes
+
+
+def test_failed_load_marks_replica_unhealthy_naming_the_uri(serve_root: str, packages: dict[str, str]) -> None:
+    from ray import serve
+
+    with pytest.raises(RuntimeError, match="Deploying application t-bad failed"):
+        deploy("t-bad", ServeConfig(model_uri=packages["corrupt"]), health_check_period_s=1)
+    try:
+        status = serve.status().applications["t-bad"].deployments["Generator"]
+        assert status.status == "DEPLOY_FAILED"
+        assert f"model {packages['corrupt']} failed to load" in status.message and "sha256" in status.message
+    finally:
+        serve.delete("t-bad")
+
+
+def cli_serve(store: str, model: str, port: int, capsys) -> tuple[int, str, str]:
+    from genai_ray.cli import main
+
+    config = str(Path(__file__).resolve().parents[1] / "serve_configs" / "local.yaml")
+    code = main(["--store", store, "serve", "--model", model, "--config", config, "--port", str(port),
+                 "--no-blocking"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_serves_and_hot_swaps_under_load_with_zero_failed_requests(
+        serve_root: str, packages: dict[str, str], capsys) -> None:
+    """`genai-ray serve` deploys the way `serve deploy` does; a second run only changes user_config.model_uri."""
+    from ray import serve
+
+    store, port = packages["store"], int(serve_root.rsplit(":", 1)[1])
+    stop = threading.Event()
+    seen: list[tuple[int, str | None]] = []
+
+    def hammer(url: str, worker: int) -> None:
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            r = post(url, json={"n": 2, "seed": worker * 10_000 + i})
+            seen.append((r.status_code, r.headers.get("x-model")))
+
+    try:
+        code, out, err = cli_serve(store, "cond/v0001", port, capsys)
+        assert code == 0, err
+        url = out.split(" at ")[1].split()[0]
+        assert url == f"{serve_root}/"
+        base = url.rstrip("/")
+        replica = httpx.get(f"{base}/v1/model").json()["serving"]["replica"]
+        with cf.ThreadPoolExecutor(4) as pool:
+            workers = [pool.submit(hammer, base, w) for w in range(4)]
+            try:
+                while len(seen) < 8:
+                    threading.Event().wait(0.05)
+                code, _, err = cli_serve(store, "cond", port, capsys)  # NAME: the latest complete version
+                assert code == 0, err
+                before = len(seen)
+                while len(seen) < before + 8:
+                    threading.Event().wait(0.05)
+            finally:
+                stop.set()
+                for w in workers:
+                    w.result()
+        assert {c for c, _ in seen} == {200}, [s for s in seen if s[0] != 200][:5]
+        versions = [v for _, v in seen]
+        assert versions[0] == "cond/v0001" and versions[-1] == "cond/v0002"
+        after = httpx.get(f"{base}/v1/model").json()
+        assert after["version"] == "v0002" and after["serving"]["replica"] == replica  # swapped in place
+
+        # A swap to a corrupt package is refused in one line naming the URI; v0002 keeps serving.
+        code, _, err = cli_serve(store, packages["corrupt"], port, capsys)
+        assert code == 2 and f"model {packages['corrupt']} failed to load" in err
+        assert "still serving cond/v0002" in err
+        assert post(base, json={"n": 1}).headers["x-model"] == "cond/v0002"
+    finally:
+        serve.delete("genai-ray")
+    code, _, err = cli_serve(store, "nothing-here", port, capsys)
+    assert code == 2 and "no exported model named 'nothing-here'" in err
