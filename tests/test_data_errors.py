@@ -4,6 +4,10 @@ complete (no manifest.json) left behind."""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -106,22 +110,40 @@ def test_missing_bucket(s3_endpoint):
 
 
 @pytest.fixture
-def s3_with_auth(s3_endpoint, s3_bucket, monkeypatch):
-    """moto checks signatures only when asked: make an IAM user, then switch authentication on (over HTTP, via
-    moto's /moto-api/reset-auth) for this test only. Yields (bucket, access key id, secret)."""
-    iam = boto3.client("iam", endpoint_url=s3_endpoint)
-    user = f"u-{s3_bucket[-10:]}"
-    iam.create_user(UserName=user)
-    iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-    key = iam.create_access_key(UserName=user)["AccessKey"]
-    storage._s3_filesystem.cache_clear()
-    httpx.post(f"{s3_endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+def s3_with_auth(monkeypatch, tmp_path):
+    """A private moto S3 server (its own process) that checks signatures and IAM policies.
+
+    moto accepts any credentials until authentication is switched on over HTTP (/moto-api/reset-auth). We
+    make a bucket and an IAM user with an S3 policy first, then switch it on. A private server keeps the
+    session's shared endpoint open to every other test. Yields (bucket URI, access key id, secret).
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "moto.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield s3_bucket, key["AccessKeyId"], key["SecretAccessKey"]
+        for _ in range(600):
+            try:
+                httpx.get(f"{endpoint}/moto-api/", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="authed")
+        iam = boto3.client("iam", endpoint_url=endpoint)
+        iam.create_user(UserName="trainer")
+        iam.put_user_policy(UserName="trainer", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="trainer")["AccessKey"]
+        httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"0", timeout=10).raise_for_status()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        yield "s3://authed", key["AccessKeyId"], key["SecretAccessKey"]
     finally:
-        httpx.post(f"{s3_endpoint}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
-        storage._s3_filesystem.cache_clear()
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
 
 
 def test_wrong_credentials_are_refused_and_named(s3_with_auth, monkeypatch):
