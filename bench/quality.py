@@ -1,4 +1,4 @@
-"""Quality on digits: the real floor, the KDE baseline and any model packages, on the project's evaluator.
+"""Quality on digits: the real floor, unseen real images, the KDE baseline and any model packages.
 
 Prepares digits (default 10% holdout) in a temporary store, trains the feature classifier with the default
 eval config, and scores each column on the held-out split with 2000 samples, seed 0.
@@ -27,7 +27,7 @@ def main() -> None:
     from genai_ray.data.prepare import prepare
     from genai_ray.data.reader import open_dataset
     from genai_ray.data.sources import open_source
-    from genai_ray.evaluate import check_package_fits, evaluate, package_sampler, reference
+    from genai_ray.evaluate import check_package_fits, evaluate, package_sampler, reference, to_float
     from genai_ray.package import load_package
 
     cfg = EvalConfig()
@@ -37,6 +37,7 @@ def main() -> None:
         accuracy = reference(ds, "holdout", cfg).features.info["holdout_accuracy"]
         columns = {
             "real (floor)": evaluate(real_floor(ds, cfg.n_samples, cfg.seed), ds, cfg=cfg),
+            "held-out (self)": evaluate(to_float(ds.read_numpy("holdout")[0]), ds, cfg=cfg),
             "KDE (PCA 15)": evaluate(kde_sampler(ds, cfg.seed), ds, cfg=cfg),
         }
         for uri in args.model:

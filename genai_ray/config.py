@@ -73,6 +73,7 @@ class EvalConfig(StrictModel):
     coverage_min_share: float = Field(0.5, gt=0.0, le=1.0)  # a class is covered at this x its training share
     memorisation_quantile: float = Field(0.05, gt=0.0, lt=1.0)  # held-out NN-distance quantile that calibrates
     memorisation_factor: float = Field(0.5, gt=0.0, le=1.0)  # memorised: NN distance < factor x that quantile
+    max_manifold: int = Field(10_000, ge=100)  # training images (a seeded subset) whose k-NN balls judge realism
     seed: int = 0  # seeds the feature model's training, sample seeds and subsets
 
 

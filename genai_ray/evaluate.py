@@ -20,6 +20,7 @@ from genai_ray.data.reader import Dataset, open_dataset
 from genai_ray.errors import UserError
 from genai_ray.metrics import METRICS, EvalInputs, compute
 from genai_ray.metrics.features import FeatureModel, feature_model
+from genai_ray.metrics.prdc import kth_radius_sq
 from genai_ray.package import (
     GeneratorPackage,
     ModelMeta,
@@ -54,7 +55,9 @@ class Reference:
     dataset: Dataset
     features: FeatureModel
     real: np.ndarray
-    real_probs: np.ndarray | None
+    real_radii_sq: np.ndarray
+    manifold: np.ndarray
+    manifold_radii_sq: np.ndarray
     train_pixels: np.ndarray
     holdout_pixels: np.ndarray
     train_class_probs: np.ndarray | None
@@ -81,18 +84,22 @@ def reference(dataset: str | Dataset, split: Split = "holdout", cfg: EvalConfig 
     key = (ds.uri, ds.manifest.sha256(), split, cfg.model_dump_json())
     if key in _REFERENCES:
         return _REFERENCES[key]
-    if ds.manifest.holdout_count < cfg.knn_k + 2:
-        raise UserError(f"{ds.uri} holds {ds.manifest.holdout_count} held-out images; evaluation needs at least "
-                        f"{cfg.knn_k + 2}: re-run 'genai-ray data prepare' with a larger --holdout")
+    if min(ds.manifest.holdout_count, ds.manifest.train_count) < cfg.knn_k + 2:
+        raise UserError(f"{ds.uri} holds {ds.manifest.train_count} training and {ds.manifest.holdout_count} held-out "
+                        f"images; evaluation needs at least {cfg.knn_k + 2} of each: re-run 'genai-ray data "
+                        "prepare' with more images or a larger --holdout")
     fm = feature_model(ds, cfg)
     x_train, y_train = ds.read_numpy("train")
     x_hold, _ = ds.read_numpy("holdout")
-    x_ref = x_hold if split == "holdout" else x_train
-    real, real_probs = fm(to_float(x_ref))
+    train_feats = fm(to_float(x_train))[0]
+    real = fm(to_float(x_hold))[0] if split == "holdout" else train_feats
+    subset = np.random.default_rng(cfg.seed).permutation(len(train_feats))[: cfg.max_manifold]
+    manifold = train_feats[np.sort(subset)]
     class_probs = None
     if ds.manifest.labelled:
         class_probs = np.bincount(y_train, minlength=ds.manifest.num_classes) / max(len(y_train), 1)
-    ref = Reference(ds, fm, real, real_probs, to_float(x_train).reshape(len(x_train), -1),
+    ref = Reference(ds, fm, real, kth_radius_sq(real, cfg.knn_k), manifold,
+                    kth_radius_sq(manifold, cfg.knn_k), to_float(x_train).reshape(len(x_train), -1),
                     to_float(x_hold).reshape(len(x_hold), -1), class_probs)
     _REFERENCES[key] = ref
     return ref
@@ -110,7 +117,8 @@ def score(images: np.ndarray, ref: Reference, cfg: EvalConfig, cond_labels: np.n
         raise UserError(f"evaluation needs more than {cfg.knn_k + 1} samples, got {len(images)}; raise --n")
     fake, fake_probs = ref.features(images)
     inputs = EvalInputs(
-        fake=fake, real=ref.real, fake_probs=fake_probs, real_probs=ref.real_probs, cond_labels=cond_labels,
+        fake=fake, real=ref.real, real_radii_sq=ref.real_radii_sq, manifold=ref.manifold,
+        manifold_radii_sq=ref.manifold_radii_sq, fake_probs=fake_probs, cond_labels=cond_labels,
         fake_pixels=images.reshape(len(images), -1), train_pixels=ref.train_pixels,
         holdout_pixels=ref.holdout_pixels, class_names=ref.dataset.manifest.class_names,
         train_class_probs=ref.train_class_probs, cfg=cfg,

@@ -49,6 +49,10 @@ def test_real_is_far_better_than_noise(digits) -> None:
     assert real["eval/recall"] > noise["eval/recall"] + 0.4
     assert real["eval/coverage"] > 0.95 > noise["eval/coverage"]
     assert real["eval/classifier_score"] > 9.0 > noise["eval/classifier_score"]
+    x_hold, _ = digits.read_numpy("holdout")
+    unseen = evaluate(to_float(x_hold), digits, cfg=CFG)  # realism of real images the model never saw
+    assert unseen["eval/precision"] > 0.8 and unseen["eval/density"] > 0.7
+    assert noise["eval/precision"] < 0.25 and noise["eval/density"] < 0.1
 
 
 def test_mode_collapse_lowers_recall_and_class_coverage(digits, train_xy) -> None:

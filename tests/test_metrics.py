@@ -10,7 +10,7 @@ from genai_ray.metrics import METRICS, EvalInputs, compute
 from genai_ray.metrics.classifier_score import classifier_score
 from genai_ray.metrics.frechet import frechet_distance
 from genai_ray.metrics.memorisation import memorisation
-from genai_ray.metrics.prdc import density_coverage, precision_recall
+from genai_ray.metrics.prdc import coverage, density, kth_radius_sq, precision, recall
 
 
 def blobs(n: int, centres: np.ndarray, seed: int, spread: float = 0.3) -> np.ndarray:
@@ -43,26 +43,40 @@ def test_frechet_is_finite_with_dead_feature_units() -> None:
     assert np.isfinite(frechet_distance(x, np.random.default_rng(2).standard_normal((300, 6))))
 
 
+def pr(fake: np.ndarray, real: np.ndarray, k: int = 3) -> tuple[float, float]:
+    return precision(fake, real, kth_radius_sq(real, k)), recall(fake, real, k)
+
+
+def dc(fake: np.ndarray, real: np.ndarray, k: int = 3) -> tuple[float, float]:
+    radii = kth_radius_sq(real, k)
+    return density(fake, real, radii, k), coverage(fake, real, radii)
+
+
 def test_precision_recall_separate_quality_from_variety() -> None:
     real = blobs(300, CENTRES, 0)
-    same = blobs(1000, CENTRES, 1)
-    few_modes = blobs(1000, CENTRES[:3], 2)
-    off = blobs(1000, CENTRES + 20.0, 3)
-    p_same, r_same = precision_recall(same, real)
-    p_few, r_few = precision_recall(few_modes, real)
-    p_off, r_off = precision_recall(off, real)
+    p_same, r_same = pr(blobs(1000, CENTRES, 1), real)
+    p_few, r_few = pr(blobs(1000, CENTRES[:3], 2), real)
     assert p_same > 0.7 and r_same > 0.7
     assert p_few > 0.7 and r_few < 0.4 * r_same  # realistic but collapsed: precision stays, recall drops
-    assert p_off == 0.0 and r_off == 0.0
+    assert pr(blobs(1000, CENTRES + 20.0, 3), real) == (0.0, 0.0)
+    blurry = blobs(1000, CENTRES, 4, spread=1.5)  # right modes, too much noise
+    p_blur, r_blur = pr(blurry, real)
+    assert p_blur < 0.5 * p_same and r_blur > 0.7  # noise costs precision, not recall
 
 
 def test_density_coverage() -> None:
     real = blobs(300, CENTRES, 0)
-    d_same, c_same = density_coverage(blobs(1000, CENTRES, 1), real)
-    d_few, c_few = density_coverage(blobs(1000, CENTRES[:3], 2), real)
+    d_same, c_same = dc(blobs(1000, CENTRES, 1), real)
+    d_few, c_few = dc(blobs(1000, CENTRES[:3], 2), real)
     assert 0.7 < d_same < 1.3 and c_same > 0.95
     assert c_few < 0.4
-    assert density_coverage(blobs(500, CENTRES + 20.0, 3), real) == (0.0, 0.0)
+    assert dc(blobs(500, CENTRES + 20.0, 3), real) == (0.0, 0.0)
+
+
+def test_radii_are_blockwise_exact() -> None:
+    x = np.random.default_rng(0).standard_normal((1300, 5))  # more rows than one distance block
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    assert np.allclose(kth_radius_sq(x, 3), np.sort(d, axis=1)[:, 3])
 
 
 def test_classifier_score_bounds() -> None:
@@ -88,7 +102,9 @@ def _inputs(shares: np.ndarray, cond: np.ndarray | None, pred: np.ndarray) -> Ev
     k = len(shares)
     feats = np.random.default_rng(0).standard_normal((len(pred), 4))
     pixels = np.random.default_rng(1).uniform(size=(len(pred), 16))
-    return EvalInputs(fake=feats, real=feats, fake_probs=np.eye(k)[pred], real_probs=None, cond_labels=cond,
+    radii = np.ones(len(feats))
+    return EvalInputs(fake=feats, real=feats, real_radii_sq=radii, manifold=feats, manifold_radii_sq=radii,
+                      fake_probs=np.eye(k)[pred], cond_labels=cond,
                       fake_pixels=pixels, train_pixels=pixels + 1, holdout_pixels=pixels + 2,
                       class_names=[f"c{i}" for i in range(k)], train_class_probs=shares, cfg=EvalConfig())
 

@@ -20,9 +20,11 @@ class EvalInputs:
     """Everything a metric may look at. Features are the dataset's own feature model's (see features.py)."""
 
     fake: np.ndarray  # (N, D) sample features
-    real: np.ndarray  # (M, D) reference-split features
+    real: np.ndarray  # (M, D) evaluation-split features
+    real_radii_sq: np.ndarray  # (M,) squared k-NN radii within ``real``
+    manifold: np.ndarray  # (T, D) training-split features: the real manifold that judges realism
+    manifold_radii_sq: np.ndarray  # (T,) squared k-NN radii within ``manifold``
     fake_probs: np.ndarray | None  # (N, K) classifier softmax of the samples; None when unlabelled
-    real_probs: np.ndarray | None  # (M, K) the same for the reference split
     cond_labels: np.ndarray | None  # (N,) labels the samples were conditioned on; None when unconditional
     fake_pixels: np.ndarray  # (N, H*W*C) float32 in [0, 1]
     train_pixels: np.ndarray  # (T, H*W*C) the training split, what a model could have memorised
