@@ -37,7 +37,8 @@ def prepare_cmd(obj, source, out_uri, name, shards, shard_size, image_size, hold
 
     check_options(holdout, shards, shard_size)
     src = open_source(source, image_size=image_size, count=count, seed=seed, labels=labels_path)
-    name = name or Path(source.rstrip("/")).stem.replace(".", "-") or "dataset"
+    given = Path(source.rstrip("/")).expanduser()
+    name = name or (given.name if given.is_dir() else given.stem).replace(".", "-") or "dataset"
     out_uri = out_uri or storage.join(obj.store, "datasets", name)
     manifest = prepare(src, out_uri, name=name, holdout=holdout, seed=seed, shards=shards, shard_rows=shard_size,
                        overwrite=overwrite)
