@@ -24,6 +24,7 @@ from genai_ray.metrics.prdc import kth_radius_sq
 from genai_ray.package import (
     GeneratorPackage,
     ModelMeta,
+    latents,
     load_package,
     per_image_seeds,
     read_meta,
@@ -187,6 +188,22 @@ def evaluate_package(package_uri: str, dataset: str | Dataset | None = None, cfg
         fresh.metrics = {**fresh.metrics, **result}
         write_meta(package_uri, fresh)
     return result
+
+
+def keras_generate(model: Any, latent_dim: int, conditional: bool) -> Generate:
+    """An in-memory Keras generator (z [+ int labels] -> tanh) as a ``Generate``, seeded like a package:
+    what the training loop passes to ``cheap_metrics`` before there is a package to load."""
+
+    def generate(seeds: list[int], labels: np.ndarray | None) -> np.ndarray:
+        z = latents(seeds, latent_dim)
+        if conditional:
+            assert labels is not None, "a conditional generator needs labels"
+            x = model([z, np.asarray(labels, np.int32)], training=False)
+        else:
+            x = model(z, training=False)
+        return np.clip((np.asarray(x, np.float32) + 1.0) * 0.5, 0.0, 1.0)  # tanh -> [0, 1]
+
+    return generate
 
 
 def prepare_features(dataset: str | Dataset, cfg: EvalConfig | None = None) -> dict[str, Any]:

@@ -160,3 +160,18 @@ def test_a_damaged_cache_is_retrained_not_trusted(tmp_path, train_xy) -> None:
     assert again["created_at"] >= first["created_at"]
     blob = storage.read_bytes(storage.join(folder, features.MODEL_FILE))
     assert storage.sha256_bytes(blob) == again["model_sha256"]
+
+
+def test_in_memory_keras_generator_matches_its_package(digits, tmp_path) -> None:
+    from genai_ray.evaluate import keras_generate, package_sampler
+    from genai_ray.package import load_package
+    from tests.eval_helpers import LATENT, toy_generator, write_toy_package
+
+    uri = write_toy_package(str(tmp_path / "store"), digits.uri, digits.manifest.sha256(), conditional=True)
+    from_package = package_sampler(load_package(uri)).draw(100, 5)
+    generate = keras_generate(toy_generator(conditional=True), LATENT, conditional=True)
+    in_memory = Sampler(generate, [0.1] * 10).draw(100, 5)
+    assert np.array_equal(from_package[1], in_memory[1])  # the same labels per seed
+    assert np.allclose(from_package[0], in_memory[0], atol=1e-5)  # the same images
+    cheap = cheap_metrics(generate, digits.uri, n=150, class_probs=[0.1] * 10, cfg=CFG)
+    assert cheap["eval/fd"] > 50 and cheap["eval/recall"] < 0.2  # an untrained generator is far from digits
