@@ -92,16 +92,16 @@ def reference(dataset: str | Dataset, split: Split = "holdout", cfg: EvalConfig 
     fm = feature_model(ds, cfg)
     x_train, y_train = ds.read_numpy("train")
     x_hold, _ = ds.read_numpy("holdout")
-    train_feats = fm(to_float(x_train))[0]
-    real = fm(to_float(x_hold))[0] if split == "holdout" else train_feats
+    train_feats = fm(x_train)[0]
+    real = fm(x_hold)[0] if split == "holdout" else train_feats
     subset = np.random.default_rng(cfg.seed).permutation(len(train_feats))[: cfg.max_manifold]
     manifold = train_feats[np.sort(subset)]
     class_probs = None
     if ds.manifest.labelled:
         class_probs = np.bincount(y_train, minlength=ds.manifest.num_classes) / max(len(y_train), 1)
     ref = Reference(ds, fm, real, kth_radius_sq(real, cfg.knn_k), manifold,
-                    kth_radius_sq(manifold, cfg.knn_k), to_float(x_train).reshape(len(x_train), -1),
-                    to_float(x_hold).reshape(len(x_hold), -1), class_probs)
+                    kth_radius_sq(manifold, cfg.knn_k), x_train.reshape(len(x_train), -1),
+                    x_hold.reshape(len(x_hold), -1), class_probs)
     _REFERENCES[key] = ref
     return ref
 

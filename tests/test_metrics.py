@@ -124,3 +124,14 @@ def test_class_coverage_balance_and_conditional_accuracy() -> None:
     acc = compute(["conditional_accuracy"], _inputs(uniform, cond, pred))
     assert acc["eval/cond_acc"] == pytest.approx(0.75)
     assert acc["eval/cond_acc/c3"] == 0.0 and acc["eval/cond_acc/c1"] == 1.0
+
+
+def test_nearest_training_image_is_exact_across_blocks_and_dtypes() -> None:
+    from genai_ray.metrics.memorisation import SUPPORT_BLOCK, nn_distance
+
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (SUPPORT_BLOCK + 700, 12), dtype=np.uint8)  # two support blocks, uint8
+    queries = rng.uniform(size=(600, 12))
+    exact = np.sqrt(((queries[:, None, :] - train[None, :, :] / 255.0) ** 2).sum(-1).min(axis=1))
+    assert np.allclose(nn_distance(queries, train), exact)
+    assert np.allclose(nn_distance(train[-5:] / 255.0, train), 0.0, atol=1e-6)  # a copy from the last block

@@ -46,10 +46,13 @@ class FeatureModel:
     info: dict[str, Any]
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """float [0, 1] NHWC -> (features (N, D), class probabilities (N, K) or None)."""
+        """uint8 or float [0, 1] NHWC -> (features (N, D), class probabilities (N, K) or None), converted a
+        batch at a time so a large uint8 split is never held as floats."""
         feats, probs = [], []
         for start in range(0, len(images), BATCH):
-            out = self.extractor(np.asarray(images[start : start + BATCH], np.float32), training=False)
+            batch = images[start : start + BATCH]
+            batch = batch.astype(np.float32) / 255.0 if batch.dtype == np.uint8 else np.asarray(batch, np.float32)
+            out = self.extractor(batch, training=False)
             out = out if isinstance(out, list | tuple) else [out]
             feats.append(np.asarray(out[0]))
             if self.kind == "classifier":

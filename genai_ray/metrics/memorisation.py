@@ -14,13 +14,25 @@ import numpy as np
 from genai_ray.metrics.prdc import BLOCK, pairwise_sq
 from genai_ray.metrics.registry import EvalInputs, register_metric
 
+SUPPORT_BLOCK = 4096  # training rows per block: uint8 stays uint8 until its block is compared
+
+
+def unit_pixels(rows: np.ndarray) -> np.ndarray:
+    """uint8 or float rows -> float64 in [0, 1]."""
+    return rows / 255.0 if rows.dtype == np.uint8 else np.asarray(rows, np.float64)
+
 
 def nn_distance(queries: np.ndarray, support: np.ndarray) -> np.ndarray:
-    """(N,) Euclidean distance from each query to its nearest support row."""
-    out = np.empty(len(queries))
-    for start in range(0, len(queries), BLOCK):
-        out[start : start + BLOCK] = pairwise_sq(queries[start : start + BLOCK], support).min(axis=1)
-    return np.sqrt(out)
+    """(N,) Euclidean distance from each query to its nearest support row, in [0, 1] pixel units.
+
+    Blocked over both sets, so a large uint8 training split is never copied to floats whole."""
+    best = np.full(len(queries), np.inf)
+    for q in range(0, len(queries), BLOCK):
+        block = unit_pixels(queries[q : q + BLOCK])
+        for s in range(0, len(support), SUPPORT_BLOCK):
+            d = pairwise_sq(block, unit_pixels(support[s : s + SUPPORT_BLOCK])).min(axis=1)
+            best[q : q + BLOCK] = np.minimum(best[q : q + BLOCK], d)
+    return np.sqrt(best)
 
 
 def memorisation(fake: np.ndarray, train: np.ndarray, holdout: np.ndarray, quantile: float,

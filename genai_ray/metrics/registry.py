@@ -27,8 +27,8 @@ class EvalInputs:
     fake_probs: np.ndarray | None  # (N, K) classifier softmax of the samples; None when unlabelled
     cond_labels: np.ndarray | None  # (N,) labels the samples were conditioned on; None when unconditional
     fake_pixels: np.ndarray  # (N, H*W*C) float32 in [0, 1]
-    train_pixels: np.ndarray  # (T, H*W*C) the training split, what a model could have memorised
-    holdout_pixels: np.ndarray  # (H, H*W*C) unseen real images, calibrate memorisation
+    train_pixels: np.ndarray  # (T, H*W*C) uint8: the training split, what a model could have memorised
+    holdout_pixels: np.ndarray  # (H, H*W*C) uint8: unseen real images, calibrate memorisation
     class_names: list[str] | None
     train_class_probs: np.ndarray | None  # (K,) class proportions of the training split
     cfg: EvalConfig
