@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from genai_ray.cli import main
-from genai_ray.cluster import local
+from genai_ray.cluster import auth, local
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,33 @@ def test_submitted_job_writes_its_dataset_and_streams_its_log(head, capsys):
     assert code == 0 and "prepared via-job" in out
 
 
+def test_submitted_train_job_checkpoints_and_exports_into_the_store(head, capsys):
+    """Training as a Ray Job: the job's driver joins the head (GENAI_RAY_ADDRESS=auto), not a private Ray."""
+    state, store = head
+    assert main(["data", "prepare", "digits", "--name", "train-src"]) == 0  # locally, into the same store
+    capsys.readouterr()
+    code, out, err = run(capsys, "submit", "--", "train", "--data", "train-src", "--preset", "tiny",
+                         "--epochs", "1", "--workers", "1", "--name", "job-run")
+    assert code == 0, err[-3000:]
+    assert "finished 1 epochs" in out, "the job's log did not come back"
+    package = store / "models" / "job-run" / "v0001"
+    assert json.loads((package / "model.json").read_text())["generator_sha256"]
+    assert (package / "generator.keras").is_file()
+    assert list((store / "runs" / "job-run").glob("checkpoint-*")), "no checkpoint in the store"
+    job_id = err.split("submitted job ")[1].split()[0]
+    code, out, _ = run(capsys, "jobs", "status", job_id)
+    assert code == 0 and "SUCCEEDED" in out and "exit code: 0" in out
+    # The head's own state API saw the Ray Train workers: the job used the cluster, not a private Ray.
+    actors = requests.get(f"{state.dashboard_url}/api/v0/actors", params={"limit": 10000}, timeout=30,
+                          headers=auth.auth_headers(auth.find_token())).json()["data"]["result"]["result"]
+    assert any("RayTrainWorker" in a["class_name"] for a in actors), sorted({a["class_name"] for a in actors})
+
+
 def test_failing_job_exits_with_its_code_and_log_tail(head, capsys):
-    code, out, err = run(capsys, "submit", "--", "data", "prepare", "/nonexistent/images", "--name", "bad")
+    """Also runs the cluster's installed genai-ray (--no-upload) rather than a shipped checkout."""
+    code, out, err = run(capsys, "submit", "--no-upload", "--", "data", "prepare", "/nonexistent/images",
+                         "--name", "bad")
+    assert "using the cluster's installed genai-ray" in err
     assert code == 2, "the job's own exit code (2: a user error) must come back"
     assert "FAILED (exit code 2)" in err
     tail = err.split("lines of its log ---")[1]
@@ -124,6 +149,8 @@ def test_failing_job_exits_with_its_code_and_log_tail(head, capsys):
     job_id = err.split("submitted job ")[1].split()[0]
     code, out, _ = run(capsys, "jobs", "status", job_id)
     assert code == 2 and "FAILED" in out and "exit code: 2" in out
+    code, out, err = run(capsys, "jobs", "logs", "--follow", job_id)
+    assert code == 2 and "unknown source" in out and "FAILED (exit code 2)" in err
     code, _, err = run(capsys, "jobs", "status", "no-such-job")
     assert code == 2 and "no job 'no-such-job'" in err
 

@@ -30,8 +30,7 @@ JOBS = {
     "rayjob-train.yaml": {
         "name": "genai-ray-train",
         "about": "RayJob: train a GAN on GPU workers; checkpoints go to $GENAI_RAY_STORE/runs/, the model to models/.",
-        "entrypoint": "python -m genai_ray train --data digits --preset gpu --name digits-gpu "
-                      "--set train.workers=4",
+        "entrypoint": "python -m genai_ray train --data digits --preset gpu --workers 4 --name digits-gpu",
     },
     "rayjob-tune.yaml": {
         "name": "genai-ray-tune",
