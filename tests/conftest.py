@@ -36,10 +36,13 @@ def s3_endpoint() -> str:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in [*TEST_CREDENTIALS, "AWS_ENDPOINT_URL"]}
+    # A developer's own AWS settings must never send test traffic elsewhere (or sign it with a real session).
+    foreign = ["AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"]
+    saved = {k: os.environ.get(k) for k in [*TEST_CREDENTIALS, "AWS_ENDPOINT_URL", *foreign]}
     os.environ.update(TEST_CREDENTIALS)
     os.environ["AWS_ENDPOINT_URL"] = endpoint
-    os.environ.pop("AWS_PROFILE", None)
+    for key in foreign:
+        os.environ.pop(key, None)
     yield endpoint
     server.stop()
     for key, value in saved.items():
