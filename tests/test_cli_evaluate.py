@@ -51,6 +51,19 @@ def test_evaluate_model_writes_metrics_into_model_json(local_store: str, capsys)
     assert "eval_train/fd" in read_meta(uri).metrics and read_meta(uri).metrics["eval/n_samples"] == 200.0
 
 
+def test_evaluate_champion(local_store: str, capsys) -> None:
+    from genai_ray.package import champion_uri
+
+    ds = open_dataset(storage.join(local_store, "datasets", "digits"))
+    uri = write_toy_package(local_store, ds.uri, ds.manifest.sha256(), conditional=True, name="champ")
+    storage.write_bytes(champion_uri(local_store, "champ"), json.dumps({"uri": uri}).encode())
+    code, out, err = run(capsys, "--store", local_store, "evaluate", "--model", "champion:champ", "--n", "120",
+                         "--json", *FAST)
+    assert code == 0, err
+    assert json.loads(out)["champion:champ"]["eval/n_samples"] == 120.0
+    assert read_meta(uri).metrics["eval/n_samples"] == 120.0
+
+
 def test_baselines_table(local_store: str, capsys) -> None:
     code, out, err = run(capsys, "--store", local_store, "evaluate", "--baseline", "real", "--baseline", "kde",
                          "--data", "digits", "--n", "300", "--json", *FAST)

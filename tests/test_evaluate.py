@@ -175,3 +175,24 @@ def test_in_memory_keras_generator_matches_its_package(digits, tmp_path) -> None
     assert np.allclose(from_package[0], in_memory[0], atol=1e-5)  # the same images
     cheap = cheap_metrics(generate, digits.uri, n=150, class_probs=[0.1] * 10, cfg=CFG)
     assert cheap["eval/fd"] > 50 and cheap["eval/recall"] < 0.2  # an untrained generator is far from digits
+
+
+def test_cheap_metrics_in_a_ray_worker_match_the_driver(digits, ray_local) -> None:
+    """What rank 0 of a training run does: load the cached feature model in another process, same numbers."""
+    from genai_ray.evaluate import keras_generate, prepare_features
+    from tests.eval_helpers import LATENT, toy_generator
+
+    prepare_features(digits.uri, CFG)  # the driver's job before workers start
+
+    @ray_local.remote(num_cpus=1)
+    def in_worker(uri: str) -> dict[str, float]:
+        from genai_ray.evaluate import cheap_metrics, keras_generate
+        from tests.eval_helpers import CFG, LATENT, toy_generator
+
+        return cheap_metrics(keras_generate(toy_generator(False), LATENT, False), uri, n=120, cfg=CFG)
+
+    remote = ray_local.get(in_worker.remote(digits.uri), timeout=300)
+    local = cheap_metrics(keras_generate(toy_generator(False), LATENT, False), digits.uri, n=120, cfg=CFG)
+    assert remote.keys() == local.keys()
+    for key, value in local.items():
+        assert remote[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
