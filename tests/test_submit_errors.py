@@ -120,6 +120,13 @@ def test_runtime_env_carries_settings_and_code_but_never_credentials(monkeypatch
     assert "working_dir" not in jobs.runtime_env(None, None)
 
 
+def test_a_relative_local_store_is_made_absolute_for_the_job(tmp_path, monkeypatch):
+    """The job runs in its own directory on the cluster; ./store there would be a different folder."""
+    monkeypatch.chdir(tmp_path)
+    assert jobs.runtime_env(None, "store")["env_vars"]["GENAI_RAY_STORE"] == str(tmp_path / "store")
+    assert jobs.runtime_env(None, "s3://b/p")["env_vars"]["GENAI_RAY_STORE"] == "s3://b/p"
+
+
 def test_entrypoint_quotes_arguments():
     assert jobs.entrypoint(["data", "prepare", "my dir"]) == "python -m genai_ray data prepare 'my dir'"
     assert jobs.validate_command(["--store", "/tmp/x", "data", "prepare", "digits"]) == "data prepare"

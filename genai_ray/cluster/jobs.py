@@ -85,7 +85,8 @@ def project_root() -> Path | None:
 def runtime_env(working_dir: Path | None, store: str | None) -> dict:
     env_vars = {key: os.environ[key] for key in FORWARDED_ENV if os.environ.get(key)}
     if store:
-        env_vars[STORE_ENV] = store
+        # The job runs in its own directory: a relative local store would land inside it.
+        env_vars[STORE_ENV] = store if "://" in store else str(Path(store).expanduser().resolve())
     env_vars[ADDRESS_ENV] = "auto"
     # genai-ray's ray.init repeats these variables; let it merge with the job's env instead of conflicting.
     env_vars["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
