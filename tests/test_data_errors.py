@@ -64,11 +64,14 @@ def test_corrupt_image_names_the_file_and_leaves_nothing(where, tmp_path, small_
     assert_no_dataset(uri)
 
 
-def test_an_image_that_is_not_an_image_at_all(tmp_path):
+@pytest.mark.parametrize("name", ["000-first.jpg", "zzz-last.jpg"])
+def test_an_image_that_is_not_an_image_at_all(tmp_path, name):
     image_folder(tmp_path, 2)
-    (tmp_path / "notes.jpg").write_text("hello")
-    with pytest.raises(UserError, match=r"notes\.jpg: unreadable or corrupt image"):
+    (tmp_path / name).write_text("hello")
+    with pytest.raises(UserError) as err:
         prepare(open_source(str(tmp_path)), str(tmp_path / "out"), name="x", progress=False)
+    assert one_line(err) == f"{tmp_path / name}: unreadable or corrupt image (UnidentifiedImageError); remove or " \
+                            "replace it"
 
 
 def test_mixed_sizes_need_image_size_which_fixes_them(tmp_path, small_chunks):
