@@ -233,6 +233,72 @@ def test_load_beyond_the_queue_gets_503(locked: str) -> None:
     assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) > 0, codes
 
 
+def test_replica_killed_under_load_is_replaced(serve_root: str, packages: dict[str, str]) -> None:
+    """Fault: SIGKILL one of two replicas under load. Expect: Serve replaces it, the other keeps serving,
+    and only requests in flight on the killed process fail (measured and reported)."""
+    import signal
+    import time
+
+    from ray import serve
+
+    deploy("t-crash", ServeConfig(model_uri=packages["uncond"], batch_wait_timeout_s=0.01),
+           max_ongoing_requests=8, autoscaling_config={"min_replicas": 2, "max_replicas": 2},
+           ray_actor_options={"num_cpus": 0.25})
+    url = f"{serve_root}/t-crash"
+    try:
+        pids: set[int] = set()
+        for _ in range(200):
+            pids.add(httpx.get(f"{url}/v1/model", timeout=30).json()["serving"]["pid"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, f"expected two replica processes, saw {pids}"
+        victim = min(pids)
+        stop = threading.Event()
+        seen: list[tuple[float, int]] = []
+
+        def hammer(worker: int) -> None:
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                try:
+                    code = post(url, json={"n": 1, "seed": worker * 10_000 + i}).status_code
+                except httpx.HTTPError:
+                    code = -1  # a hang or a dropped connection counts as a failure too
+                seen.append((time.monotonic(), code))
+
+        with cf.ThreadPoolExecutor(4) as pool:
+            workers = [pool.submit(hammer, w) for w in range(4)]
+            try:
+                while len(seen) < 20:
+                    threading.Event().wait(0.05)
+                killed_at = time.monotonic()
+                os.kill(victim, signal.SIGKILL)
+                new_pids: set[int] = set()
+                for _ in range(600):  # until a replacement process answers
+                    new_pids.add(httpx.get(f"{url}/v1/model", timeout=30).json()["serving"]["pid"])
+                    if new_pids - pids:
+                        break
+                    threading.Event().wait(0.1)
+                recovered_at = time.monotonic()
+                before = len(seen)
+                while len(seen) < before + 20:
+                    threading.Event().wait(0.05)
+            finally:
+                stop.set()
+                for w in workers:
+                    w.result()
+        failed = [(t - killed_at, c) for t, c in seen if c != 200]
+        report = (f"{len(seen)} requests, {len(failed)} failed (codes {sorted({c for _, c in failed})}) "
+                  f"within {max((t for t, _ in failed), default=0):.1f} s of the kill; "
+                  f"replacement answering after {recovered_at - killed_at:.1f} s")
+        print(f"replica crash: {report}")
+        assert new_pids - pids, f"no replacement replica appeared: {report}"
+        assert len(failed) <= 8, f"more failures than the killed replica had in flight (8): {report}"
+        assert all(c == 200 for _, c in seen[-20:]), f"still failing after recovery: {report}"
+    finally:
+        serve.delete("t-crash")
+
+
 def test_failed_load_marks_replica_unhealthy_naming_the_uri(serve_root: str, packages: dict[str, str]) -> None:
     from ray import serve
 

@@ -133,7 +133,8 @@ class Generator:
         self._authorize(credentials)
         self._require_model()
         package = self.slot.package
-        serving = {"replica": serve.get_replica_context().replica_id.unique_id, "max_n": self.cfg.max_n,
+        serving = {"replica": serve.get_replica_context().replica_id.unique_id, "pid": os.getpid(),
+                   "max_n": self.cfg.max_n,
                    "max_batch_size": self.cfg.max_batch_size, "batches": self.stats.batches,
                    "requests": self.stats.requests, "largest_batch": self.stats.largest_batch,
                    "batch_sizes": {str(k): v for k, v in sorted(self.stats.sizes.items())}}
