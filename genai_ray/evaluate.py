@@ -68,10 +68,11 @@ _REFERENCES: dict[tuple, Reference] = {}
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 or float images -> float32 in [0, 1]."""
+    """uint8 or float images -> float32 in [0, 1]. NaN pixels (a diverged generator) become 0, so such a model
+    scores badly instead of producing NaN metrics that Tune cannot compare."""
     if images.dtype == np.uint8:
         return images.astype(np.float32) / 255.0
-    return np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    return np.nan_to_num(np.clip(np.asarray(images, np.float32), 0.0, 1.0), nan=0.0)
 
 
 def as_dataset(dataset: str | Dataset) -> Dataset:

@@ -110,7 +110,12 @@ def test_cheap_metrics_and_conditional_accuracy(digits, train_xy) -> None:
     def ignores(seeds: list[int], labels: np.ndarray | None) -> np.ndarray:
         return to_float(x[[s % len(x) for s in seeds]])
 
+    def diverged(seeds: list[int], labels: np.ndarray | None) -> np.ndarray:
+        return np.full((len(seeds), 8, 8, 1), np.nan, np.float32)
+
     probs = [0.1] * 10
+    broken = cheap_metrics(diverged, digits.uri, n=100, cfg=CFG)
+    assert all(np.isfinite(v) for v in broken.values()) and broken["eval/fd"] > 50  # bad, but comparable
     cheap = cheap_metrics(obeys, digits.uri, n=200, seed=0, class_probs=probs, cfg=CFG)
     assert set(cheap) == {"eval/fd", "eval/precision", "eval/recall"}
     assert cheap == cheap_metrics(obeys, digits.uri, n=200, seed=0, class_probs=probs, cfg=CFG)
