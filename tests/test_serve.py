@@ -226,11 +226,27 @@ def test_auth_protects_v1_routes_and_key_is_never_logged(locked: str, ray_local)
     assert leaked == []
 
 
-def test_load_beyond_the_queue_gets_503(locked: str) -> None:
+def test_load_beyond_the_queue_gets_fast_503s_and_memory_stays_bounded(locked: str) -> None:
+    """Fault: 64 concurrent n=64 requests against room for 2, three times. Expect: 200 or 503, nothing
+    else, and the replica's memory does not grow from burst to burst."""
     good = {"Authorization": f"Bearer {KEY}"}
-    with cf.ThreadPoolExecutor(32) as pool:
-        codes = list(pool.map(lambda _: post(locked, json={"n": 64}, headers=good).status_code, range(64)))
+
+    def burst() -> list[int]:
+        with cf.ThreadPoolExecutor(32) as pool:
+            return list(pool.map(lambda _: post(locked, json={"n": 64}, headers=good).status_code, range(64)))
+
+    def rss_mib() -> float:
+        pid = httpx.get(f"{locked}/v1/model", headers=good).json()["serving"]["pid"]
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+    codes = burst()
     assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) > 0, codes
+    after_first = rss_mib()
+    codes = burst() + burst()
+    grown = rss_mib() - after_first
+    assert set(codes) <= {200, 503}, codes
+    assert grown < 64, f"replica RSS grew {grown:.0f} MiB over two more overload bursts"
 
 
 def test_replica_killed_under_load_is_replaced(serve_root: str, packages: dict[str, str]) -> None:
