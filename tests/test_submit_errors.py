@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import http.server
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from genai_ray.cli import main
-from genai_ray.cluster import jobs
+from genai_ray.cluster import jobs, local
 from tests.conftest import free_port
 
 
@@ -91,6 +92,27 @@ def test_no_cluster_anywhere_says_how_to_get_one(capsys, no_cluster):
     assert code == 0 and "not running" in out
     code, out = run(capsys, "cluster", "down")
     assert code == 0 and "nothing to stop" in out
+
+
+def test_a_stale_state_never_stops_someone_elses_processes(capsys, no_cluster, tmp_path):
+    """The recorded session id now belongs to an unrelated process (ids get reused): down must spare it."""
+    stranger = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        state = local.ClusterState(session_id=stranger.pid, temp_dir=str(tmp_path / "gone"),
+                                   gcs_address="127.0.0.1:1", dashboard_url="http://127.0.0.1:1",
+                                   client_address="ray://127.0.0.1:2", num_cpus=1, started_at=0.0,
+                                   log_file=str(tmp_path / "log"))
+        local._write_state(local.state_dir(), state)
+        assert local.cluster_pids(state) == []
+        code, out = run(capsys, "cluster", "status")
+        assert code == 0 and "not running (stale state" in out
+        code, out = run(capsys, "cluster", "down")
+        assert code == 0 and "(0 processes)" in out
+        assert stranger.poll() is None, "cluster down killed a process that was not its own"
+        assert local.read_state() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 def test_token_path_that_does_not_exist_is_named(capsys, monkeypatch):

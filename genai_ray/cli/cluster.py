@@ -71,6 +71,7 @@ def status_cmd() -> None:
                f"{state.num_cpus} logical CPUs")
     click.echo(f"  dashboard and Jobs API: {state.dashboard_url}")
     click.echo(f"  Ray address: {state.gcs_address}")
+    click.echo(f"  Ray logs: {state.temp_dir}/session_latest/logs (removed by 'cluster down')")
     counts: dict[str, int] = {}
     for info in jobs.connect(state.dashboard_url).list_jobs():
         counts[info.status.value] = counts.get(info.status.value, 0) + 1

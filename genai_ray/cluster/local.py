@@ -210,6 +210,8 @@ def up(directory: Path | None = None, num_cpus: int | None = None, dashboard_hos
     existing = read_state(directory)
     if existing and is_running(existing):
         return existing, False
+    if existing:  # left by a head that died (a reboot, a kill): its files are of no use
+        shutil.rmtree(existing.temp_dir, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     _ensure_token()
     num_cpus = num_cpus or local_cpus()
