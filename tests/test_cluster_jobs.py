@@ -113,6 +113,8 @@ def test_submitted_job_writes_its_dataset_and_streams_its_log(head, capsys):
     assert code == 0 and job_id in out and "SUCCEEDED" in out and "genai-ray data prepare digits" in out
     code, out, _ = run(capsys, "jobs", "logs", job_id)
     assert code == 0 and "prepared via-job" in out
+    code, _, err = run(capsys, "submit", "--job-id", job_id, "--", "data", "prepare", "digits")
+    assert code == 2 and f"a job with id '{job_id}' already exists" in err
 
 
 def test_submitted_train_job_checkpoints_and_exports_into_the_store(head, capsys):

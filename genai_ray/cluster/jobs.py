@@ -173,8 +173,14 @@ def submit(client, args: Sequence[str], env: dict, job_id: str | None = None) ->
     command = validate_command(args)
     job_id = job_id or f"genai-ray-{command.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}-" \
                        f"{secrets.token_hex(2)}"
-    return client.submit_job(entrypoint=entrypoint(args), runtime_env=env, submission_id=job_id,
-                             metadata={"genai_ray_command": command})
+    try:
+        return client.submit_job(entrypoint=entrypoint(args), runtime_env=env, submission_id=job_id,
+                                 metadata={"genai_ray_command": command})
+    except RuntimeError as err:
+        if "already exists" in str(err):
+            raise UserError(f"a job with id {job_id!r} already exists on this cluster; pick another --job-id") \
+                from None
+        raise
 
 
 def follow_logs(client, job_id: str, echo: Callable[[str], None]) -> None:
