@@ -213,7 +213,7 @@ def prepare_features(dataset: str | Dataset, cfg: EvalConfig | None = None) -> d
     return feature_model(as_dataset(dataset), cfg or EvalConfig()).info
 
 
-def cheap_metrics(generate: Generate, dataset_uri: str, *, n: int = 500, seed: int = 0,
+def cheap_metrics(generate: Generate, dataset_uri: str | Dataset, *, n: int = 500, seed: int = 0,
                   class_probs: list[float] | None = None, cfg: EvalConfig | None = None) -> dict[str, float]:
     """FD, precision and recall of ``n`` samples against the held-out split: ``{"eval/fd", "eval/precision",
     "eval/recall"}``. For the training loop (rank 0, every ``train.eval_every`` epochs); the feature model and
