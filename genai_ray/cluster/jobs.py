@@ -57,6 +57,8 @@ def validate_command(args: Sequence[str]) -> str:
         command: click.Command = cli
         path: list[str] = []
         while isinstance(command, click.Group):
+            # click 8.2+ holds the subcommand name in _protected_args (its public alias is deprecated);
+            # click 9 will leave everything in ctx.args, which this also handles.
             rest = [*getattr(ctx, "_protected_args", ()), *ctx.args]
             name, sub, rest = command.resolve_command(ctx, rest)
             if name in NOT_JOBS and not path:
