@@ -20,7 +20,7 @@ def rows_sorted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_to_ray_streams_the_train_split_from_s3_as_numpy_batches(ray_local, s3_bucket):
     uri = f"{s3_bucket}/datasets/shapes"
-    m = prepare(open_source("shapes", count=700, seed=2), uri, name="shapes", holdout=0.2, shard_rows=128,
+    m = prepare(open_source("shapes", count=700, seed=2), uri, name="shapes", holdout=0.2, shard_rows=300,
                 progress=False)
     ds = open_dataset(uri, checksums=True)
     batches = list(ds.to_ray("train").iter_batches(batch_size=100, batch_format="numpy"))  # one Ray execution
