@@ -32,6 +32,9 @@ def up_cmd(num_cpus: int | None, dashboard_host: str) -> None:
     """Start a local Ray head with token auth, free ports and its own temp dir."""
     from genai_ray.cluster import auth, local
 
+    if dashboard_host not in ("127.0.0.1", "localhost", "::1"):
+        _say(f"warning: the dashboard on {dashboard_host} runs code for anyone who reaches it with the token; "
+             "prefer 127.0.0.1 and an SSH tunnel")
     state, started = local.up(num_cpus=num_cpus, dashboard_host=dashboard_host)
     token = auth.find_token()
     click.echo(("started" if started else "already running") + f" local Ray head ({state.num_cpus} logical CPUs)")
