@@ -27,6 +27,7 @@ class TrainResult:
     epochs: int  # epochs completed
     metrics: dict[str, Any]  # the last checkpointed report
     checkpoint_uri: str
+    resumed_from: int  # epoch this (last) attempt started from: 0 for a fresh run
     package_uri: str | None  # the exported model package, when exported
 
 
@@ -140,4 +141,4 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
         summary = {"run": name, "run_uri": run_uri, "checkpoint": ckpt_uri, "epochs": epochs,
                    "workers": cfg.train.workers, **{k: v for k, v in meta["metrics"].items() if "/" in k}}
         package_uri = export_checkpoint(result.checkpoint, cfg, dataset, name, store, summary)
-    return TrainResult(run_uri, epochs, meta["metrics"], ckpt_uri, package_uri)
+    return TrainResult(run_uri, epochs, meta["metrics"], ckpt_uri, int(meta["resumed_from"]), package_uri)

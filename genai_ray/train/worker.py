@@ -93,12 +93,24 @@ def grid_inputs(latent_dim: int, num_classes: int) -> tuple[np.ndarray, np.ndarr
 
 
 def maybe_fail(t: TrainConfig, epoch: int, rank: int, world: int, run_uri: str) -> None:
-    """Test hook: the last rank (rank 1 with two workers) dies once at ``train.fail_at_epoch``."""
+    """Test hook: the last rank (rank 1 with two workers) dies once at ``train.fail_at_epoch``.
+
+    It first waits until Ray Train's controller has registered the previous checkpoint (it polls workers
+    every few seconds, and a report still unpolled when a worker dies is lost), so the crash always tests
+    resuming from a checkpoint rather than that race.
+    """
     if t.fail_at_epoch != epoch or rank != min(1, world - 1):
         return
     marker = storage.join(run_uri, "faults", f"epoch-{epoch}")
     if storage.exists(marker):
         return
+    last = (epoch - 1) // t.checkpoint_every * t.checkpoint_every
+    snapshot = storage.join(run_uri, "checkpoint_manager_snapshot.json")
+    deadline = time.monotonic() + 300
+    while last and time.monotonic() < deadline:
+        if storage.exists(snapshot) and f"checkpoint-epoch-{last:05d}".encode() in storage.read_bytes(snapshot):
+            break
+        time.sleep(0.5)
     storage.write_bytes(marker, f"rank {rank} killed at epoch {epoch}\n".encode())
     print(f"fault injection: rank {rank} exits at epoch {epoch}", flush=True)
     os._exit(1)
@@ -176,7 +188,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     samples = trainer.sample(z_grid, y_grid)
                     board.image(epoch, "samples", grid(samples, scale=1))
                     save(trainer, folder, grid_png(samples, {"run": plan.run_uri, "epoch": str(epoch)}),
-                         {"epoch": epoch, "metrics": metrics, "plan": asdict(plan), "config": loop_config["config"]})
+                         {"epoch": epoch, "resumed_from": start, "metrics": metrics, "plan": asdict(plan),
+                          "config": loop_config["config"]})
                     checkpoint = ray.train.Checkpoint.from_directory(folder)
                 board.flush()
             ray.train.report(metrics, checkpoint=checkpoint,  # Ray: a barrier; every rank calls it

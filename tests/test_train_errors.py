@@ -1,0 +1,48 @@
+"""Every bad training input is one clear error line (exit 2) before any worker starts, and leaves no run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genai_ray.cli import main
+from genai_ray.data.prepare import prepare
+from genai_ray.data.sources import _array_source, digits_source
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> str:
+    store = tmp_path_factory.mktemp("errors") / "store"
+    prepare(digits_source(None), str(store / "datasets" / "digits"), name="digits", progress=False)
+    prepare(digits_source(12), str(store / "datasets" / "digits12"), name="digits12", progress=False)
+    x = np.random.default_rng(0).integers(0, 256, (200, 8, 8, 1)).astype(np.uint8)
+    prepare(_array_source("npz", {"kind": "npz"}, x, None, None), str(store / "datasets" / "unlabelled"),
+            name="unlabelled", progress=False)
+    return str(store)
+
+
+CASES = {
+    "unknown-model": (["--data", "digits", "--set", "model.family=resnet"], "model.family"),
+    "unknown-loss": (["--data", "digits", "--set", "train.loss=lsgan"], "train.loss"),
+    "dcgan-size": (["--data", "digits12", "--set", "model.family=dcgan"], "8, 16, 32, 64"),
+    "batch-split": (["--data", "digits", "--workers", "3"], "not divisible by train.workers=3"),
+    "no-manifest": (["--data", "nowhere"], "manifest.json is missing"),
+    "unlabelled": (["--data", "unlabelled", "--preset", "default"], "is unlabelled"),
+    "batch-too-big": (["--data", "digits", "--set", "train.global_batch=4096"], "larger than the"),
+    "too-many-gpus": (["--data", "digits", "--gpus-per-worker", "1"], "GPUs requested, but the Ray cluster has 0"),
+    "too-many-cpus": (["--data", "digits", "--set", "train.cpus_per_worker=64"], "CPUs requested"),
+    "bad-name": (["--data", "digits", "--name", "../escape"], "--name"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_before_any_worker(case, datasets, ray_local, capsys):
+    args, expected = CASES[case]
+    code = main(["--store", datasets, "train", "--preset", "tiny", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+    assert expected in err
+    assert not (Path(datasets) / "runs").exists()  # nothing was started or written
