@@ -1,7 +1,8 @@
 """genai-ray submit and jobs: every mistake is one clear line and exit 2, before or instead of a hang.
 
-These need no Ray: the command is checked before anything is contacted, and the addresses are real
-loopback sockets (closed, silent, or a plain web server that is not Ray).
+None of these needs a running Ray: the command is checked before anything is contacted, the addresses are
+real loopback sockets (closed, silent, or a plain web server that is not Ray), and the one `ray start` here
+is refused.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import http.server
 import socket
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from genai_ray.cli import main
 from genai_ray.cluster import jobs, local
+from genai_ray.errors import UserError
 from tests.conftest import free_port
 
 
@@ -152,3 +155,20 @@ def test_a_relative_local_store_is_made_absolute_for_the_job(tmp_path, monkeypat
 def test_entrypoint_quotes_arguments():
     assert jobs.entrypoint(["data", "prepare", "my dir"]) == "python -m genai_ray data prepare 'my dir'"
     assert jobs.validate_command(["--store", "/tmp/x", "data", "prepare", "digits"]) == "data prepare"
+
+
+def test_a_head_that_fails_to_start_leaves_nothing_behind(tmp_path, monkeypatch):
+    """`ray start` refuses the request: one clear error with its log, no process, no temp dir, no state."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="genai-ray-failed-"))
+    monkeypatch.setattr(local.tempfile, "mkdtemp", lambda prefix: str(temp_dir))
+    monkeypatch.setattr(local, "START_ATTEMPTS", 1)
+    with pytest.raises(UserError, match="could not start a local Ray head.*Resource quantities must be nonnegative"):
+        local.up(tmp_path / "state", num_cpus=-1)
+    assert not temp_dir.exists()
+    assert local.read_state(tmp_path / "state") is None
+    assert not [pid for pid in local._all_pids() if str(temp_dir) in local._cmdline(pid)]
+
+
+def test_cluster_up_refuses_a_bad_cpu_count(capsys, no_cluster):
+    code, out = run(capsys, "cluster", "up", "--num-cpus", "0")
+    assert code == 2 and "--num-cpus" in out

@@ -25,7 +25,7 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--num-cpus", type=int, help="Logical CPUs to advertise. Default: max(8, 2 x cores).")
+@click.option("--num-cpus", type=click.IntRange(min=1), help="Logical CPUs to advertise. Default: max(8, 2 x cores).")
 @click.option("--dashboard-host", default="127.0.0.1", show_default=True,
               help="Interface for the dashboard and Jobs API. They run code: keep them off public networks.")
 def up_cmd(num_cpus: int | None, dashboard_host: str) -> None:

@@ -36,6 +36,7 @@ DEFAULT_STATE_DIR = "~/.genai-ray/cluster"
 WORKER_PORT_WINDOW = 500  # ports for worker processes; Ray's default range is 10002-19999, ours 20000-29999
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
+START_ATTEMPTS = 2  # free ports are picked before `ray start` binds them; another process may win the race
 
 
 @dataclass
@@ -214,7 +215,19 @@ def up(directory: Path | None = None, num_cpus: int | None = None, dashboard_hos
         shutil.rmtree(existing.temp_dir, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     _ensure_token()
-    num_cpus = num_cpus or local_cpus()
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            state = _start(directory, num_cpus or local_cpus(), dashboard_host, timeout)
+            break
+        except RuntimeError as err:  # a free port taken by someone else in between: new ports, once more
+            if attempt == START_ATTEMPTS:
+                raise UserError(f"could not start a local Ray head: {err}") from None
+    _write_state(directory, state)
+    return state, True
+
+
+def _start(directory: Path, num_cpus: int, dashboard_host: str, timeout: float) -> ClusterState:
+    """One `ray start --head` on fresh free ports; on failure, nothing of it is left running."""
     # Unix socket paths are limited to ~107 bytes, so Ray's temp dir must be short: keep it under /tmp.
     temp_dir = tempfile.mkdtemp(prefix="genai-ray-")
     ports = {name: free_port() for name in ("port", "dashboard-port", "ray-client-server-port",
@@ -244,14 +257,13 @@ def up(directory: Path | None = None, num_cpus: int | None = None, dashboard_hos
         if started.returncode != 0:
             raise RuntimeError(f"'ray start' exited with {started.returncode}")
         _wait_ready(state.dashboard_url, started, timeout)
-        state.gcs_address = _bootstrap_address(temp_dir) or state.gcs_address
     except (RuntimeError, TimeoutError, subprocess.TimeoutExpired) as err:
         _terminate(state)
         shutil.rmtree(temp_dir, ignore_errors=True)
         tail = " | ".join(log_file.read_text().strip().splitlines()[-3:])
-        raise UserError(f"could not start a local Ray head ({err}); last lines of {log_file}: {tail}") from None
-    _write_state(directory, state)
-    return state, True
+        raise RuntimeError(f"{err}; last lines of {log_file}: {tail}") from None
+    state.gcs_address = _bootstrap_address(temp_dir) or state.gcs_address
+    return state
 
 
 def down(directory: Path | None = None) -> tuple[ClusterState | None, int]:
