@@ -1,0 +1,151 @@
+"""Closed-loop HTTP load on the Serve endpoint: batching on vs off, and Serve's overhead.
+
+``python -m bench.serve_load [--seconds 8] [--model URI]``. Without ``--model`` it serves an untrained
+generator the size of the ``default`` preset's (conditional MLP, latent 64, 256-512 hidden, 8x8x1), which
+costs the same per call as a trained one. Each of C clients sends its next request as soon as the last
+one returns, for a fixed time, at C = 1, 8 and 32, with n = 1 and n = 16, against two apps deployed side
+by side: batching on (``max_batch_size`` 32) and off (``max_batch_size`` 1). It prints one table with the
+machine and its load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+
+from bench.common import free_port, machine, table
+
+CONCURRENCY = (1, 8, 32)
+SIZES = (1, 16)
+
+
+def default_sized_package(store: str) -> str:
+    """An untrained conditional generator shaped like the default preset, as a real package."""
+    import keras
+
+    from genai_ray import storage
+    from genai_ray.package import write_package
+
+    keras.utils.set_random_seed(0)
+    z, labels = keras.Input((64,)), keras.Input((), dtype="int32")
+    h = keras.layers.Concatenate()([z, keras.layers.Embedding(10, 16)(labels)])
+    for width in (256, 512):
+        h = keras.layers.LeakyReLU(0.2)(keras.layers.BatchNormalization()(keras.layers.Dense(width)(h)))
+    out = keras.layers.Reshape((8, 8, 1))(keras.layers.Dense(64, activation="tanh")(h))
+    uri = storage.join(store, "models", "bench", "v0001")
+    meta = {"name": "bench", "version": "v0001", "image_shape": (8, 8, 1), "latent_dim": 64, "conditional": True,
+            "class_names": [str(i) for i in range(10)], "class_probs": [0.1] * 10, "dataset_uri": "none",
+            "dataset_sha256": "0" * 64, "config": {}, "created_at": datetime.now(UTC).isoformat()}
+    write_package(uri, keras.Model([z, labels], out), meta, None)
+    return uri
+
+
+async def closed_loop(url: str, concurrency: int, n: int, seconds: float) -> dict[str, float]:
+    """C clients in a closed loop for ``seconds``; latencies of requests that finished in the window."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+        async def one(seed: int) -> None:
+            nonlocal errors
+            t0 = time.perf_counter()
+            r = await client.post(url, json={"n": n, "seed": seed, "format": "png"})
+            if r.status_code == 200:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                errors += 1
+
+        async def client_loop(worker: int, stop_at: float) -> None:
+            i = 0
+            while time.perf_counter() < stop_at:
+                await one(worker * 1_000_000 + i)
+                i += 1
+
+        await asyncio.gather(*(one(i) for i in range(concurrency)))  # warm connections and the replica
+        latencies.clear()
+        start = time.perf_counter()
+        await asyncio.gather(*(client_loop(w, start + seconds) for w in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    lat = np.asarray(latencies) * 1000
+    return {"rps": len(lat) / elapsed, "ips": len(lat) * n / elapsed, "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)), "errors": errors}
+
+
+def in_process(uri: str, seconds: float) -> list[list[object]]:
+    """The generator called directly: the floor under Serve's latency."""
+    from genai_ray.package import load_package
+
+    package = load_package(uri)
+    rows = []
+    for n in SIZES:
+        package.sample(n, seed=0)
+        times = []
+        stop = time.perf_counter() + seconds / 2
+        seed = 0
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            package.sample(n, seed=seed)
+            times.append(time.perf_counter() - t0)
+            seed += n
+        lat = np.asarray(times) * 1000
+        rows.append(["in-process generate", n, 1, f"{len(lat) / lat.sum() * 1000:.0f}",
+                     f"{len(lat) * n / lat.sum() * 1000:.0f}", f"{np.percentile(lat, 50):.1f}",
+                     f"{np.percentile(lat, 99):.1f}", 0])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured time per cell")
+    parser.add_argument("--model", default=None, help="a package URI (default: a default-sized untrained one)")
+    args = parser.parse_args()
+
+    from ray import serve
+
+    from genai_ray.config import ServeConfig
+    from genai_ray.ray_runtime import ensure_ray
+    from genai_ray.serve.app import application
+
+    uri = args.model or default_sized_package(tempfile.mkdtemp(prefix="serve-bench-"))
+    rows = in_process(uri, args.seconds)
+    ensure_ray()
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    modes = {"batching on (max 32)": 32, "batching off (max 1)": 1}
+    urls = {}
+    for i, (mode, batch) in enumerate(modes.items()):
+        cfg = ServeConfig(model_uri=uri, max_batch_size=batch, batch_wait_timeout_s=0.002)
+        serve.run(application(cfg, {"max_ongoing_requests": 64, "max_queued_requests": -1,
+                                    "autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
+                                    "ray_actor_options": {"num_cpus": 1}}),
+                  name=f"bench{i}", route_prefix=f"/bench{i}")
+        urls[mode] = f"http://127.0.0.1:{port}/bench{i}/v1/generate"
+    # Cells alternate between the two apps, so load on a shared machine drifts into both alike.
+    cells = {mode: [] for mode in modes}
+    for n in SIZES:
+        for c in CONCURRENCY:
+            for mode, url in urls.items():
+                m = asyncio.run(closed_loop(url, c, n, args.seconds))
+                cells[mode].append([mode, n, c, f"{m['rps']:.0f}", f"{m['ips']:.0f}", f"{m['p50']:.1f}",
+                                    f"{m['p99']:.1f}", m["errors"]])
+                print(cells[mode][-1], flush=True)
+    for mode in modes:
+        rows += cells[mode]
+    serve.shutdown()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nServe load, closed loop, {args.seconds:.0f} s per cell, PNG responses. Machine: {machine()}; "
+          f"load average at the end {load}\n")
+    print(table(["mode", "n", "clients", "req/s", "images/s", "p50 ms", "p99 ms", "errors"], rows))
+
+
+if __name__ == "__main__":
+    main()
