@@ -93,3 +93,19 @@ def test_mixed_precision_step_runs_with_float32_outputs():
     import keras
 
     assert keras.mixed_precision.global_policy().name == "float32"  # the global policy was restored
+
+
+def test_dataset_passes_are_seeded_permutations_of_whole_batches():
+    from genai_ray.train.worker import make_dataset
+
+    x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
+    y = np.arange(10)
+    take = lambda seed: [(np.asarray(a), np.asarray(b)) for a, b in make_dataset(x, y, 4, seed).take(4)]  # noqa: E731
+    first, again, other = take(3), take(3), take(4)
+    for (a, b), (c, d) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, c) and np.testing.assert_array_equal(b, d)
+    assert any(not np.array_equal(a, c) for (a, _), (c, _) in zip(first, other, strict=True))
+    for images, labels in first:
+        assert images.shape == (4, 1, 1, 1) and (images[:, 0, 0, 0] == labels).all()  # rows stay paired
+    one_pass = np.concatenate([first[0][1], first[1][1]])
+    assert len(set(one_pass.tolist())) == 8  # 2 whole batches per pass of 10 rows, no repeats within a pass

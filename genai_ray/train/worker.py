@@ -36,6 +36,9 @@ class RunPlan:
     num_classes: int
     steps_per_epoch: int
     dataset_name: str
+    dataset_uri: str = ""  # for in-training evaluation (train.eval_every)
+    class_probs: list[float] | None = None  # training-set class proportions, for conditional evaluation
+    init_checkpoint: str | None = None  # checkpoint URI to start from when the run has none (Tune's PBT)
 
 
 def configure_tensorflow(t: TrainConfig) -> None:
@@ -71,12 +74,25 @@ def read_shard(shard) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int):
-    """An endless, reshuffled tf.data stream of (uint8 images, labels) batches held in memory."""
+    """An endless tf.data stream of (uint8 images, labels) batches from arrays held in memory.
+
+    Each pass is a seeded permutation cut into whole batches (the tail is dropped), and each batch is one
+    vectorised gather: about 5x faster than shuffling and batching row by row, which on a small machine
+    competes with training for the same cores.
+    """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
-    return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    assert len(x) >= batch, f"{len(x)} rows cannot fill a batch of {batch}"
+    images, labels = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    per_pass = len(x) // batch
+
+    def one_pass(index: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(x), dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), index]))
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order[: per_pass * batch], [per_pass, batch]))
+
+    ds = tf.data.Dataset.counter().flat_map(one_pass)
+    return ds.map(lambda rows: (tf.gather(images, rows), tf.gather(labels, rows))).prefetch(tf.data.AUTOTUNE)
 
 
 def stream(trainer, shard, seed: int):
@@ -125,6 +141,25 @@ def restore(trainer, checkpoint) -> int:
     return int(trainer.epoch.numpy())
 
 
+def external_checkpoint(uri: str | None):
+    """A checkpoint folder from another run (a Tune trial's winner) as a Ray checkpoint, or None."""
+    if not uri:
+        return None
+    import ray.train
+
+    fs, path = storage.resolve(uri)
+    return ray.train.Checkpoint(path, filesystem=fs)
+
+
+def evaluate_now(trainer, cfg: Config, plan: RunPlan) -> dict[str, float]:
+    """The cheap held-out metrics of the sampling generator (rank 0): what Tune optimises."""
+    from genai_ray.evaluate import cheap_metrics, keras_generate
+
+    generate = keras_generate(trainer.sampler, cfg.model.latent_dim, cfg.model.conditional)
+    probs = plan.class_probs if cfg.model.conditional else None
+    return cheap_metrics(generate, plan.dataset_uri, n=cfg.train.eval_samples, class_probs=probs, cfg=cfg.eval)
+
+
 def save(trainer, folder: str, grid_png: bytes, meta: dict) -> None:
     trainer.checkpoint.write(os.path.join(folder, STATE_DIR, STATE_PREFIX))
     with open(os.path.join(folder, SAMPLES_FILE), "wb") as f:
@@ -150,7 +185,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     from genai_ray.train.tensorboard import TensorBoard
 
     trainer = GanTrainer(cfg, plan.image_shape, plan.num_classes, strategy)
-    start = restore(trainer, ray.train.get_checkpoint())  # Ray: resume after a failure or a re-run
+    own = ray.train.get_checkpoint()  # Ray: resume after a failure or a re-run
+    start = restore(trainer, own or external_checkpoint(plan.init_checkpoint))
+    if own is None and plan.init_checkpoint:
+        trainer.set_learning_rates(t.g_lr, t.d_lr)  # a PBT exploit: the perturbed rates win over the restored
     shard = ray.train.get_dataset_shard("train")  # Ray: this worker's share of the training split
     iterator = stream(trainer, shard, t.seed * 1000 + rank + 7919 * start)
     board = TensorBoard(plan.run_uri) if rank == 0 else None
@@ -176,7 +214,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "perf/images_per_s": plan.steps_per_epoch * t.global_batch / seconds,
             "perf/epoch_s": seconds,
             "step": int(trainer.step.numpy()),
+            **trainer.learning_rates(),
         }
+        if rank == 0 and t.eval_every and (epoch % t.eval_every == 0 or epoch == t.epochs):
+            metrics.update(evaluate_now(trainer, cfg, plan))
         want_checkpoint = epoch % t.checkpoint_every == 0 or epoch == t.epochs
         with tempfile.TemporaryDirectory(prefix="genai-ray-ckpt-") as folder:
             checkpoint = None
