@@ -212,10 +212,13 @@ def test_gallery_renders_and_generates_in_chromium(cond: str) -> None:
 
 def test_auth_protects_v1_routes_and_key_is_never_logged(locked: str, ray_local) -> None:
     good = {"Authorization": f"Bearer {KEY}"}
+    paths = httpx.get(f"{locked}/openapi.json").json()["paths"]
+    routes = [(method, path) for path, ops in paths.items() if path.startswith("/v1/") for method in ops]
+    assert sorted(routes) == [("get", "/v1/model"), ("post", "/v1/generate")], routes  # a new route joins here
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
-        assert post(locked, json={"n": 1}, headers=headers).status_code == 401
-        r = httpx.get(f"{locked}/v1/model", headers=headers)
-        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        for method, path in routes:
+            r = httpx.request(method, f"{locked}{path}", json={"n": 1}, headers=headers)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (method, path, r.text)
     assert post(locked, json={"n": 2, "seed": 1}, headers=good).headers["x-model"] == "uncond/v0001"
     assert httpx.get(f"{locked}/v1/model", headers=good).json()["conditional"] is False
     r = post(locked, json={"n": 1, "label": 0}, headers=good)
