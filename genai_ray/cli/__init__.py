@@ -44,6 +44,7 @@ def _register() -> None:
     from genai_ray.cli import evaluate as evaluate_cli
     from genai_ray.cli import serve as serve_cli
     from genai_ray.cli import train as train_cli
+    from genai_ray.cli import tune as tune_cli
 
     cli.add_command(data.data)
     cli.add_command(serve_cli.serve)
@@ -53,6 +54,8 @@ def _register() -> None:
     cli.add_command(evaluate_cli.evaluate_cmd)
     cli.add_command(train_cli.train)
     cli.add_command(train_cli.generate)
+    cli.add_command(tune_cli.tune_cmd)
+    cli.add_command(tune_cli.promote_cmd)
 
 
 _register()

@@ -170,6 +170,16 @@ class GanTrainer:
         d_loss, g_loss = self._train_steps(iterator, tf.constant(n, tf.int64))
         return StepLosses(float(d_loss), float(g_loss))
 
+    def set_learning_rates(self, g_lr: float, d_lr: float) -> None:
+        """Overwrite the (possibly restored) optimiser learning rates, e.g. after a PBT exploit."""
+        self.g_opt.learning_rate.assign(g_lr)
+        self.d_opt.learning_rate.assign(d_lr)
+
+    def learning_rates(self) -> dict[str, float]:
+        """The rates the optimisers really use (``hp/g_lr``, ``hp/d_lr``), for reports."""
+        return {"hp/g_lr": float(np.asarray(self.g_opt.learning_rate)),
+                "hp/d_lr": float(np.asarray(self.d_opt.learning_rate))}
+
     # ---- data and sampling ----------------------------------------------------------------------------
     def distribute(self, make_dataset) -> tf.distribute.DistributedDataset:
         """``make_dataset(replica_batch)`` -> a tf.data.Dataset of (uint8 images, labels) batches per replica."""

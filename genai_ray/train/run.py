@@ -16,6 +16,7 @@ from genai_ray.data.manifest import Manifest
 from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
 from genai_ray.gan import family
+from genai_ray.train.export import class_probs
 from genai_ray.train.worker import RunPlan, train_loop_per_worker
 
 RUN_CONFIG_FILE = "genai-ray-run.json"  # the run's resolved config, written before the first worker starts
@@ -50,7 +51,8 @@ def plan_run(cfg: Config, dataset: Dataset, run_uri: str) -> RunPlan:
     if m.train_count // t.workers < t.global_batch // t.workers:
         raise UserError(f"dataset {m.name} is too small for {t.workers} workers at batch {t.global_batch}")
     return RunPlan(run_uri=run_uri, image_shape=tuple(m.shape), num_classes=max(m.num_classes, 1),
-                   steps_per_epoch=steps, dataset_name=m.name)
+                   steps_per_epoch=steps, dataset_name=m.name, dataset_uri=dataset.uri,
+                   class_probs=class_probs(dataset))
 
 
 def check_resources(cfg: Config) -> None:
@@ -129,6 +131,10 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
     check_resources(cfg)
     storage.check_writable(store)
     check_run_config(run_uri, cfg)
+    if cfg.train.eval_every:
+        from genai_ray.evaluate import prepare_features
+
+        prepare_features(dataset, cfg.eval)  # train the feature model once here, not on rank 0 mid-run
     result = build_trainer(cfg, dataset, plan, name, store).fit()
     if result.checkpoint is None:
         raise UserError(f"run {name} finished without a checkpoint; check its logs under {run_uri}")

@@ -216,6 +216,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "step": int(trainer.step.numpy()),
             **trainer.learning_rates(),
         }
+        if own is None and plan.init_checkpoint:
+            metrics["init/epoch"] = start  # this run continues another run's checkpoint (a PBT exploit)
         if rank == 0 and t.eval_every and (epoch % t.eval_every == 0 or epoch == t.epochs):
             metrics.update(evaluate_now(trainer, cfg, plan))
         want_checkpoint = epoch % t.checkpoint_every == 0 or epoch == t.epochs

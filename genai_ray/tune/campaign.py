@@ -1,0 +1,272 @@
+"""A search campaign: Ray Tune trials, each a real Ray Train run, then the leaderboard and promotion.
+
+Train V2 can't be passed to a Tuner, so each trial is a function that builds and fits the same
+``TensorflowTrainer`` as ``genai-ray train`` (RAY_NOTES.md). A small callback forwards rank 0's evaluation
+reports, with their checkpoint paths, from the Train controller to the trial through a Ray queue; the
+trial reports them to Tune as real Tune checkpoints. That is what lets PBT exploit: a losing trial is
+restarted from the winner's checkpoint (weights and optimiser state) and its perturbed learning rates are
+applied after the restore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+from genai_ray import storage
+from genai_ray.config import TuneConfig
+from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
+from genai_ray.errors import UserError
+from genai_ray.tune.space import SearchSpace
+
+METRIC, MODE = "eval/fd", "min"
+POLL_S = 0.5
+TRIAL_DRIVER_CPU = 0.01  # a trial only waits on its Train run; its workers reserve the real CPUs
+
+
+@dataclass
+class CampaignResult:
+    campaign_uri: str
+    leaderboard: list[dict[str, Any]]
+    best_trial: str | None
+    best_score: float | None
+    package_uri: str | None
+    promoted: bool
+    message: str
+
+
+def campaign_uri(store: str, name: str) -> str:
+    return storage.join(store, "campaigns", name)
+
+
+def _forwarding_callback(queue):
+    """A Ray Train callback that hands rank 0's evaluation reports to the trial that started the run."""
+    from ray.train.v2.api.callback import UserCallback
+
+    class ForwardEvaluations(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            if METRIC in metrics[0]:
+                queue.put((dict(metrics[0]), checkpoint.path if checkpoint else None))
+
+    return ForwardEvaluations()
+
+
+def trial_overrides(tune_cfg: TuneConfig, base_train: dict[str, Any]) -> dict[str, Any]:
+    """What every trial sets regardless of the space: its worker count and a report cadence the scheduler
+    can act on (PBT needs a checkpoint at every evaluation)."""
+    every = tune_cfg.perturbation_interval if tune_cfg.scheduler == "pbt" else base_train.get("eval_every") or 1
+    return {"train": {"workers": tune_cfg.workers_per_trial, "eval_every": every, "checkpoint_every": every,
+                      "max_failures": base_train.get("max_failures", 2)}}
+
+
+def make_trainable(space: SearchSpace, dataset: Dataset, store: str, campaign: str, tune_cfg: TuneConfig):
+    """The Tune function trainable: one Ray Train run per trial (re)start."""
+
+    def trial(params: dict[str, Any]) -> None:
+        import ray.tune
+        from ray.util.queue import Empty, Queue
+
+        from genai_ray.train.run import build_trainer, plan_run, runs_uri
+
+        cfg = space.config_for(params, trial_overrides(tune_cfg, space.base.get("train", {})))
+        start = ray.tune.get_checkpoint()  # set after a PBT exploit or a campaign resume
+        run_name = f"tune-{campaign}-{ray.tune.get_context().get_trial_id()}-{_restart_tag(start)}"
+        plan = plan_run(cfg, dataset, storage.join(runs_uri(store), run_name))
+        if start is not None:  # weights and optimiser state from the checkpoint; rates from this trial's config
+            plan = replace(plan, init_checkpoint=("s3://" if storage.is_s3(store) else "") + start.path)
+        queue = Queue(maxsize=0, actor_options={"num_cpus": 0})
+        trainer = build_trainer(cfg, dataset, plan, run_name, store, callbacks=[_forwarding_callback(queue)])
+        outcome: dict[str, Any] = {}
+
+        def fit() -> None:
+            try:
+                outcome["result"] = trainer.fit()
+            except BaseException as err:  # noqa: BLE001 - re-raised in the trial thread below
+                outcome["error"] = err
+
+        runner = threading.Thread(target=fit, daemon=True)
+        runner.start()
+        fs = storage.resolve(store)[0] if storage.is_s3(store) else None
+        while runner.is_alive() or not queue.empty():
+            try:
+                metrics, ckpt_path = queue.get(timeout=POLL_S)
+            except Empty:
+                continue
+            checkpoint = ray.tune.Checkpoint(ckpt_path, filesystem=fs) if ckpt_path else None
+            ray.tune.report({k: v for k, v in metrics.items() if _scalar(v)}, checkpoint=checkpoint)
+        runner.join()
+        if "error" in outcome:
+            raise outcome["error"]
+
+    return trial
+
+
+def _restart_tag(start) -> str:
+    """Runs of one trial get distinct names: a restart must not resume the previous run's own state."""
+    return "r0" if start is None else "r" + hashlib.sha256(start.path.encode()).hexdigest()[:8]
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_resources(tune_cfg: TuneConfig, cpus_per_worker: float, gpus_per_worker: float) -> None:
+    """Refuse a campaign that can never be scheduled, or that would starve Ray Data of CPUs (RAY_NOTES.md)."""
+    from genai_ray.ray_runtime import cluster_resources
+
+    have = cluster_resources()
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    per_trial_cpu = tune_cfg.workers_per_trial * cpus_per_worker
+    per_trial_gpu = tune_cfg.workers_per_trial * gpus_per_worker
+    if per_trial_cpu > cpus or per_trial_gpu > gpus:
+        raise UserError(
+            f"one trial needs {per_trial_cpu:g} CPUs and {per_trial_gpu:g} GPUs ({tune_cfg.workers_per_trial} "
+            f"workers), but the cluster has {cpus:g} CPUs and {gpus:g} GPUs; lower --workers-per-trial"
+        )
+    if tune_cfg.max_concurrent * per_trial_cpu > cpus - 1:
+        raise UserError(
+            f"--max-concurrent {tune_cfg.max_concurrent} x {per_trial_cpu:g} CPUs per trial leaves no CPU for Ray "
+            f"Data on a {cpus:g}-CPU cluster; lower --max-concurrent to {max(1, int((cpus - 1) // per_trial_cpu))}"
+        )
+
+
+def make_scheduler(space: SearchSpace, tune_cfg: TuneConfig, max_epochs: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    if tune_cfg.scheduler == "asha":
+        return ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=max_epochs,
+                             grace_period=min(tune_cfg.grace_epochs, max_epochs), reduction_factor=2)
+    if tune_cfg.scheduler == "pbt":
+        mutations = {k: v for k, v in space.tune_space().items() if k.endswith("_lr")}
+        if not mutations:
+            raise UserError(f"{space.source}: PBT perturbs learning rates, but the space has no train.g_lr or "
+                            "train.d_lr; add one or use --scheduler asha")
+        return PopulationBasedTraining(time_attr="epoch", metric=METRIC, mode=MODE,
+                                       perturbation_interval=tune_cfg.perturbation_interval,
+                                       hyperparam_mutations=mutations)
+    return FIFOScheduler()
+
+
+def make_search(tune_cfg: TuneConfig):
+    if tune_cfg.search == "random":
+        return None
+    if tune_cfg.scheduler == "pbt":
+        raise UserError("--search optuna can't drive PBT (PBT mutates configs itself); use --search random")
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    return ConcurrencyLimiter(OptunaSearch(metric=METRIC, mode=MODE, seed=0), max_concurrent=tune_cfg.max_concurrent)
+
+
+def build_tuner(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg: TuneConfig, resume: bool):
+    from ray import tune
+
+    fs, root = storage.resolve(storage.join(store, "campaigns"))
+    fs_arg = fs if storage.is_s3(store) else None
+    trainable = tune.with_resources(make_trainable(space, dataset, store, name, tune_cfg),
+                                     {"CPU": TRIAL_DRIVER_CPU})
+    path = f"{'s3://' if storage.is_s3(store) else ''}{root}/{name}"
+    if resume:
+        if not tune.Tuner.can_restore(path, storage_filesystem=fs_arg):
+            raise UserError(f"nothing to resume at {campaign_uri(store, name)}; run without --resume to start it")
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
+                                  param_space=space.tune_space(), storage_filesystem=fs_arg)
+    if storage.exists(storage.join(campaign_uri(store, name), "tuner.pkl")):
+        raise UserError(f"campaign {name} already exists at {campaign_uri(store, name)}; pass --resume to continue "
+                        "it or choose another --name")
+    max_epochs = space.config_for({}).train.epochs
+    scheduler = make_scheduler(space, tune_cfg, max_epochs)
+    needs_metric = tune_cfg.scheduler == "fifo" and tune_cfg.search == "random"
+    return tune.Tuner(
+        trainable,
+        param_space=space.tune_space(),
+        tune_config=tune.TuneConfig(
+            num_samples=tune_cfg.samples, scheduler=scheduler, search_alg=make_search(tune_cfg),
+            max_concurrent_trials=tune_cfg.max_concurrent,
+            **({"metric": METRIC, "mode": MODE} if needs_metric else {}),
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs_arg,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=None), verbose=1),
+    )
+
+
+def summarise(results, space: SearchSpace) -> tuple[list[dict[str, Any]], dict[str, list[tuple[float, float]]]]:
+    """One row per trial (best score over its reports) and its metric curve."""
+    trials, curves = [], {}
+    for result in results:
+        trial_id = (result.metrics or {}).get("trial_id") or result.path.rstrip("/").split("/")[-1]
+        history = result.metrics_dataframe
+        points: list[tuple[float, float]] = []
+        if history is not None and METRIC in history:
+            points = [(float(e), float(v)) for e, v in zip(history["epoch"], history[METRIC], strict=True)
+                      if _scalar(v)]
+        curves[trial_id] = points
+        best = min((v for _, v in points), default=None)
+        trials.append({"trial": trial_id, "status": "ERROR" if result.error else "TERMINATED",
+                       "epochs": int(max((e for e, _ in points), default=0)), "score": best,
+                       "params": {k: result.config.get(k) for k in space.params}, "result": result})
+    return trials, curves
+
+
+def run_campaign(space: SearchSpace, data: str, *, name: str, tune_cfg: TuneConfig, store: str | None = None,
+                 resume: bool = False, force: bool = False, model_name: str | None = None,
+                 address: str | None = None) -> CampaignResult:
+    """Run (or resume) a campaign, write its leaderboard and curves, export and promote the best generator."""
+    from genai_ray.evaluate import prepare_features
+    from genai_ray.ray_runtime import ensure_ray
+    from genai_ray.train.run import plan_run, runs_uri
+
+    store = store or storage.default_store()
+    dataset = open_dataset(resolve_dataset_uri(data, store))
+    base = space.config_for({}, trial_overrides(tune_cfg, space.base.get("train", {})))
+    plan_run(base, dataset, storage.join(runs_uri(store), "check"))  # refuse a bad base before any trial
+    ensure_ray(address)
+    check_resources(tune_cfg, base.train.cpus_per_worker, base.train.gpus_per_worker)
+    storage.check_writable(store)
+    prepare_features(dataset, base.eval)  # every trial's rank 0 then only loads the feature model
+    results = build_tuner(space, dataset, store, name, tune_cfg, resume).fit()
+    trials, curves = summarise(results, space)
+    return finish(space, dataset, store, name, tune_cfg, trials, curves, force, model_name or dataset.manifest.name)
+
+
+def finish(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg: TuneConfig,
+           trials: list[dict[str, Any]], curves: dict[str, list[tuple[float, float]]], force: bool,
+           model_name: str) -> CampaignResult:
+    """Leaderboard CSV, curves PNG, then the best trial exported, evaluated in full and promoted."""
+    from genai_ray.evaluate import evaluate_package
+    from genai_ray.train.export import export_checkpoint
+    from genai_ray.tune.promote import promote
+    from genai_ray.tune.report import curves_png, leaderboard_csv, leaderboard_rows, leaderboard_text
+
+    out = campaign_uri(store, name)
+    rows = leaderboard_rows([{k: v for k, v in t.items() if k != "result"} for t in trials], MODE)
+    storage.write_bytes(storage.join(out, "leaderboard.csv"), leaderboard_csv(rows))
+    storage.write_bytes(storage.join(out, "curves.png"), curves_png(curves, METRIC, f"campaign {name}"))
+    print(leaderboard_text(rows, METRIC), flush=True)
+    scored = [t for t in trials if t["score"] is not None]
+    if not scored:
+        raise UserError(f"no trial of campaign {name} reported {METRIC}; see the trial logs under {out}")
+    best = min(scored, key=lambda t: t["score"])
+    checkpoint = best["result"].get_best_checkpoint(METRIC, MODE)
+    if checkpoint is None:
+        raise UserError(f"the best trial {best['trial']} kept no checkpoint; see its logs under {out}")
+    cfg = space.config_for(best["params"], trial_overrides(tune_cfg, space.base.get("train", {})))
+    summary = {"campaign": name, "trial": best["trial"], "campaign_score": best["score"], "epochs": best["epochs"]}
+    package_uri = export_checkpoint(checkpoint, cfg, dataset, model_name, store, summary)
+    metrics = evaluate_package(package_uri, dataset, cfg.eval)
+    promoted, message = True, ""
+    try:
+        pointer = promote(store, model_name, package_uri, metric=METRIC, mode=MODE, force=force, campaign=name)
+        message = f"promoted {pointer['name']}/{pointer['version']} ({METRIC}={pointer['score']:.4f})"
+    except UserError as refusal:
+        promoted, message = False, str(refusal)
+    summary_doc = {"name": name, "metric": METRIC, "mode": MODE, "best_trial": best["trial"],
+                   "best_campaign_score": best["score"], "package_uri": package_uri, "package_metrics": metrics,
+                   "promoted": promoted, "message": message, "scheduler": tune_cfg.scheduler,
+                   "search": tune_cfg.search, "trials": len(trials)}
+    storage.write_bytes(storage.join(out, "campaign.json"), json.dumps(summary_doc, indent=2).encode())
+    return CampaignResult(out, rows, best["trial"], best["score"], package_uri, promoted, message)

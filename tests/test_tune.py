@@ -1,0 +1,149 @@
+"""Real Ray Tune campaigns: every trial is a real Ray Train run on the session's local Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from genai_ray import storage
+from genai_ray.config import build_config
+from genai_ray.data.prepare import prepare
+from genai_ray.data.sources import open_source
+from genai_ray.errors import UserError
+from genai_ray.package import read_champion, read_meta
+from genai_ray.tune.campaign import run_campaign
+from genai_ray.tune.space import load_space
+
+TINY_SPACE = """
+preset: tiny
+base:
+  model: {conditional: false}
+  train: {epochs: EPOCHS, eval_every: 1, eval_samples: 100, global_batch: 128, steps_per_call: 8,
+          max_failures: 1}
+  eval: {n_samples: 200, classifier_epochs: 3}
+params:
+  train.g_lr: {loguniform: [1.0e-4, 2.0e-3]}
+  train.d_lr: {loguniform: [1.0e-4, 2.0e-3]}
+  model.latent_dim: {choice: [8, 16]}
+"""
+
+
+def space_file(tmp_path: Path, epochs: int) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(TINY_SPACE.replace("EPOCHS", str(epochs)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def digits_uri(tmp_path_factory) -> str:
+    uri = str(tmp_path_factory.mktemp("tune-data") / "digits")
+    prepare(open_source("digits"), uri, name="digits", progress=False)
+    return uri
+
+
+def tune_cfg(**kw):
+    return build_config("tiny", {"tune": kw}).tune
+
+
+def test_asha_campaign_on_s3_writes_leaderboard_curves_and_promotes(ray_local, digits_uri, tmp_path, s3_bucket):
+    store = f"{s3_bucket}/store"
+    space = load_space(space_file(tmp_path, epochs=4))
+    result = run_campaign(space, digits_uri, name="asha", store=store,
+                          tune_cfg=tune_cfg(samples=4, scheduler="asha", grace_epochs=1, max_concurrent=2))
+    assert len(result.leaderboard) == 4
+    epochs = sorted(row["epochs"] for row in result.leaderboard)
+    assert epochs[-1] == 4, f"the best trials should run all 4 epochs, got {epochs}"
+    assert epochs[0] < 4, f"ASHA should stop at least one losing trial early, got {epochs}"
+    scores = [row["score"] for row in result.leaderboard]
+    assert scores == sorted(scores), "the leaderboard is ordered best (lowest FD) first"
+    csv_text = storage.read_bytes(f"{store}/campaigns/asha/leaderboard.csv").decode()
+    assert csv_text.count("\n") == 5 and "train.g_lr=" in csv_text
+    assert storage.read_bytes(f"{store}/campaigns/asha/curves.png")[:4] == b"\x89PNG"
+    assert result.promoted, result.message
+    champion = read_champion(store, "digits")
+    assert champion and champion["uri"] == result.package_uri
+    meta = read_meta(result.package_uri)
+    assert "eval/fd" in meta.metrics and meta.training["campaign"] == "asha"
+
+
+def test_optuna_fifo_campaign_runs(ray_local, digits_uri, tmp_path):
+    store = str(tmp_path / "store")
+    space = load_space(space_file(tmp_path, epochs=2))
+    result = run_campaign(space, digits_uri, name="optuna", store=store,
+                          tune_cfg=tune_cfg(samples=2, scheduler="fifo", search="optuna", max_concurrent=2))
+    assert [row["epochs"] for row in result.leaderboard] == [2, 2]
+    assert len({tuple(sorted(row["params"].items())) for row in result.leaderboard}) == 2, "optuna sampled twice"
+
+
+def test_pbt_exploits_the_winner_and_applies_perturbed_rates(ray_local, digits_uri, tmp_path):
+    store = str(tmp_path / "store")
+    space = load_space(space_file(tmp_path, epochs=4))
+    result = run_campaign(space, digits_uri, name="pbt", store=store,
+                          tune_cfg=tune_cfg(samples=2, scheduler="pbt", perturbation_interval=1, max_concurrent=2))
+    exploited = []
+    for row in result.leaderboard:
+        history = _history(store, "pbt", row["trial"])
+        resumed = [h for h in history if h.get("init/epoch")]
+        exploited += resumed
+        for h in history:
+            assert h["hp/g_lr"] == pytest.approx(h["config"]["train.g_lr"], rel=1e-5), (
+                "the optimiser must run at the trial's (perturbed) config rate after a restore"
+            )
+    assert exploited, "PBT should restart a losing trial from the winner's checkpoint at least once"
+    assert all(h["epoch"] > h["init/epoch"] for h in exploited), "an exploited trial continues, never restarts"
+    assert any(h["epoch"] == h["init/epoch"] + 1 for h in exploited), "its first report is the next epoch"
+
+
+def _history(store: str, campaign: str, trial: str) -> list[dict]:
+    root = Path(store) / "campaigns" / campaign
+    [trial_dir] = [p for p in root.iterdir() if p.is_dir() and trial in p.name]
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+def test_bad_campaign_requests_fail_before_any_trial(ray_local, digits_uri, tmp_path):
+    space = load_space(space_file(tmp_path, epochs=2))
+    with pytest.raises(UserError, match="lower --workers-per-trial"):
+        run_campaign(space, digits_uri, name="big", store=str(tmp_path / "s"),
+                     tune_cfg=tune_cfg(workers_per_trial=64))
+    with pytest.raises(UserError, match="lower --max-concurrent"):
+        run_campaign(space, digits_uri, name="wide", store=str(tmp_path / "s"), tune_cfg=tune_cfg(max_concurrent=8))
+    with pytest.raises(UserError, match="nothing to resume"):
+        run_campaign(space, digits_uri, name="never", store=str(tmp_path / "s"), tune_cfg=tune_cfg(), resume=True)
+    assert not (tmp_path / "s" / "runs").exists(), "no trial may start for a refused campaign"
+
+
+def test_interrupted_campaign_resumes_without_rerunning_finished_trials(ray_local, digits_uri, tmp_path):
+    store = tmp_path / "store"
+    space = space_file(tmp_path, epochs=2)
+    cmd = [sys.executable, "-m", "genai_ray", "--store", str(store), "tune", "--data", digits_uri, "--space",
+           str(space), "--samples", "3", "--max-concurrent", "1", "--scheduler", "fifo", "--name", "resume"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    root = store / "campaigns" / "resume"
+    deadline = time.monotonic() + 600
+    finished: dict[str, int] = {}
+    while not finished and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(1)
+        for result_file in root.glob("*/result.json"):
+            lines = [json.loads(x) for x in result_file.read_text().splitlines() if x.strip()]
+            if any(r.get("epoch") == 2 for r in lines):
+                finished[result_file.parent.name] = len(lines)
+    assert finished, "fault: the driver should finish one trial before it is interrupted"
+    os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C: the driver stops mid-campaign
+    try:
+        driver.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    result = run_campaign(load_space(space), digits_uri, name="resume", store=str(store), resume=True,
+                          tune_cfg=tune_cfg(samples=3, scheduler="fifo", max_concurrent=1))
+    assert len(result.leaderboard) == 3 and all(r["epochs"] == 2 for r in result.leaderboard), result.leaderboard
+    for trial_dir, reports in finished.items():
+        after = (root / trial_dir / "result.json").read_text().splitlines()
+        assert len([x for x in after if x.strip()]) == reports, f"finished trial {trial_dir} must not rerun"
