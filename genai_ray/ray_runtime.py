@@ -23,7 +23,9 @@ def local_cpus() -> int:
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address`` (or $GENAI_RAY_ADDRESS), or start a private local Ray."""
     import ray
+    import ray.data
 
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per read floods job logs
     if ray.is_initialized():
         return
     address = address or os.environ.get(ADDRESS_ENV)
