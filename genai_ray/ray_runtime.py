@@ -30,6 +30,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get(ADDRESS_ENV)
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GENAI_RAY_"))}
+    env_vars["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")  # keep worker logs readable
     runtime_env = {"env_vars": env_vars} if env_vars else None
     if address:
         try:
