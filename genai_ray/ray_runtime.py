@@ -9,11 +9,18 @@ tasks, which starved a 2-core run to 516 s for 1,797 rows (RAY_NOTES.md).
 from __future__ import annotations
 
 import os
+import socket
 
 from genai_ray.errors import UserError
 
 ADDRESS_ENV = "GENAI_RAY_ADDRESS"
 MIN_LOGICAL_CPUS = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def local_cpus() -> int:
@@ -39,7 +46,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             raise UserError(f"cannot reach the Ray cluster at {address} ({str(err).splitlines()[0][:160]}); "
                             "check the address or start one with 'genai-ray cluster up'") from None
         return
-    ray.init(address="local", num_cpus=num_cpus or local_cpus(), include_dashboard=False,
+    # The dashboard serves Ray's State API, which Ray Train's PlacementGroupCleaner needs: without it a Train run
+    # whose controller is killed (a trial stopped by ASHA or exploited by PBT) leaks its placement group and
+    # its CPUs until the driver exits, and later trials wait for them forever. Loopback only, free port.
+    ray.init(address="local", num_cpus=num_cpus or local_cpus(), include_dashboard=True,
+             dashboard_host="127.0.0.1", dashboard_port=free_port(),
              runtime_env=runtime_env, configure_logging=True, logging_level="WARNING")
 
 

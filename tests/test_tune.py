@@ -99,6 +99,20 @@ def test_pbt_exploits_the_winner_and_applies_perturbed_rates(ray_local, digits_u
     assert exploited, "PBT should restart a losing trial from the winner's checkpoint at least once"
     assert all(h["epoch"] > h["init/epoch"] for h in exploited), "an exploited trial continues, never restarts"
     assert any(h["epoch"] == h["init/epoch"] + 1 for h in exploited), "its first report is the next epoch"
+    assert_no_leaked_placement_groups()
+
+
+def assert_no_leaked_placement_groups(wait_s: float = 90.0) -> None:
+    """Trials that Tune stopped or restarted must give their workers' CPUs back, or later trials hang."""
+    from ray.util import placement_group_table
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        live = [pg["bundles"] for pg in placement_group_table().values() if pg["state"] != "REMOVED"]
+        if not live or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert not live, f"placement groups still reserved {wait_s:.0f} s after the campaign ended: {live}"
 
 
 def _history(store: str, campaign: str, trial: str) -> list[dict]:
