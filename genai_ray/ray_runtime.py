@@ -15,6 +15,7 @@ from genai_ray.errors import UserError
 
 ADDRESS_ENV = "GENAI_RAY_ADDRESS"
 MIN_LOGICAL_CPUS = 8
+SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GENAI_RAY_API_KEY"}
 
 
 def free_port() -> int:
@@ -38,10 +39,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get(ADDRESS_ENV)
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GENAI_RAY_"))}
     env_vars["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")  # keep worker logs readable
-    runtime_env = {"env_vars": env_vars} if env_vars else None
     if address:
+        # A cluster's nodes use their own AWS credential chain; secrets never travel in a runtime environment,
+        # which anyone who can open the dashboard can read (README: Security).
+        shared = {k: v for k, v in env_vars.items() if k not in SECRET_ENV}
         try:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+            ray.init(address=address, runtime_env={"env_vars": shared}, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise UserError(f"cannot reach the Ray cluster at {address} ({str(err).splitlines()[0][:160]}); "
                             "check the address or start one with 'genai-ray cluster up'") from None
@@ -51,7 +54,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # its CPUs until the driver exits, and later trials wait for them forever. Loopback only, free port.
     ray.init(address="local", num_cpus=num_cpus or local_cpus(), include_dashboard=True,
              dashboard_host="127.0.0.1", dashboard_port=free_port(),
-             runtime_env=runtime_env, configure_logging=True, logging_level="WARNING")
+             runtime_env={"env_vars": env_vars}, configure_logging=True, logging_level="WARNING")
 
 
 def cluster_resources() -> dict[str, float]:
