@@ -137,11 +137,7 @@ def next_version(models_uri: str, name: str) -> str:
 
 def write_package(package_uri: str, model: Any, meta_fields: dict[str, Any], samples_png: bytes | None) -> ModelMeta:
     """Save the generator, samples, and finally model.json (the commit point)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, GENERATOR_FILE)
-        model.save(local)
-        with open(local, "rb") as f:
-            blob = f.read()
+    blob = keras_to_bytes(model)
     meta = ModelMeta(**meta_fields, generator_sha256=storage.sha256_bytes(blob))
     storage.write_bytes(storage.join(package_uri, GENERATOR_FILE), blob)
     if samples_png is not None:
@@ -164,10 +160,32 @@ def read_meta(package_uri: str) -> ModelMeta:
         raise IntegrityError(f"{uri}: not a valid model.json ({str(err).splitlines()[0][:120]})") from None
 
 
-def load_package(package_uri: str) -> GeneratorPackage:
-    """Load and verify a package: sha256 first, then Keras with safe_mode=True."""
+def keras_to_bytes(model: Any) -> bytes:
+    """A Keras model as ``.keras`` file bytes, ready to hash and store as one object."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "model.keras")
+        model.save(local)
+        with open(local, "rb") as f:
+            return f.read()
+
+
+def keras_from_bytes(blob: bytes, uri: str, what: str, fix: str = "") -> Any:
+    """Load verified ``.keras`` bytes with ``safe_mode=True`` (no arbitrary code); any failure is an
+    ``IntegrityError`` naming ``uri``."""
     import keras
 
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "model.keras")
+        with open(local, "wb") as f:
+            f.write(blob)
+        try:
+            return keras.models.load_model(local, safe_mode=True, compile=False)
+        except Exception as err:  # noqa: BLE001 - any load failure means a bad file
+            raise IntegrityError(f"{uri}: cannot load {what} ({str(err).splitlines()[0][:160]}){fix}") from None
+
+
+def load_package(package_uri: str) -> GeneratorPackage:
+    """Load and verify a package: sha256 first, then Keras with safe_mode=True."""
     meta = read_meta(package_uri)
     gen_uri = storage.join(package_uri, GENERATOR_FILE)
     blob = storage.read_bytes(gen_uri)
@@ -177,15 +195,7 @@ def load_package(package_uri: str) -> GeneratorPackage:
             f"{gen_uri}: sha256 {digest[:12]}... does not match model.json ({meta.generator_sha256[:12]}...); "
             "the package is corrupt or was modified, re-export it"
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, GENERATOR_FILE)
-        with open(local, "wb") as f:
-            f.write(blob)
-        try:
-            model = keras.models.load_model(local, safe_mode=True, compile=False)
-        except Exception as err:  # noqa: BLE001 - any load failure means a bad package
-            raise IntegrityError(f"{gen_uri}: cannot load the generator ({str(err).splitlines()[0][:160]})") from None
-    return GeneratorPackage(package_uri, meta, model)
+    return GeneratorPackage(package_uri, meta, keras_from_bytes(blob, gen_uri, "the generator"))
 
 
 def champion_uri(store: str, name: str) -> str:

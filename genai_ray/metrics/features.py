@@ -15,8 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +23,7 @@ import numpy as np
 from genai_ray import storage
 from genai_ray.config import EvalConfig
 from genai_ray.data.reader import Dataset
-from genai_ray.errors import IntegrityError
+from genai_ray.package import keras_from_bytes, keras_to_bytes
 
 FEATURES_DIR = "features"
 MODEL_FILE = "feature-model.keras"
@@ -145,11 +143,7 @@ def train_feature_model(ds: Dataset, cfg: EvalConfig) -> tuple[Any, dict[str, An
 
 
 def _save(folder: str, model: Any, info: dict[str, Any]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, MODEL_FILE)
-        model.save(local)
-        with open(local, "rb") as f:
-            blob = f.read()
+    blob = keras_to_bytes(model)
     info = {**info, "model_sha256": storage.sha256_bytes(blob)}
     storage.write_bytes(storage.join(folder, MODEL_FILE), blob)
     storage.write_bytes(storage.join(folder, INFO_FILE), json.dumps(info, indent=2).encode())  # commit point
@@ -157,8 +151,6 @@ def _save(folder: str, model: Any, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_cached(folder: str, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-    import keras
-
     info_uri = storage.join(folder, INFO_FILE)
     if not storage.exists(info_uri):
         return None
@@ -174,15 +166,7 @@ def _load_cached(folder: str, settings: dict[str, Any]) -> tuple[Any, dict[str, 
     blob = storage.read_bytes(model_uri)
     if storage.sha256_bytes(blob) != info.get("model_sha256"):
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, MODEL_FILE)
-        with open(local, "wb") as f:
-            f.write(blob)
-        try:
-            model = keras.models.load_model(local, safe_mode=True, compile=False)
-        except Exception as err:  # noqa: BLE001 - any failure means a bad cache file
-            raise IntegrityError(f"{model_uri}: cannot load the cached feature model ({str(err)[:120]}); "
-                                 f"delete {folder} to retrain it") from None
+    model = keras_from_bytes(blob, model_uri, "the cached feature model", f"; delete {folder} to retrain it")
     return model, info
 
 
