@@ -95,6 +95,7 @@ class TuneConfig(StrictModel):
     max_concurrent: int = Field(2, ge=1)
     grace_epochs: int = Field(2, ge=1)  # ASHA: epochs before a trial can be stopped
     perturbation_interval: int = Field(2, ge=1)  # PBT: epochs between exploit/explore
+    seed: int = 0  # seeds the search: the same seed and space sample the same trials in the same order
 
 
 class Config(StrictModel):

@@ -26,6 +26,26 @@ def test_example_space_is_valid_and_samples_build_configs():
     assert set(tune_space) == set(space.params)
 
 
+def test_a_seeded_random_search_samples_the_same_trials_in_the_same_order():
+    """What makes ``bench.search_efficiency`` fair: ASHA and FIFO campaigns with one seed try the same configs."""
+    from ray import tune
+
+    from genai_ray.config import TuneConfig
+    from genai_ray.tune.campaign import make_search
+
+    tune.register_trainable("genai_ray_seed_probe", lambda config: None)
+    space = load_space(EXAMPLE)
+
+    def first_trials(seed: int) -> list[dict]:
+        search = make_search(TuneConfig(seed=seed))
+        search.add_configurations({"c": {"run": "genai_ray_seed_probe", "config": space.tune_space(),
+                                         "num_samples": 4}})
+        return [search.next_trial().config for _ in range(4)]
+
+    assert first_trials(0) == first_trials(0), "the same seed must sample the same trials"
+    assert first_trials(0) != first_trials(1), "another seed must sample other trials"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -153,13 +153,16 @@ def make_scheduler(space: SearchSpace, tune_cfg: TuneConfig, max_epochs: int):
 
 def make_search(tune_cfg: TuneConfig):
     if tune_cfg.search == "random":
-        return None
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=tune_cfg.seed)
     if tune_cfg.scheduler == "pbt":
         raise UserError("--search optuna can't drive PBT (PBT mutates configs itself); use --search random")
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    return ConcurrencyLimiter(OptunaSearch(metric=METRIC, mode=MODE, seed=0), max_concurrent=tune_cfg.max_concurrent)
+    search = OptunaSearch(metric=METRIC, mode=MODE, seed=tune_cfg.seed)
+    return ConcurrencyLimiter(search, max_concurrent=tune_cfg.max_concurrent)
 
 
 def build_tuner(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg: TuneConfig, resume: bool):
