@@ -49,6 +49,7 @@ class TrainConfig(StrictModel):
     beta2: float = Field(0.999, ge=0.0, lt=1.0)  # Adam beta2 (both nets)
     d_steps: int = Field(1, ge=1, le=10)  # discriminator updates per generator update
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # EMA of G weights; 0 turns EMA off
+    mode_seeking: float = Field(0.0, ge=0.0)  # weight of the mode-seeking term in G's loss (diversity); 0 = off
     steps_per_call: int = Field(8, ge=1, le=1000)  # train steps fused into one tf.function call
     mixed_precision: bool = False  # float16 compute on GPU workers
     seed: int = 0  # seeds weights, noise and data order
@@ -115,6 +116,11 @@ class Config(StrictModel):
             raise ValueError(
                 f"train.global_batch={t.global_batch} is not divisible by train.workers={t.workers}; "
                 "pick a batch that splits evenly"
+            )
+        if t.mode_seeking and (t.global_batch // t.workers) % 2:
+            raise ValueError(
+                f"train.mode_seeking pairs the images of each worker's batch, but global_batch={t.global_batch} "
+                f"over {t.workers} workers gives an odd per-worker batch; pick a batch that splits into even parts"
             )
         if self.serve.max_batch_size < 1:
             raise ValueError("serve.max_batch_size must be at least 1")

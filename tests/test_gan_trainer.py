@@ -22,7 +22,10 @@ SCRIPT = Path(__file__).parent / "scripts" / "replica_equivalence.py"
     # conditional DCGAN with hinge loss and batch norm in both networks
     {"model": {"family": "dcgan", "conditional": True, "g_norm": "batch", "d_norm": "batch"},
      "train": {"loss": "hinge", "global_batch": 8, "workers": 1}},
-], ids=["mlp-wgan-gp", "dcgan-conditional-hinge"])
+    # the default preset's shape with the mode-seeking term: its pairs must not straddle replicas
+    {"model": {"conditional": True, "g_norm": "batch", "d_norm": "spectral"},
+     "train": {"loss": "hinge", "mode_seeking": 0.5, "global_batch": 16, "workers": 1}},
+], ids=["mlp-wgan-gp", "dcgan-conditional-hinge", "mlp-conditional-mode-seeking"])
 def test_one_and_two_replicas_make_the_same_first_update(overrides):
     out = subprocess.run([sys.executable, str(SCRIPT), json.dumps(overrides)], capture_output=True, text=True,
                          timeout=300)
@@ -109,3 +112,24 @@ def test_dataset_passes_are_seeded_permutations_of_whole_batches():
         assert images.shape == (4, 1, 1, 1) and (images[:, 0, 0, 0] == labels).all()  # rows stay paired
     one_pass = np.concatenate([first[0][1], first[1][1]])
     assert len(set(one_pass.tolist())) == 8  # 2 whole batches per pass of 10 rows, no repeats within a pass
+
+
+def test_mode_seeking_penalty_punishes_pairs_that_collapse_to_one_image():
+    import tensorflow as tf
+
+    from genai_ray.gan.losses import mode_seeking_penalty
+
+    z = tf.constant(np.random.default_rng(0).normal(size=(8, 4)), tf.float32)
+    base = tf.constant(np.random.default_rng(1).uniform(-1, 1, (8, 8, 8, 1)), tf.float32)
+    collapsed = tf.repeat(base[0::2], 2, axis=0)  # each pair (2j, 2j+1) is one image twice
+    diverse = mode_seeking_penalty(base, z).numpy()
+    assert diverse.shape == (4,)
+    assert (mode_seeking_penalty(collapsed, z).numpy() > 1000 * diverse).all(), "collapse must cost far more"
+    assert np.allclose(mode_seeking_penalty(base * 0.5, z).numpy(), 2 * diverse, rtol=1e-3), "1/ratio scaling"
+
+
+def test_mode_seeking_needs_even_batches_per_worker():
+    from genai_ray.errors import UserError
+
+    with pytest.raises(UserError, match="odd per-worker batch"):
+        build_config("tiny", {"train": {"mode_seeking": 0.1, "global_batch": 6, "workers": 2}})

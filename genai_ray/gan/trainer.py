@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from genai_ray.config import Config
 from genai_ray.gan import family
-from genai_ray.gan.losses import LOSSES, gradient_penalty
+from genai_ray.gan.losses import LOSSES, gradient_penalty, mode_seeking_penalty
 
 GP_STREAM = 1_000_003  # offsets the gradient-penalty alpha stream from the noise stream
 
@@ -129,11 +129,18 @@ class GanTrainer:
                 d_loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
                 scaled = self.d_opt.scale_loss(d_loss) if t.mixed_precision else d_loss
             self._apply(self.d_opt, scaled, tape, self.d.trainable_variables)
+        if t.mode_seeking:
+            labels = tf.repeat(labels[0::2], 2)  # each mode-seeking pair (2j, 2j+1) shares its class
         with tf.GradientTape() as tape:
-            fake = self.g(self._inputs(self._noise(base + t.d_steps), labels), training=True)
+            z = self._noise(base + t.d_steps)
+            fake = self.g(self._inputs(z, labels), training=True)
             fake_logits = self.d(self._inputs(fake, labels), training=True)
             g_loss = tf.nn.compute_average_loss(self.loss.g(fake_logits), global_batch_size=self.global_batch)
-            scaled = self.g_opt.scale_loss(g_loss) if t.mixed_precision else g_loss
+            total = g_loss
+            if t.mode_seeking:
+                total += t.mode_seeking * tf.nn.compute_average_loss(
+                    mode_seeking_penalty(fake, z), global_batch_size=self.global_batch // 2)
+            scaled = self.g_opt.scale_loss(total) if t.mixed_precision else total
         self._apply(self.g_opt, scaled, tape, self.g.trainable_variables)
         return d_loss, g_loss
 
