@@ -58,7 +58,8 @@ class TrainConfig(StrictModel):
     gpus_per_worker: float = Field(0.0, ge=0.0)  # GPUs each worker reserves
     placement: Literal["PACK", "SPREAD"] = "PACK"  # Ray placement of the workers (SPREAD: one per node)
     checkpoint_every: int = Field(5, ge=1)  # epochs between checkpoints
-    keep_checkpoints: int = Field(2, ge=1)  # checkpoints kept (the latest ones)
+    keep_checkpoints: int = Field(2, ge=1)  # checkpoints kept (the latest, or the best: keep_checkpoints_by)
+    keep_checkpoints_by: Literal["latest", "fd"] = "latest"  # "fd": keep/export lowest eval/fd (needs eval_every)
     eval_every: int = Field(0, ge=0)  # epochs between cheap in-training evaluations; 0 = off
     eval_samples: int = Field(500, ge=50)  # samples per in-training evaluation
     max_failures: int = Field(2, ge=0)  # worker-group restarts before the run fails

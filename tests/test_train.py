@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +65,29 @@ def test_tensorboard_has_scalars_and_images(trained):
     assert {"loss/d", "loss/g", "perf/images_per_s", "samples"} <= tags
 
 
+def test_rerun_of_a_finished_run_trains_nothing_and_returns_its_package(trained, capsys):
+    from genai_ray.cli import main
+
+    store, first = trained
+    capsys.readouterr()
+    assert main(["--store", store, "train", "--data", "digits", "--preset", "tiny", "--set", "model.conditional=true",
+                 "--workers", "2", "--epochs", "2", "--name", "two"]) == 0
+    out = capsys.readouterr().out
+    assert "run two already finished at epoch 2 (train.epochs=2): nothing to train" in out
+    assert f"model: {first.package_uri}" in out  # the package exported from that checkpoint, not a new version
+    again = fit(build_config("tiny", TINY_CONDITIONAL), "digits", name="two", store=store)
+    assert again.already_finished and again.epochs == 2 and again.resumed_from == 0
+    assert again.metrics["step"] == first.metrics["step"] and again.package_uri == first.package_uri
+    assert again.checkpoint_uri == first.checkpoint_uri == again.export_checkpoint_uri
+    assert storage.list_dir(storage.join(store, "models", "two")) == ["v0001"]
+
+
 def test_rerun_with_the_same_name_resumes(trained):
     store, first = trained
     more = build_config("tiny", {**TINY_CONDITIONAL, "train": {**TINY_CONDITIONAL["train"], "epochs": 3}})
     result = fit(more, "digits", name="two", store=store, export=False)
     assert result.resumed_from == 2 and result.epochs == 3 and result.package_uri is None
+    assert not result.already_finished
     assert result.metrics["step"] == first.metrics["step"] * 3 // 2  # the step counter continued
 
 
@@ -135,7 +154,9 @@ def test_generate_cli_png_label_and_errors(trained, tmp_path, capsys):
     assert png_text(out.read_bytes())["model"] == "two/v0001"
     capsys.readouterr()
     assert main(["--store", store, "generate", "--model", "two", "--label", "12", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
+    # Ray's log monitor may still be forwarding earlier runs' worker lines, "(RayTrainWorker pid=...) ...".
+    err = "\n".join(line for line in capsys.readouterr().err.strip().splitlines()
+                    if not re.match(r"(\x1b\[\d+m)?\((\w+ )?pid=", line))
     assert err.startswith("error:") and "out of range" in err and "\n" not in err
     assert main(["--store", store, "generate", "--model", "nope", "--out", str(out)]) == 2
     assert "no exported model named 'nope'" in capsys.readouterr().err
@@ -168,3 +189,63 @@ def test_two_simulated_nodes_with_spread_placement(tmp_path):
     result = json.loads(next(line[7:] for line in out.stdout.splitlines() if line.startswith("RESULT ")))
     assert result["epochs"] == 1 and result["nodes"] == 2
     assert load_package(result["package"]).meta.training["workers"] == 2
+
+
+def tensorboard_scalars(run_uri: str, tag: str) -> dict[int, float]:
+    """{epoch: value} of one scalar, from the run's TensorBoard event files (every epoch, kept or not)."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(Path(run_uri) / "tensorboard"), size_guidance={"tensors": 0})
+    acc.Reload()
+    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
+
+
+def test_keep_the_best_checkpoints_by_fd_export_the_best_resume_the_latest(ray_local, tmp_path):
+    store = str(tmp_path / "store")
+    digits(storage.join(store, "datasets", "digits"))
+    # eval_every=2 with a checkpoint every epoch: checkpoint epochs are evaluated too, so each carries eval/fd.
+    cfg = build_config("tiny", {"train": {
+        "workers": 1, "epochs": 4, "eval_every": 2, "eval_samples": 100, "ema_decay": 0.0, "g_lr": 5e-3,
+        "keep_checkpoints": 2, "keep_checkpoints_by": "fd", "fail_at_epoch": 4, "max_failures": 1}})
+    result = fit(cfg, "digits", name="best", store=store)
+    assert result.epochs == 4 and result.resumed_from == 3  # a crash resumes from the latest, not the best
+    fds = tensorboard_scalars(result.run_uri, "eval/fd")
+    assert sorted(fds) == [1, 2, 3, 4]
+    ranked = sorted(fds, key=fds.get)
+    kept = sorted({*ranked[:2], 4})  # the 2 best, plus the latest, which Ray always keeps for resume
+    run = Path(result.run_uri)
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == [f"checkpoint-epoch-{e:05d}" for e in kept]
+    for e in kept:
+        meta = json.loads((run / f"checkpoint-epoch-{e:05d}" / "meta.json").read_text())
+        assert meta["metrics"]["eval/fd"] == pytest.approx(fds[e])
+    best = ranked[0]
+    assert result.export_checkpoint_uri.endswith(f"checkpoint-epoch-{best:05d}")
+    assert result.checkpoint_uri.endswith("checkpoint-epoch-00004")
+    training = load_package(result.package_uri).meta.training
+    assert training["epochs"] == best and training["run_epochs"] == 4 and training["kept_by"] == "fd"
+    assert training["eval/fd"] == pytest.approx(fds[best])
+
+
+def test_keep_by_fd_needs_in_training_evaluation(tmp_path):
+    from genai_ray.errors import UserError
+
+    store = str(tmp_path / "store")
+    digits(storage.join(store, "datasets", "digits"))
+    cfg = build_config("tiny", {"train": {"workers": 1, "keep_checkpoints_by": "fd"}})
+    with pytest.raises(UserError, match=r"needs in-training evaluation; set train.eval_every$"):
+        fit(cfg, "digits", name="nofd", store=store)
+    assert not storage.exists(storage.join(store, "runs", "nofd"))  # refused before anything was written
+
+
+def test_streaming_mode_restreams_the_shard_and_finishes(ray_local, tmp_path):
+    store = str(tmp_path / "store")
+    digits(storage.join(store, "datasets", "digits"))
+    cfg = build_config("tiny", {"train": {"workers": 2, "epochs": 2, "cache_in_memory": False}})
+    result = fit(cfg, "digits", name="stream", store=store, export=False)
+    steps = open_dataset(storage.join(store, "datasets", "digits")).manifest.train_count // 64
+    assert result.epochs == 2 and result.resumed_from == 0 and result.metrics["epoch"] == 2
+    assert result.metrics["step"] == 2 * steps  # every epoch ran its full steps on the re-streamed shard
+    assert np.isfinite(result.metrics["loss/d"]) and np.isfinite(result.metrics["loss/g"])
+    names = sorted(p.name for p in Path(result.run_uri).glob("checkpoint-*"))
+    assert names == ["checkpoint-epoch-00001", "checkpoint-epoch-00002"]

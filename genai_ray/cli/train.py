@@ -32,10 +32,17 @@ def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, epochs
                f"{t.workers} worker(s), global batch {t.global_batch}, {t.epochs} epochs, loss {t.loss}")
     result = fit(cfg, data, name=name, store=obj.store, address=address, export=not no_export)
     m = result.metrics
-    click.echo(f"finished {result.epochs} epochs: loss/d {m['loss/d']:.4f}, loss/g {m['loss/g']:.4f}, "
-               f"{m['perf/images_per_s']:,.0f} images/s")
+    if result.already_finished:
+        click.echo(f"run {result.run_uri.rstrip('/').rsplit('/', 1)[-1]} already finished at epoch {result.epochs} "
+                   f"(train.epochs={t.epochs}): nothing to train; raise --epochs to train further")
+    else:
+        click.echo(f"finished {result.epochs} epochs: loss/d {m['loss/d']:.4f}, loss/g {m['loss/g']:.4f}, "
+                   f"{m['perf/images_per_s']:,.0f} images/s")
     click.echo(f"run: {result.run_uri}  (tensorboard --logdir {result.run_uri}/tensorboard)")
     click.echo(f"checkpoint: {result.checkpoint_uri}")
+    if result.export_checkpoint_uri != result.checkpoint_uri:
+        click.echo(f"best checkpoint (train.keep_checkpoints_by={t.keep_checkpoints_by}): "
+                   f"{result.export_checkpoint_uri}")
     if result.package_uri:
         click.echo(f"model: {result.package_uri}")
 

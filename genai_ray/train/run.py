@@ -6,7 +6,9 @@ so tuning can wrap the same trainer in its own trials.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,6 +22,8 @@ from genai_ray.train.export import class_probs
 from genai_ray.train.worker import RunPlan, train_loop_per_worker
 
 RUN_CONFIG_FILE = "genai-ray-run.json"  # the run's resolved config, written before the first worker starts
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's registered checkpoints
+SCORES = {"fd": ("eval/fd", "min")}  # train.keep_checkpoints_by -> (reported metric, which end is best)
 
 
 @dataclass
@@ -30,6 +34,8 @@ class TrainResult:
     checkpoint_uri: str
     resumed_from: int  # epoch this (last) attempt started from: 0 for a fresh run
     package_uri: str | None  # the exported model package, when exported
+    export_checkpoint_uri: str = ""  # the checkpoint exported: the latest, or the best by train.keep_checkpoints_by
+    already_finished: bool = False  # the run had reached train.epochs before this call: nothing was trained
 
 
 def runs_uri(store: str) -> str:
@@ -44,6 +50,9 @@ def plan_run(cfg: Config, dataset: Dataset, run_uri: str) -> RunPlan:
         raise UserError(f"model.conditional=true needs labels, but dataset {m.name} ({dataset.uri}) is unlabelled; "
                         "set model.conditional=false or prepare a labelled dataset")
     t = cfg.train
+    if t.keep_checkpoints_by != "latest" and not t.eval_every:
+        raise UserError(f"train.keep_checkpoints_by={t.keep_checkpoints_by} ranks checkpoints by held-out "
+                        f"{SCORES[t.keep_checkpoints_by][0]}, which needs in-training evaluation; set train.eval_every")
     steps = m.train_count // t.global_batch
     if steps < 1:
         raise UserError(f"train.global_batch={t.global_batch} is larger than the {m.train_count} training images of "
@@ -77,6 +86,9 @@ def check_run_config(run_uri: str, cfg: Config) -> None:
         if saved.model != cfg.model or saved.train.global_batch != cfg.train.global_batch:
             raise UserError(f"run {run_uri} already exists with a different model or batch size; it would resume "
                             "from incompatible checkpoints. Choose another --name")
+        if saved.train.keep_checkpoints_by != cfg.train.keep_checkpoints_by:  # Ray keeps its saved ranking
+            raise UserError(f"run {run_uri} keeps checkpoints by {saved.train.keep_checkpoints_by}; re-run it with "
+                            f"train.keep_checkpoints_by={saved.train.keep_checkpoints_by} or choose another --name")
     storage.write_bytes(uri, cfg.model_dump_json(indent=2).encode())
 
 
@@ -88,6 +100,10 @@ def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store
     t = cfg.train
     fs, runs_path = storage.resolve(runs_uri(store))
     resources = {"CPU": t.cpus_per_worker}
+    scored = {}  # keep the best train.keep_checkpoints by score; Ray also always keeps the latest (for resume)
+    if t.keep_checkpoints_by in SCORES:
+        metric, order = SCORES[t.keep_checkpoints_by]
+        scored = {"checkpoint_score_attribute": metric, "checkpoint_score_order": order}
     if t.gpus_per_worker:
         resources["GPU"] = t.gpus_per_worker
     return TensorflowTrainer(
@@ -101,7 +117,7 @@ def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store
             storage_path=runs_path,
             storage_filesystem=fs if storage.is_s3(store) else None,
             failure_config=FailureConfig(max_failures=t.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints, **scored),
             callbacks=callbacks,
         ),
     )
@@ -111,11 +127,69 @@ def checkpoint_uri(checkpoint, store: str) -> str:
     return f"s3://{checkpoint.path}" if storage.is_s3(store) else checkpoint.path
 
 
+def recorded_checkpoints(run_uri: str) -> tuple[Any, list[tuple[Any, dict]]] | None:
+    """The run's registered checkpoints from Ray Train's snapshot, without starting Ray Train: (latest (checkpoint,
+    metrics), every kept (checkpoint, metrics)). None for a new run or a snapshot this code cannot read."""
+    import ray.train
+
+    uri = storage.join(run_uri, SNAPSHOT_FILE)
+    if not storage.exists(uri):
+        return None
+
+    def entry(state: dict) -> tuple[Any, dict]:
+        fs, path = storage.resolve(storage.join(run_uri, state["checkpoint_dir_name"]))
+        return ray.train.Checkpoint(path, filesystem=fs), dict(state["metrics"])
+
+    try:
+        snapshot = json.loads(storage.read_bytes(uri))
+        if not snapshot.get("latest_checkpoint_result"):
+            return None
+        return entry(snapshot["latest_checkpoint_result"]), [entry(s) for s in snapshot["checkpoint_results"]]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None  # a Ray version with another snapshot format: run Ray Train, which resumes and stops at once
+
+
+def pick_export(latest: tuple[Any, dict], kept: list[tuple[Any, dict]], keep_by: str) -> tuple[Any, dict]:
+    """The checkpoint to export: the latest, or the kept one with the best score (ties: the later one)."""
+    if keep_by not in SCORES:
+        return latest
+    metric, order = SCORES[keep_by]
+    candidates = [(c, m) for c, m in [*kept, latest]
+                  if isinstance(m.get(metric), int | float) and math.isfinite(m[metric])]
+    if not candidates:
+        return latest
+    sign = 1.0 if order == "min" else -1.0
+    return min(candidates, key=lambda cm: (sign * cm[1][metric], -int(cm[1].get("epoch", 0))))
+
+
+def read_checkpoint_meta(checkpoint) -> tuple[dict, str]:
+    """A checkpoint's ``meta.json`` and its sha256 (which identifies the checkpoint in model packages)."""
+    with checkpoint.as_directory() as folder, open(f"{folder}/meta.json", "rb") as f:
+        raw = f.read()
+    return json.loads(raw), hashlib.sha256(raw).hexdigest()
+
+
+def exported_package(store: str, name: str, checkpoint_sha256: str) -> str | None:
+    """The newest package of ``name`` already exported from this exact checkpoint, if any."""
+    from genai_ray.package import VERSION_RE, read_meta
+
+    models = storage.join(store, "models", name)
+    versions = [v for v in storage.list_dir(models) if VERSION_RE.match(v)]
+    for version in sorted(versions, key=lambda v: int(v[1:]), reverse=True):
+        uri = storage.join(models, version)
+        if storage.exists(storage.join(uri, "model.json")) and \
+                read_meta(uri).training.get("checkpoint_sha256") == checkpoint_sha256:
+            return uri
+    return None
+
+
 def fit(cfg: Config, data: str, name: str | None = None, store: str | None = None, address: str | None = None,
         export: bool = True) -> TrainResult:
     """Train on ``data`` (a dataset URI or name) and export the generator; the same as ``genai-ray train``.
 
-    Re-running with the same ``name`` resumes from the run's last checkpoint.
+    Re-running with the same ``name`` resumes from the run's last checkpoint. A run that already reached
+    ``train.epochs`` trains nothing: it returns at once (``already_finished``), with the package already
+    exported from the checkpoint it would export, or a new export when there is none.
     """
     from genai_ray.ray_runtime import ensure_ray
     from genai_ray.train.export import export_checkpoint
@@ -131,20 +205,33 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
     check_resources(cfg)
     storage.check_writable(store)
     check_run_config(run_uri, cfg)
-    if cfg.train.eval_every:
-        from genai_ray.evaluate import prepare_features
+    recorded = recorded_checkpoints(run_uri)
+    finished = recorded is not None and int(recorded[0][1].get("epoch", 0)) >= cfg.train.epochs
+    if finished:
+        latest, kept = recorded
+    else:
+        if cfg.train.eval_every:
+            from genai_ray.evaluate import prepare_features
 
-        prepare_features(dataset, cfg.eval)  # train the feature model once here, not on rank 0 mid-run
-    result = build_trainer(cfg, dataset, plan, name, store).fit()
-    if result.checkpoint is None:
-        raise UserError(f"run {name} finished without a checkpoint; check its logs under {run_uri}")
-    with result.checkpoint.as_directory() as folder, open(f"{folder}/meta.json") as f:
-        meta = json.load(f)
+            prepare_features(dataset, cfg.eval)  # train the feature model once here, not on rank 0 mid-run
+        result = build_trainer(cfg, dataset, plan, name, store).fit()
+        if result.checkpoint is None:
+            raise UserError(f"run {name} finished without a checkpoint; check its logs under {run_uri}")
+        latest, kept = (result.checkpoint, result.metrics or {}), list(result.best_checkpoints or [])
+    meta, _ = read_checkpoint_meta(latest[0])
     epochs = int(meta["epoch"])
-    ckpt_uri = checkpoint_uri(result.checkpoint, store)
+    ckpt_uri = checkpoint_uri(latest[0], store)
+    chosen = pick_export(latest, kept, cfg.train.keep_checkpoints_by)[0]
+    chosen_meta, chosen_sha = read_checkpoint_meta(chosen)
+    chosen_uri = checkpoint_uri(chosen, store)
     package_uri = None
     if export:
-        summary = {"run": name, "run_uri": run_uri, "checkpoint": ckpt_uri, "epochs": epochs,
-                   "workers": cfg.train.workers, **{k: v for k, v in meta["metrics"].items() if "/" in k}}
-        package_uri = export_checkpoint(result.checkpoint, cfg, dataset, name, store, summary)
-    return TrainResult(run_uri, epochs, meta["metrics"], ckpt_uri, int(meta["resumed_from"]), package_uri)
+        package_uri = exported_package(store, name, chosen_sha)
+        if package_uri is None:
+            summary = {"run": name, "run_uri": run_uri, "checkpoint": chosen_uri, "checkpoint_sha256": chosen_sha,
+                       "epochs": int(chosen_meta["epoch"]), "run_epochs": epochs,
+                       "kept_by": cfg.train.keep_checkpoints_by, "workers": cfg.train.workers,
+                       **{k: v for k, v in chosen_meta["metrics"].items() if "/" in k}}
+            package_uri = export_checkpoint(chosen, cfg, dataset, name, store, summary)
+    return TrainResult(run_uri, epochs, meta["metrics"], ckpt_uri, int(meta["resumed_from"]), package_uri,
+                       chosen_uri, finished)

@@ -189,6 +189,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     start = restore(trainer, own or external_checkpoint(plan.init_checkpoint))
     if own is None and plan.init_checkpoint:
         trainer.set_learning_rates(t.g_lr, t.d_lr)  # a PBT exploit: the perturbed rates win over the restored
+    if start >= t.epochs:  # a re-run of a finished run (the driver normally answers it without workers)
+        if rank == 0:
+            print(f"{plan.run_uri} already finished at epoch {start}; nothing to train", flush=True)
+        return
     shard = ray.train.get_dataset_shard("train")  # Ray: this worker's share of the training split
     iterator = stream(trainer, shard, t.seed * 1000 + rank + 7919 * start)
     board = TensorBoard(plan.run_uri) if rank == 0 else None
@@ -218,9 +222,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         }
         if own is None and plan.init_checkpoint:
             metrics["init/epoch"] = start  # this run continues another run's checkpoint (a PBT exploit)
-        if rank == 0 and t.eval_every and (epoch % t.eval_every == 0 or epoch == t.epochs):
-            metrics.update(evaluate_now(trainer, cfg, plan))
         want_checkpoint = epoch % t.checkpoint_every == 0 or epoch == t.epochs
+        scored = want_checkpoint and t.keep_checkpoints_by != "latest"  # Ray ranks each checkpoint by its report
+        if rank == 0 and t.eval_every and (epoch % t.eval_every == 0 or epoch == t.epochs or scored):
+            metrics.update(evaluate_now(trainer, cfg, plan))
         with tempfile.TemporaryDirectory(prefix="genai-ray-ckpt-") as folder:
             checkpoint = None
             if rank == 0:
