@@ -15,6 +15,7 @@ BENCHES = [
     ["bench.train_throughput", "--data", "digits"],
     ["bench.serve_load"],
     ["bench.quality"],
+    ["bench.search_efficiency"],
 ]
 
 
