@@ -15,6 +15,7 @@ from genai_ray.errors import UserError
 
 ADDRESS_ENV = "GENAI_RAY_ADDRESS"
 MIN_LOGICAL_CPUS = 8
+TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GENAI_RAY_API_KEY"}
 
 
@@ -39,6 +40,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get(ADDRESS_ENV)
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GENAI_RAY_"))}
     env_vars["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")  # keep worker logs readable
+    # Ray Train's controller collects reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default), and a
+    # worker's next ray.train.report blocks until its previous one was collected. With sub-second epochs that
+    # capped training at one epoch per 2 s: the demo spent two thirds of its time waiting (BENCHMARKS.md).
+    env_vars[TRAIN_POLL_ENV] = os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)
     if address:
         # A cluster's nodes use their own AWS credential chain; secrets never travel in a runtime environment,
         # which anyone who can open the dashboard can read (README: Security).
