@@ -25,6 +25,24 @@ def digits(uri: str) -> str:
     return uri
 
 
+def test_ray_train_collects_reports_faster_than_an_epoch(ray_local):
+    """Each worker's next ray.train.report waits until the controller collected the previous one, every
+    RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default): that held sub-second epochs at one per 2 s. Every
+    process of the job must see the lower interval ensure_ray sets."""
+    import ray
+
+    from genai_ray.ray_runtime import TRAIN_POLL_ENV
+
+    @ray.remote(num_cpus=0)
+    def interval() -> str | None:
+        import os
+
+        return os.environ.get(TRAIN_POLL_ENV)
+
+    seen = ray.get(interval.remote())
+    assert seen is not None and float(seen) <= 0.5, f"Ray workers see {TRAIN_POLL_ENV}={seen!r}; expected <= 0.5 s"
+
+
 @pytest.fixture(scope="module")
 def trained(ray_local, tmp_path_factory):
     """One conditional 2-worker run on digits, exported: (store, result)."""
