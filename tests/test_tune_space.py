@@ -26,6 +26,13 @@ def test_example_space_is_valid_and_samples_build_configs():
     assert set(tune_space) == set(space.params)
 
 
+@pytest.mark.parametrize("path", sorted(EXAMPLE.parent.glob("*space*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_space_file_loads_and_builds_its_base_config(path):
+    space = load_space(path)
+    assert space.params, f"{path.name} searches nothing"
+    assert space.config_for({}).train.eval_every > 0, f"{path.name}: trials must report eval/fd to be compared"
+
+
 def test_a_seeded_random_search_samples_the_same_trials_in_the_same_order():
     """What makes ``bench.search_efficiency`` fair: ASHA and FIFO campaigns with one seed try the same configs."""
     from ray import tune
