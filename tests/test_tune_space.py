@@ -44,13 +44,14 @@ def test_a_seeded_random_search_samples_the_same_trials_in_the_same_order():
     space = load_space(EXAMPLE)
 
     def first_trials(seed: int) -> list[dict]:
-        search = make_search(TuneConfig(seed=seed))
+        search = make_search(TuneConfig(seed=seed, max_concurrent=4))
         search.add_configurations({"c": {"run": "genai_ray_seed_probe", "config": space.tune_space(),
                                          "num_samples": 4}})
         return [search.next_trial().config for _ in range(4)]
 
     assert first_trials(0) == first_trials(0), "the same seed must sample the same trials"
     assert first_trials(0) != first_trials(1), "another seed must sample other trials"
+    assert make_search(TuneConfig(max_concurrent=3)).max_concurrent == 3, "a campaign must never oversubscribe"
 
 
 @pytest.mark.parametrize(

@@ -155,7 +155,8 @@ def make_search(tune_cfg: TuneConfig):
     if tune_cfg.search == "random":
         from ray.tune.search import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=tune_cfg.seed)
+        # Tune ignores max_concurrent_trials for an explicit BasicVariantGenerator: the limit must be given here.
+        return BasicVariantGenerator(random_state=tune_cfg.seed, max_concurrent=tune_cfg.max_concurrent)
     if tune_cfg.scheduler == "pbt":
         raise UserError("--search optuna can't drive PBT (PBT mutates configs itself); use --search random")
     from ray.tune.search import ConcurrencyLimiter
