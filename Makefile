@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=20
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

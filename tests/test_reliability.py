@@ -103,7 +103,7 @@ def test_sigkill_of_a_train_worker_mid_epoch_resumes_from_the_last_checkpoint(ra
 
     store = str(tmp_path / "store")
     prepare_digits(store)
-    epochs = 4  # 50 small steps each: the kill lands well before the end
+    epochs = 6  # 50 small steps each: the kill lands well before the end
     cfg = build_config("tiny", {"train": {"workers": 2, "epochs": epochs, "global_batch": 32, "steps_per_call": 1,
                                           "checkpoint_every": 1, "keep_checkpoints": epochs, "max_failures": 1}})
     run_dir = tmp_path / "store" / "runs" / "sigkill"
@@ -180,7 +180,7 @@ TUNE_SPACE = """
 preset: tiny
 base:
   model: {conditional: false}
-  train: {epochs: 4, eval_every: 1, eval_samples: 100, global_batch: 32, steps_per_call: 1, max_failures: 1}
+  train: {epochs: 6, eval_every: 1, eval_samples: 100, global_batch: 32, steps_per_call: 1, max_failures: 1}
   eval: {n_samples: 200, classifier_epochs: 3}
 params:
   model.latent_dim: {choice: [8]}
@@ -224,7 +224,7 @@ def test_tune_trial_whose_train_worker_is_sigkilled_resumes_and_the_campaign_com
     rank0 = rank0_pid(run_dir)
     victim = rank0 if rank0 in pids else pids[0]
     seen = registered_checkpoints(run_dir)
-    assert max(seen) < 4, f"the trial reached its last checkpoint before the fault could be injected: {seen}"
+    assert max(seen) < 6, f"the trial reached its last checkpoint before the fault could be injected: {seen}"
     os.kill(victim, signal.SIGKILL)
     fault = (f"fault: SIGKILL of trial {run_dir.name}'s Train worker pid {victim} "
              f"({'rank 0' if victim == rank0 else 'rank unknown'}) after checkpoint epoch {max(seen)} was registered")
@@ -236,12 +236,12 @@ def test_tune_trial_whose_train_worker_is_sigkilled_resumes_and_the_campaign_com
     trial_dir = next(p for p in (tmp_path / "store" / "campaigns" / "kill").iterdir() if row["trial"] in p.name)
     history = [json.loads(x) for x in (trial_dir / "result.json").read_text().splitlines() if x.strip()]
     epochs = [h["epoch"] for h in history]
-    last = json.loads((run_dir / "checkpoint-epoch-00004" / "meta.json").read_text())
+    last = json.loads((run_dir / "checkpoint-epoch-00006" / "meta.json").read_text())
     measured = (f"trial reported epochs {epochs}, its last Train attempt resumed from epoch {last['resumed_from']}, "
                 f"leaderboard {[(r['trial'], r['status'], r['epochs']) for r in result.leaderboard]}")
     print(f"tune trial worker SIGKILL: {fault}; {measured}")
-    assert row["status"] == "TERMINATED" and row["epochs"] == 4, f"{fault}; expected a finished trial; {measured}"
-    assert epochs == sorted(set(epochs)) and epochs[-1] == 4, (
+    assert row["status"] == "TERMINATED" and row["epochs"] == 6, f"{fault}; expected a finished trial; {measured}"
+    assert epochs == sorted(set(epochs)) and epochs[-1] == 6, (
         f"{fault}; expected the reports to continue after the checkpoint, never restarting at epoch 1; {measured}")
     assert last["resumed_from"] >= max(seen) >= 1, f"{fault}; expected a resume from that checkpoint; {measured}"
     assert result.package_uri and result.promoted, f"{fault}; expected the campaign to promote: {result.message}"
