@@ -57,6 +57,7 @@ def test_two_workers_report_checkpoint_and_export(trained):
     m = result.metrics
     assert {"loss/d", "loss/g", "perf/images_per_s", "perf/epoch_s", "epoch"} <= set(m)
     assert m["epoch"] == 2 and m["perf/images_per_s"] > 0 and np.isfinite(m["loss/d"])
+    assert 100 < m["perf/peak_rss_mib"] < 16_000, "a TensorFlow worker's peak RSS, in MiB"
     ds = open_dataset(storage.join(store, "datasets", "digits"))
     assert m["step"] == 2 * (ds.manifest.train_count // 64)  # every rank ran the same steps per epoch
     run = Path(result.run_uri)

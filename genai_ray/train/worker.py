@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -217,6 +218,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "loss/g": float(np.mean([s.g for s in losses])),
             "perf/images_per_s": plan.steps_per_epoch * t.global_batch / seconds,
             "perf/epoch_s": seconds,
+            "perf/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # this worker (Linux: KiB)
             "step": int(trainer.step.numpy()),
             **trainer.learning_rates(),
         }
