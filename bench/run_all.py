@@ -13,6 +13,8 @@ BENCHES = [
     ["bench.memory"],
     ["bench.data_pipeline"],
     ["bench.train_throughput", "--data", "digits"],
+    ["bench.train_throughput", "--data", "shapes", "--images", "4000", "--epochs", "3", "--set", "model.family=dcgan",
+     "--set", "model.base_channels=32", "--set", "model.conditional=false", "--set", "train.global_batch=128"],
     ["bench.serve_load"],
     ["bench.quality"],
     ["bench.search_efficiency"],

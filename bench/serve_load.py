@@ -80,6 +80,35 @@ async def closed_loop(url: str, concurrency: int, n: int, seconds: float) -> dic
             "p99": float(np.percentile(lat, 99)), "errors": errors}
 
 
+async def soak(url: str, requests: int, concurrency: int) -> int:
+    """Exactly ``requests`` n=1 requests from ``concurrency`` clients; returns how many failed."""
+    import httpx
+
+    pending = iter(range(requests))
+    failed = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+        async def client_loop() -> None:
+            nonlocal failed
+            for seed in pending:
+                r = await client.post(url, json={"n": 1, "seed": seed, "format": "png"})
+                failed += r.status_code != 200
+
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    return failed
+
+
+def replica_rss_mib(app: str) -> float:
+    """Resident memory of the app's single replica process (its actor's pid, from Ray's State API; /proc)."""
+    from ray.util.state import list_actors
+
+    [replica] = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+                 if a.class_name.startswith(f"ServeReplica:{app}:")]
+    with open(f"/proc/{replica.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
 def in_process(uri: str, seconds: float) -> list[list[object]]:
     """The generator called directly: the floor under Serve's latency."""
     from genai_ray.package import load_package
@@ -107,6 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per cell")
     parser.add_argument("--model", default=None, help="a package URI (default: a default-sized untrained one)")
+    parser.add_argument("--soak", type=int, default=10_000, help="requests for the replica-memory check (0: skip)")
     args = parser.parse_args()
 
     from ray import serve
@@ -140,11 +170,21 @@ def main() -> None:
                 print(cells[mode][-1], flush=True)
     for mode in modes:
         rows += cells[mode]
+    soak_line = ""
+    if args.soak:  # the batching app's replica, already warm from its cells
+        before = replica_rss_mib("bench0")
+        failed = asyncio.run(soak(urls["batching on (max 32)"], args.soak, 32))
+        after = replica_rss_mib("bench0")
+        soak_line = (f"replica RSS before / after {args.soak:,} more requests (batching on, 32 clients): "
+                     f"{before:.0f} / {after:.0f} MiB ({(after / before - 1) * 100:+.1f}%, target <= +10%), "
+                     f"{failed} failed")
     serve.shutdown()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nServe load, closed loop, {args.seconds:.0f} s per cell, PNG responses. Machine: {machine()}; "
           f"load average at the end {load}\n")
     print(table(["mode", "n", "clients", "req/s", "images/s", "p50 ms", "p99 ms", "errors"], rows))
+    if soak_line:
+        print(soak_line)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
+
+import numpy as np
+
+from bench.common import machine, table
 
 PLAIN = r"""
 import sys, time, json, numpy as np, tensorflow as tf
@@ -44,20 +47,27 @@ def plain_rate(cfg, dataset_uri: str, epochs: int) -> float:
     return float(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("RATE")))
 
 
-def ray_rate(cfg, store: str, workers: int, epochs: int) -> float:
+def ray_rate(cfg, store: str, workers: int, epochs: int) -> tuple[float, float, float]:
+    """(images/s of the last epoch, seconds of the run outside its epochs: worker start-up, the shard's first
+    read, tracing the step, the checkpoint and shutdown; the first epoch counts as overhead beyond a steady one,
+    and rank 0's peak RSS in MiB)."""
     from genai_ray.train import fit
 
     cores = os.cpu_count() or 1
     run = cfg.model_copy(deep=True)
     run.train = run.train.model_copy(update={"workers": workers, "epochs": epochs, "checkpoint_every": epochs,
                                              "cpus_per_worker": max(1, cores // workers)})
+    started = time.perf_counter()
     result = fit(run, "bench", name=f"bench-{workers}w-{time.time_ns()}", store=store, export=False)
-    return float(result.metrics["perf/images_per_s"])
+    wall = time.perf_counter() - started
+    m = result.metrics
+    return float(m["perf/images_per_s"]), wall - epochs * float(m["perf/epoch_s"]), float(m["perf/peak_rss_mib"])
 
 
 def main() -> None:
     from genai_ray.config import build_config, parse_set_option
     from genai_ray.data.prepare import prepare
+    from genai_ray.data.reader import open_dataset
     from genai_ray.data.sources import digits_source, shapes_source
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,26 +75,33 @@ def main() -> None:
     ap.add_argument("--data", default="digits", choices=["digits", "shapes"])
     ap.add_argument("--epochs", type=int, default=4, help="epochs per measurement (the first is excluded)")
     ap.add_argument("--set", action="append", default=[], help="config override, e.g. train.global_batch=256")
+    ap.add_argument("--images", type=int, default=10000, help="shapes: how many 32x32 images to generate")
     args = ap.parse_args()
     cfg = build_config(args.preset, {**parse_set_option(args.set), "train": {
         **parse_set_option(args.set).get("train", {}), "workers": 1}})
     store = tempfile.mkdtemp(prefix="genai-ray-bench-")
     os.environ["GENAI_RAY_STORE"] = store
-    source = digits_source(None) if args.data == "digits" else shapes_source(10000, 32, 0)
+    source = digits_source(None) if args.data == "digits" else shapes_source(args.images, 32, 0)
     prepare(source, os.path.join(store, "datasets", "bench"), name="bench", progress=False, shards=2)
     dataset = os.path.join(store, "datasets", "bench")
     plain = plain_rate(cfg, dataset, args.epochs)
     from genai_ray.ray_runtime import ensure_ray
 
+    started = time.perf_counter()
     ensure_ray()
-    one = ray_rate(cfg, store, 1, args.epochs)
-    two = ray_rate(cfg, store, 2, args.epochs)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
-          f"preset {args.preset}, model {cfg.model.family}, global batch {cfg.train.global_batch}, "
-          f"steps/call {cfg.train.steps_per_call}, data {args.data}")
-    print(f"{'path':<28}{'images/s':>12}{'vs plain':>10}")
-    for label, rate in (("plain TF, 1 process", plain), ("Ray Train, 1 worker", one), ("Ray Train, 2 workers", two)):
-        print(f"{label:<28}{rate:>12,.0f}{rate / plain:>9.2f}x")
+    ray_start = time.perf_counter() - started
+    runs = {"Ray Train, 1 worker": ray_rate(cfg, store, 1, args.epochs),
+            "Ray Train, 2 workers": ray_rate(cfg, store, 2, args.epochs)}
+    print(f"\n{machine()}; preset {args.preset}, model {cfg.model.family}, global batch {cfg.train.global_batch}, "
+          f"steps/call {cfg.train.steps_per_call}, data {args.data}; local Ray started in {ray_start:.1f} s")
+    manifest = open_dataset(dataset).manifest
+    shard_mib = manifest.train_count * int(np.prod(manifest.shape)) / 2**20  # uint8 pixels, the whole split
+    rows = [["plain TF, 1 process", f"{plain:,.0f}", "1.00x", "", ""]]
+    for workers, (label, (rate, overhead, rss)) in enumerate(runs.items(), start=1):
+        rows.append([label, f"{rate:,.0f}", f"{rate / plain:.2f}x", f"{overhead:.1f}",
+                     f"{rss:,.0f} ({shard_mib / workers:.1f})"])
+    print(table(["path", "images/s", "vs plain", "start-up and teardown s", "rank 0 peak RSS MiB (its shard MiB)"],
+                rows))
 
 
 if __name__ == "__main__":
