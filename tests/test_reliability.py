@@ -95,6 +95,34 @@ def incomplete_checkpoints(run_dir: Path) -> dict[str, list[str]]:
     return bad
 
 
+def in_background(work) -> tuple[threading.Thread, dict]:
+    """Run ``work()`` in a daemon thread; the dict receives its "result" or the "error" it raised."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as err:  # noqa: BLE001 - reported by the test's assertions
+            outcome["error"] = err
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    return runner, outcome
+
+
+def sigkill_rank0(run_dir: Path, last_epoch: int, what: str) -> tuple[int, int | None, list[int]]:
+    """SIGKILL rank 0 of the run's 2 live Train workers (any worker if rank 0's pid is unknown), checking first
+    that the run has not reached its last checkpoint. Returns (victim pid, rank 0 pid, registered epochs)."""
+    pids = live_train_workers(2)
+    assert len(pids) == 2, f"expected the {what}'s 2 live {WORKER_CLASS} actors, the State API lists {pids}"
+    rank0 = rank0_pid(run_dir)
+    victim = rank0 if rank0 in pids else pids[0]
+    seen = registered_checkpoints(run_dir)
+    assert max(seen) < last_epoch, f"the {what} reached its last checkpoint before the fault could be injected: {seen}"
+    os.kill(victim, signal.SIGKILL)
+    return victim, rank0, seen
+
+
 @pytest.mark.timeout(900)
 def test_sigkill_of_a_train_worker_mid_epoch_resumes_from_the_last_checkpoint(ray_local, tmp_path):
     """Fault: SIGKILL rank 0 (the checkpoint writer) by pid once a checkpoint is registered, mid-epoch.
@@ -107,26 +135,11 @@ def test_sigkill_of_a_train_worker_mid_epoch_resumes_from_the_last_checkpoint(ra
     cfg = build_config("tiny", {"train": {"workers": 2, "epochs": epochs, "global_batch": 32, "steps_per_call": 1,
                                           "checkpoint_every": 1, "keep_checkpoints": epochs, "max_failures": 1}})
     run_dir = tmp_path / "store" / "runs" / "sigkill"
-    outcome: dict = {}
-
-    def train() -> None:
-        try:
-            outcome["result"] = fit(cfg, "digits", name="sigkill", store=store, export=False)
-        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
-            outcome["error"] = err
-
-    runner = threading.Thread(target=train, daemon=True)
-    runner.start()
+    runner, outcome = in_background(lambda: fit(cfg, "digits", name="sigkill", store=store, export=False))
     wait_for(lambda: registered_checkpoints(run_dir) or not runner.is_alive(), 300,
              "the run's first registered checkpoint")
     assert runner.is_alive(), f"the run ended before the fault could be injected: {outcome}"
-    pids = live_train_workers(2)
-    assert len(pids) == 2, f"expected the 2 live {WORKER_CLASS} actors of the run, the State API lists {pids}"
-    rank0 = rank0_pid(run_dir)
-    victim = rank0 if rank0 in pids else pids[0]
-    seen = registered_checkpoints(run_dir)
-    assert max(seen) < epochs, f"the run reached its last checkpoint before the fault could be injected: {seen}"
-    os.kill(victim, signal.SIGKILL)
+    victim, rank0, seen = sigkill_rank0(run_dir, epochs, "run")
     killed_at = time.monotonic()
     runner.join(timeout=360)
     assert not runner.is_alive(), "fault: SIGKILL of a Train worker; expected the run to finish; it still runs"
@@ -201,16 +214,8 @@ def test_tune_trial_whose_train_worker_is_sigkilled_resumes_and_the_campaign_com
     space = load_space(tmp_path / "space.yaml")
     tune_cfg = build_config("tiny", {"tune": {"samples": 1, "scheduler": "fifo", "max_concurrent": 1,
                                                 "workers_per_trial": 2}}).tune
-    outcome: dict = {}
-
-    def campaign() -> None:
-        try:
-            outcome["result"] = run_campaign(space, "digits", name="kill", store=store, tune_cfg=tune_cfg)
-        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
-            outcome["error"] = err
-
-    runner = threading.Thread(target=campaign, daemon=True)
-    runner.start()
+    runner, outcome = in_background(
+        lambda: run_campaign(space, "digits", name="kill", store=store, tune_cfg=tune_cfg))
     runs = tmp_path / "store" / "runs"
 
     def trial_run() -> Path | None:
@@ -219,13 +224,7 @@ def test_tune_trial_whose_train_worker_is_sigkilled_resumes_and_the_campaign_com
     wait_for(lambda: trial_run() or not runner.is_alive(), 300, "the trial's first registered checkpoint")
     assert runner.is_alive(), f"the campaign ended before the fault could be injected: {outcome}"
     run_dir = trial_run()
-    pids = live_train_workers(2)
-    assert len(pids) == 2, f"expected the trial's 2 live {WORKER_CLASS} actors, the State API lists {pids}"
-    rank0 = rank0_pid(run_dir)
-    victim = rank0 if rank0 in pids else pids[0]
-    seen = registered_checkpoints(run_dir)
-    assert max(seen) < 6, f"the trial reached its last checkpoint before the fault could be injected: {seen}"
-    os.kill(victim, signal.SIGKILL)
+    victim, rank0, seen = sigkill_rank0(run_dir, 6, "trial")
     fault = (f"fault: SIGKILL of trial {run_dir.name}'s Train worker pid {victim} "
              f"({'rank 0' if victim == rank0 else 'rank unknown'}) after checkpoint epoch {max(seen)} was registered")
     runner.join(timeout=480)
