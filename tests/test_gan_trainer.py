@@ -13,6 +13,7 @@ import pytest
 from genai_ray.config import build_config
 
 SCRIPT = Path(__file__).parent / "scripts" / "replica_equivalence.py"
+COLLECTIVES = Path(__file__).parent / "scripts" / "step_collectives.py"
 
 
 @pytest.mark.parametrize("overrides", [
@@ -38,6 +39,21 @@ def test_one_and_two_replicas_make_the_same_first_update(overrides):
     np.testing.assert_allclose(*result["loss_d"], rtol=1e-5)
     np.testing.assert_allclose(*result["loss_g"], rtol=1e-5)
 
+
+
+def test_a_two_worker_step_all_reduces_dense_gradients_and_gathers_nothing():
+    """An embedding's sparse gradient would add all-gathers (each a ~2 ms round trip) to every step."""
+    from tests.conftest import free_port
+
+    ports = [str(free_port()), str(free_port())]
+    workers = [subprocess.Popen([sys.executable, str(COLLECTIVES), str(i), *ports], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err[-2000:]
+        counts = json.loads(next(line[7:] for line in out.splitlines() if line.startswith("RESULT ")))
+        assert counts.get("CollectiveReduceV2", 0) > 0, f"no all-reduce found in the step: {counts}"
+        assert "CollectiveGatherV2" not in counts, f"the step all-gathers: {counts}"
 
 def _data(n: int = 64):
     rng = np.random.default_rng(1)
@@ -112,6 +128,10 @@ def test_dataset_passes_are_seeded_permutations_of_whole_batches():
         assert images.shape == (4, 1, 1, 1) and (images[:, 0, 0, 0] == labels).all()  # rows stay paired
     one_pass = np.concatenate([first[0][1], first[1][1]])
     assert len(set(one_pass.tolist())) == 8  # 2 whole batches per pass of 10 rows, no repeats within a pass
+    import tensorflow as tf
+
+    # declared endless, so a multi-worker iterator needs no per-step "out of data?" all-reduce
+    assert make_dataset(x, y, 4, 0).cardinality() == tf.data.INFINITE_CARDINALITY
 
 
 def test_mode_seeking_penalty_punishes_pairs_that_collapse_to_one_image():

@@ -108,7 +108,9 @@ class GanTrainer:
 
     def _apply(self, opt: keras.optimizers.Optimizer, loss: tf.Tensor, tape: tf.GradientTape,
                variables: list) -> None:
-        grads = tape.gradient(loss, variables)
+        # An embedding's gradient is IndexedSlices, which MultiWorkerMirroredStrategy all-gathers (values and
+        # indices) in separate collectives; dense, it joins the one packed all-reduce of the other gradients.
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
         opt.apply_gradients(zip(grads, variables, strict=True))
 
     def _replica_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

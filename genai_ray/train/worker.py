@@ -93,7 +93,10 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int):
         return tf.data.Dataset.from_tensor_slices(tf.reshape(order[: per_pass * batch], [per_pass, batch]))
 
     ds = tf.data.Dataset.counter().flat_map(one_pass)
-    return ds.map(lambda rows: (tf.gather(images, rows), tf.gather(labels, rows))).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(lambda rows: (tf.gather(images, rows), tf.gather(labels, rows))).prefetch(tf.data.AUTOTUNE)
+    # Declared endless: otherwise MultiWorkerMirroredStrategy all-reduces an "any worker out of data?" flag
+    # on every next(), a third collective per step (18 vs 15 ms a 2-worker digits step).
+    return ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
 
 
 def stream(trainer, shard, seed: int):
