@@ -169,6 +169,28 @@ def test_concurrent_requests_batch_and_keep_pixels(cond: str) -> None:
     assert stats["largest_batch"] > 1 and stats["requests"] >= 60
 
 
+
+def test_batches_fill_while_a_slow_model_computes(serve_root: str, tmp_path: Path) -> None:
+    """Ray's batcher forms the next batch as soon as a request arrives, so with a 1 ms wait a slow model saw
+    batches of 1-2 under load; the replica waits about one model call while busy (about 60 ms here)."""
+    from ray import serve
+
+    from bench.serve_load import untrained_package
+
+    uri = untrained_package(str(tmp_path), "dcgan")  # the gpu preset's generator at 32x32x3
+    deploy("t-slow", ServeConfig(model_uri=uri, max_batch_size=32, batch_wait_timeout_s=0.001),
+           max_ongoing_requests=64)
+    try:
+        url = f"{serve_root}/t-slow"
+        with cf.ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(lambda i: post(url, json={"n": 1, "seed": i, "format": "npy"}).status_code,
+                                  range(192)))
+        assert codes == [200] * 192
+        stats = httpx.get(f"{url}/v1/model").json()["serving"]
+        assert stats["requests"] / stats["batches"] >= 4, stats["batch_sizes"]
+    finally:
+        serve.delete("t-slow")
+
 def test_fuzzed_bodies_never_get_a_500(cond: str) -> None:
     scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
     values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c,

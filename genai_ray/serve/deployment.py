@@ -9,6 +9,7 @@ pure ``run_batch``, and ``check_health`` raises while no model could be loaded, 
 import asyncio
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,7 @@ class Generator:
         self.slot = ModelSlot()
         self.stats = Stats()
         limits.max_body_bytes = self.cfg.max_body_bytes
+        self.call_s = 0.0  # a moving average of one generator call, for batch_wait_timeout_s while busy
         self._batched.set_max_batch_size(self.cfg.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
 
@@ -96,7 +98,16 @@ class Generator:
     async def _batched(self, jobs: list[Job]) -> list[Result | UserError]:
         package = self.slot.package  # one snapshot for the whole batch
         assert package is not None, "routes check for a model before batching"
-        results = await asyncio.to_thread(run_batch, package, jobs)
+        # Ray's batcher forms the next batch as soon as a request arrives, without waiting for this call to
+        # finish, so under load batches would stay at 1-2 requests (BENCHMARKS.md). While a call runs, the
+        # next batch waits about one call for company; when idle, only the configured wait.
+        self._batched.set_batch_wait_timeout_s(max(self.cfg.batch_wait_timeout_s, self.call_s))
+        started = time.perf_counter()
+        try:
+            results = await asyncio.to_thread(run_batch, package, jobs)
+        finally:
+            self.call_s = 0.8 * self.call_s + 0.2 * (time.perf_counter() - started)
+            self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self.stats.record(sum(not isinstance(r, UserError) for r in results))
         return results
 
