@@ -1,9 +1,10 @@
 """Closed-loop HTTP load on the Serve endpoint: batching on vs off, and Serve's overhead.
 
-``python -m bench.serve_load [--seconds 8] [--model URI]``. Without ``--model`` it serves an untrained
-generator the size of the ``default`` preset's (conditional MLP, latent 64, 256-512 hidden, 8x8x1), which
-costs the same per call as a trained one. Each of C clients sends its next request as soon as the last
-one returns, for a fixed time, at C = 1, 8 and 32, with n = 1 and n = 16, against two apps deployed side
+``python -m bench.serve_load [--seconds 8] [--model URI | --family mlp|dcgan] [--sizes 1,16]``. Without
+``--model`` it serves an untrained generator shaped like a preset's, which costs the same per call as a
+trained one: ``mlp`` is the ``default`` preset's (conditional MLP, 8x8x1), ``dcgan`` the ``gpu`` preset's
+(conditional DCGAN, base 64 channels) at 32x32x3. Each of C clients sends its next request as soon as the
+last one returns, for a fixed time, at C = 1, 8 and 32, with n = 1 and n = 16, against two apps deployed side
 by side: batching on (``max_batch_size`` 32) and off (``max_batch_size`` 1). It prints one table with the
 machine and its load average.
 """
@@ -22,27 +23,31 @@ import numpy as np
 from bench.common import free_port, machine, table
 
 CONCURRENCY = (1, 8, 32)
-SIZES = (1, 16)
 
 
-def default_sized_package(store: str) -> str:
-    """An untrained conditional generator shaped like the default preset, as a real package."""
+# What the untrained generator is shaped like: the preset whose model it copies, and the image shape.
+FAMILIES = {"mlp": ("default", (8, 8, 1)), "dcgan": ("gpu", (32, 32, 3))}
+
+
+def untrained_package(store: str, family_name: str) -> str:
+    """An untrained conditional generator shaped like a preset's, as a real package: costs what a trained one does."""
     import keras
 
     from genai_ray import storage
+    from genai_ray.config import build_config
+    from genai_ray.gan import family
     from genai_ray.package import write_package
 
+    preset, shape = FAMILIES[family_name]
+    cfg = build_config(preset, {})
     keras.utils.set_random_seed(0)
-    z, labels = keras.Input((64,)), keras.Input((), dtype="int32")
-    h = keras.layers.Concatenate()([z, keras.layers.Embedding(10, 16)(labels)])
-    for width in (256, 512):
-        h = keras.layers.LeakyReLU(0.2)(keras.layers.BatchNormalization()(keras.layers.Dense(width)(h)))
-    out = keras.layers.Reshape((8, 8, 1))(keras.layers.Dense(64, activation="tanh")(h))
+    generator = family(cfg.model.family).build_generator(cfg.model, shape, 10, False)
     uri = storage.join(store, "models", "bench", "v0001")
-    meta = {"name": "bench", "version": "v0001", "image_shape": (8, 8, 1), "latent_dim": 64, "conditional": True,
-            "class_names": [str(i) for i in range(10)], "class_probs": [0.1] * 10, "dataset_uri": "none",
-            "dataset_sha256": "0" * 64, "config": {}, "created_at": datetime.now(UTC).isoformat()}
-    write_package(uri, keras.Model([z, labels], out), meta, None)
+    meta = {"name": "bench", "version": "v0001", "image_shape": shape, "latent_dim": cfg.model.latent_dim,
+            "conditional": True, "class_names": [str(i) for i in range(10)], "class_probs": [0.1] * 10,
+            "dataset_uri": "none", "dataset_sha256": "0" * 64, "config": {},
+            "created_at": datetime.now(UTC).isoformat()}
+    write_package(uri, generator, meta, None)
     return uri
 
 
@@ -109,13 +114,13 @@ def replica_rss_mib(app: str) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
-def in_process(uri: str, seconds: float) -> list[list[object]]:
+def in_process(uri: str, seconds: float, sizes: list[int]) -> list[list[object]]:
     """The generator called directly: the floor under Serve's latency."""
     from genai_ray.package import load_package
 
     package = load_package(uri)
     rows = []
-    for n in SIZES:
+    for n in sizes:
         package.sample(n, seed=0)
         times = []
         stop = time.perf_counter() + seconds / 2
@@ -135,7 +140,10 @@ def in_process(uri: str, seconds: float) -> list[list[object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per cell")
-    parser.add_argument("--model", default=None, help="a package URI (default: a default-sized untrained one)")
+    parser.add_argument("--model", default=None, help="a package URI (default: an untrained one, see --family)")
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="mlp",
+                        help="untrained model: mlp (the default preset's, 8x8x1) or dcgan (the gpu preset's, 32x32x3)")
+    parser.add_argument("--sizes", default="1,16", help="comma-separated n per request")
     parser.add_argument("--soak", type=int, default=10_000, help="requests for the replica-memory check (0: skip)")
     args = parser.parse_args()
 
@@ -145,8 +153,9 @@ def main() -> None:
     from genai_ray.ray_runtime import ensure_ray
     from genai_ray.serve.app import application
 
-    uri = args.model or default_sized_package(tempfile.mkdtemp(prefix="serve-bench-"))
-    rows = in_process(uri, args.seconds)
+    sizes = [int(n) for n in args.sizes.split(",")]
+    uri = args.model or untrained_package(tempfile.mkdtemp(prefix="serve-bench-"), args.family)
+    rows = in_process(uri, args.seconds, sizes)
     ensure_ray()
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -161,7 +170,7 @@ def main() -> None:
         urls[mode] = f"http://127.0.0.1:{port}/bench{i}/v1/generate"
     # Cells alternate between the two apps, so load on a shared machine drifts into both alike.
     cells = {mode: [] for mode in modes}
-    for n in SIZES:
+    for n in sizes:
         for c in CONCURRENCY:
             for mode, url in urls.items():
                 m = asyncio.run(closed_loop(url, c, n, args.seconds))
@@ -180,7 +189,8 @@ def main() -> None:
                      f"{failed} failed")
     serve.shutdown()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\nServe load, closed loop, {args.seconds:.0f} s per cell, PNG responses. Machine: {machine()}; "
+    model = args.model or f"untrained {args.family} shaped like the {FAMILIES[args.family][0]} preset's"
+    print(f"\nServe load ({model}), closed loop, {args.seconds:.0f} s per cell, PNG responses. Machine: {machine()}; "
           f"load average at the end {load}\n")
     print(table(["mode", "n", "clients", "req/s", "images/s", "p50 ms", "p99 ms", "errors"], rows))
     if soak_line:
