@@ -17,6 +17,7 @@ BENCHES = [
     ["bench.train_throughput", "--data", "shapes", "--images", "4000", "--epochs", "3", "--set", "model.family=dcgan",
      "--set", "model.base_channels=32", "--set", "model.conditional=false", "--set", "train.global_batch=128"],
     ["bench.serve_load"],
+    ["bench.serve_load", "--family", "dcgan", "--sizes", "1", "--soak", "0"],
     ["bench.quality"],
     ["bench.search_efficiency", "--samples", "4"],  # 8 per campaign took 10 min; make bench must fit in 20
 ]
