@@ -179,6 +179,7 @@ def test_existing_output_needs_overwrite(where, tmp_path, request):
         prepare(open_source("shapes", count=80, seed=2), uri, name="d", progress=False)
     assert one_line(err) == f"{uri} already holds data; pass --overwrite to replace it or choose another --out"
     assert open_dataset(uri, checksums=True).manifest == first, "the refused prepare changed nothing"
+    storage.write_bytes(storage.join(uri, "features", "0123abcd", "feature-model.json"), b"{}")  # an eval cache
     second = prepare(open_source("shapes", count=80, seed=2), uri, name="d", shard_rows=30, overwrite=True,
                      progress=False)
     assert open_dataset(uri, checksums=True).manifest == second and second.count == 80

@@ -15,6 +15,7 @@ from genai_ray import __version__, storage
 from genai_ray.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
+FEATURES_DIR = "features"  # the evaluator's feature-model cache, derived from the shards
 FORMAT_VERSION = 1
 Split = Literal["train", "holdout"]
 

@@ -23,15 +23,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genai_ray import storage
-from genai_ray.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, Split, now_iso, write_manifest
+from genai_ray.data.manifest import FEATURES_DIR, MANIFEST_NAME, Manifest, ShardInfo, Split, now_iso, write_manifest
 from genai_ray.data.sources import Chunk, Source
 from genai_ray.errors import UserError
 
 ROW_GROUP_ROWS = 1024
 DEFAULT_SHARD_ROWS = 8192
 DEFAULT_SHARD_BYTES = 64 << 20  # uncompressed pixels per default shard, so large images make smaller shards
-# What a dataset folder may hold; --overwrite refuses to delete a folder with anything else in it.
-DATASET_FILE = re.compile(r"(manifest\.json|(train|holdout)-\d{5}\.parquet)(\.tmp-[0-9a-f]{8})?")
+# What a dataset folder may hold (and the evaluator's feature cache, stale once the shards change);
+# --overwrite refuses to delete a folder with anything else in it.
+DATASET_FILE = re.compile(rf"(manifest\.json|(train|holdout)-\d{{5}}\.parquet)(\.tmp-[0-9a-f]{{8}})?|{FEATURES_DIR}")
 
 
 def image_table(images: np.ndarray, labels: np.ndarray) -> pa.Table:

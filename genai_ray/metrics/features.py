@@ -22,10 +22,10 @@ import numpy as np
 
 from genai_ray import storage
 from genai_ray.config import EvalConfig
+from genai_ray.data.manifest import FEATURES_DIR
 from genai_ray.data.reader import Dataset
 from genai_ray.package import keras_from_bytes, keras_to_bytes
 
-FEATURES_DIR = "features"
 MODEL_FILE = "feature-model.keras"
 INFO_FILE = "feature-model.json"
 ARCH_VERSION = 1  # bump when the architecture or training recipe changes: old caches retrain
