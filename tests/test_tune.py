@@ -25,7 +25,7 @@ TINY_SPACE = """
 preset: tiny
 base:
   model: {conditional: false}
-  train: {epochs: EPOCHS, eval_every: 1, eval_samples: 100, global_batch: 128, steps_per_call: 8,
+  train: {epochs: EPOCHS, eval_every: 1, eval_samples: 100, global_batch: BATCH, steps_per_call: 8,
           max_failures: 1}
   eval: {n_samples: 200, classifier_epochs: 3}
 params:
@@ -35,9 +35,9 @@ params:
 """
 
 
-def space_file(tmp_path: Path, epochs: int) -> Path:
+def space_file(tmp_path: Path, epochs: int, batch: int = 128) -> Path:
     path = tmp_path / "space.yaml"
-    path.write_text(TINY_SPACE.replace("EPOCHS", str(epochs)))
+    path.write_text(TINY_SPACE.replace("EPOCHS", str(epochs)).replace("BATCH", str(batch)))
     return path
 
 
@@ -84,9 +84,11 @@ def test_optuna_fifo_campaign_runs(ray_local, digits_uri, tmp_path):
 
 def test_pbt_exploits_the_winner_and_applies_perturbed_rates(ray_local, digits_uri, tmp_path):
     store = str(tmp_path / "store")
-    space = load_space(space_file(tmp_path, epochs=4))
+    # Asynchronous PBT can only exploit a trial that is still running: 8 epochs of 50 steps (about 0.3 s each
+    # here) keep both trials' epochs overlapping despite a few seconds' difference in their start-up.
+    space = load_space(space_file(tmp_path, epochs=8, batch=32))
     result = run_campaign(space, digits_uri, name="pbt", store=store,
-                          tune_cfg=tune_cfg(samples=2, scheduler="pbt", perturbation_interval=2, max_concurrent=2))
+                          tune_cfg=tune_cfg(samples=2, scheduler="pbt", perturbation_interval=1, max_concurrent=2))
     exploited = []
     for row in result.leaderboard:
         history = _history(store, "pbt", row["trial"])
@@ -98,7 +100,7 @@ def test_pbt_exploits_the_winner_and_applies_perturbed_rates(ray_local, digits_u
             )
     assert exploited, "PBT should restart a losing trial from the winner's checkpoint at least once"
     assert all(h["epoch"] > h["init/epoch"] for h in exploited), "an exploited trial continues, never restarts"
-    assert any(h["epoch"] == h["init/epoch"] + 2 for h in exploited), "its first report is the next perturbation"
+    assert any(h["epoch"] == h["init/epoch"] + 1 for h in exploited), "its first report is the next epoch"
     policy = (Path(store) / "campaigns" / "pbt" / "pbt_global.txt").read_text().splitlines()
     assert policy, "Tune's PBT log records no exploit (a resumed trial alone could be a pause, not an exploit)"
     assert_no_leaked_placement_groups()

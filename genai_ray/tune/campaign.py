@@ -145,12 +145,9 @@ def make_scheduler(space: SearchSpace, tune_cfg: TuneConfig, max_epochs: int):
         if not mutations:
             raise UserError(f"{space.source}: PBT perturbs learning rates, but the space has no train.g_lr or "
                             "train.d_lr; add one or use --scheduler asha")
-        # Synchronous: every trial reaches the same epoch before any exploits. A trial's ~20 s of Ray Train
-        # start-up dwarfs small epochs, so asynchronous PBT compared trials at different epochs, or found no
-        # live peer at all when one trial finished before the other's first report.
         return PopulationBasedTraining(time_attr="epoch", metric=METRIC, mode=MODE,
                                        perturbation_interval=tune_cfg.perturbation_interval,
-                                       hyperparam_mutations=mutations, synch=True)
+                                       hyperparam_mutations=mutations)
     return FIFOScheduler()
 
 
