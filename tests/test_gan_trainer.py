@@ -40,7 +40,6 @@ def test_one_and_two_replicas_make_the_same_first_update(overrides):
     np.testing.assert_allclose(*result["loss_g"], rtol=1e-5)
 
 
-
 def test_a_two_worker_step_all_reduces_dense_gradients_and_gathers_nothing():
     """An embedding's sparse gradient would add all-gathers (each a ~2 ms round trip) to every step."""
     from tests.conftest import free_port
@@ -54,6 +53,7 @@ def test_a_two_worker_step_all_reduces_dense_gradients_and_gathers_nothing():
         counts = json.loads(next(line[7:] for line in out.splitlines() if line.startswith("RESULT ")))
         assert counts.get("CollectiveReduceV2", 0) > 0, f"no all-reduce found in the step: {counts}"
         assert "CollectiveGatherV2" not in counts, f"the step all-gathers: {counts}"
+
 
 def _data(n: int = 64):
     rng = np.random.default_rng(1)

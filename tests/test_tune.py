@@ -84,8 +84,8 @@ def test_optuna_fifo_campaign_runs(ray_local, digits_uri, tmp_path):
 
 def test_pbt_exploits_the_winner_and_applies_perturbed_rates(ray_local, digits_uri, tmp_path):
     store = str(tmp_path / "store")
-    # Asynchronous PBT can only exploit a trial that is still running: 8 epochs of 50 steps (about 0.3 s each
-    # here) keep both trials' epochs overlapping despite a few seconds' difference in their start-up.
+    # Asynchronous PBT can only exploit a trial that is still running: 8 epochs of 50 steps (4 epochs of 12
+    # steps let one trial finish first) keep both trials' epochs overlapping despite their start-up skew.
     space = load_space(space_file(tmp_path, epochs=8, batch=32))
     result = run_campaign(space, digits_uri, name="pbt", store=store,
                           tune_cfg=tune_cfg(samples=2, scheduler="pbt", perturbation_interval=1, max_concurrent=2))
