@@ -19,6 +19,7 @@ from genai_ray.data.sources import open_source
 from genai_ray.errors import UserError
 from genai_ray.package import read_champion, read_meta
 from genai_ray.tune.campaign import run_campaign
+from genai_ray.tune.leftovers import live_placement_groups, release_leftovers
 from genai_ray.tune.space import load_space
 
 TINY_SPACE = """
@@ -55,6 +56,7 @@ def tune_cfg(**kw):
 def test_asha_campaign_on_s3_writes_leaderboard_curves_and_promotes(ray_local, digits_uri, tmp_path, s3_bucket):
     store = f"{s3_bucket}/store"
     space = load_space(space_file(tmp_path, epochs=4))
+    before = live_placement_groups()
     result = run_campaign(space, digits_uri, name="asha", store=store,
                           tune_cfg=tune_cfg(samples=6, scheduler="asha", grace_epochs=1, max_concurrent=2))
     assert len(result.leaderboard) == 6
@@ -71,15 +73,18 @@ def test_asha_campaign_on_s3_writes_leaderboard_curves_and_promotes(ray_local, d
     assert champion and champion["uri"] == result.package_uri
     meta = read_meta(result.package_uri)
     assert "eval/fd" in meta.metrics and meta.training["campaign"] == "asha"
+    assert_no_leaked_placement_groups(before)
 
 
 def test_optuna_fifo_campaign_runs(ray_local, digits_uri, tmp_path):
     store = str(tmp_path / "store")
     space = load_space(space_file(tmp_path, epochs=2))
+    before = live_placement_groups()
     result = run_campaign(space, digits_uri, name="optuna", store=store,
                           tune_cfg=tune_cfg(samples=2, scheduler="fifo", search="optuna", max_concurrent=2))
     assert [row["epochs"] for row in result.leaderboard] == [2, 2]
     assert len({tuple(sorted(row["params"].items())) for row in result.leaderboard}) == 2, "optuna sampled twice"
+    assert_no_leaked_placement_groups(before)
 
 
 def test_pbt_exploits_the_winner_and_applies_perturbed_rates(ray_local, digits_uri, tmp_path):
@@ -87,6 +92,7 @@ def test_pbt_exploits_the_winner_and_applies_perturbed_rates(ray_local, digits_u
     # Asynchronous PBT can only exploit a trial that is still running: 8 epochs of 50 steps (4 epochs of 12
     # steps let one trial finish first) keep both trials' epochs overlapping despite their start-up skew.
     space = load_space(space_file(tmp_path, epochs=8, batch=32))
+    before = live_placement_groups()
     result = run_campaign(space, digits_uri, name="pbt", store=store,
                           tune_cfg=tune_cfg(samples=2, scheduler="pbt", perturbation_interval=1, max_concurrent=2))
     exploited = []
@@ -103,20 +109,58 @@ def test_pbt_exploits_the_winner_and_applies_perturbed_rates(ray_local, digits_u
     assert any(h["epoch"] == h["init/epoch"] + 1 for h in exploited), "its first report is the next epoch"
     policy = (Path(store) / "campaigns" / "pbt" / "pbt_global.txt").read_text().splitlines()
     assert policy, "Tune's PBT log records no exploit (a resumed trial alone could be a pause, not an exploit)"
-    assert_no_leaked_placement_groups()
+    assert_no_leaked_placement_groups(before)
 
 
-def assert_no_leaked_placement_groups(wait_s: float = 90.0) -> None:
-    """Trials that Tune stopped or restarted must give their workers' CPUs back, or later trials hang."""
-    from ray.util import placement_group_table
-
+def assert_no_leaked_placement_groups(before: set[str], wait_s: float = 30.0) -> None:
+    """Trials that Tune stopped or restarted must give their workers' CPUs back, or later trials hang. Only
+    placement groups made since ``before`` count: the session's Ray is shared with earlier tests."""
     deadline = time.monotonic() + wait_s
-    while True:
-        live = [pg["bundles"] for pg in placement_group_table().values() if pg["state"] != "REMOVED"]
-        if not live or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-    assert not live, f"placement groups still reserved {wait_s:.0f} s after the campaign ended: {live}"
+    while (leaked := live_placement_groups() - before) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not leaked, f"placement groups still reserved after the campaign ended: {describe(leaked)}"
+
+
+def describe(pg_ids: set[str]) -> list[str]:
+    """Each group's bundles and the actors still in it: enough to tell an orphan from a run still going."""
+    from ray.util import placement_group_table
+    from ray.util.state import list_actors
+
+    table = placement_group_table()
+    return [f"{pg_id[:12]} {table[pg_id]['state']} {table[pg_id]['bundles']} actors: "
+            f"{[(a.class_name, a.state) for a in list_actors(filters=[('placement_group_id', '=', pg_id)])]}"
+            for pg_id in pg_ids]
+
+
+def test_placement_groups_of_a_train_run_killed_while_starting_are_released(ray_local, tmp_path):
+    """Ray Train's own cleaner misses a run whose owner dies before its workers are up (leftovers.py); the
+    campaign's sweep must release that group, and only groups this job made since its snapshot."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class TrialLike:
+        def run(self, storage_path: str) -> None:
+            from ray.train import RunConfig, ScalingConfig
+            from ray.train.tensorflow import TensorflowTrainer
+
+            TensorflowTrainer(lambda: time.sleep(600), scaling_config=ScalingConfig(num_workers=1),
+                              run_config=RunConfig(name="starting", storage_path=storage_path)).fit()
+
+    before = live_placement_groups()
+    owner = TrialLike.remote()
+    owner.run.remote(str(tmp_path))
+    deadline = time.monotonic() + 180
+    while not (live_placement_groups() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    made = live_placement_groups() - before
+    assert made, "the Train run made no placement group within 180 s"
+    ray.kill(owner)  # its workers are still importing TensorFlow: the run never reached its cleaner
+    time.sleep(15)
+    leaked = live_placement_groups() - before
+    assert leaked == made, ("precondition: Ray Train's cleaner left the group of a run killed while starting; "
+                            "if Ray now releases it, leftovers.py can go")
+    assert release_leftovers(before, settle_s=1.0) == len(made)
+    assert_no_leaked_placement_groups(before, wait_s=10)
 
 
 def _history(store: str, campaign: str, trial: str) -> list[dict]:

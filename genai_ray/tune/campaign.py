@@ -21,6 +21,7 @@ from genai_ray import storage
 from genai_ray.config import TuneConfig
 from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
+from genai_ray.tune.leftovers import live_placement_groups, release_leftovers
 from genai_ray.tune.space import SearchSpace
 
 METRIC, MODE = "eval/fd", "min"
@@ -232,7 +233,10 @@ def run_campaign(space: SearchSpace, data: str, *, name: str, tune_cfg: TuneConf
     check_resources(tune_cfg, base.train.cpus_per_worker, base.train.gpus_per_worker)
     storage.check_writable(store)
     prepare_features(dataset, base.eval)  # every trial's rank 0 then only loads the feature model
+    before = live_placement_groups()
     results = build_tuner(space, dataset, store, name, tune_cfg, resume).fit()
+    if released := release_leftovers(before):
+        print(f"released {released} placement group(s) that trials stopped during start-up left reserved", flush=True)
     trials, curves = summarise(results, space)
     return finish(space, dataset, store, name, tune_cfg, trials, curves, force, model_name or dataset.manifest.name)
 
