@@ -43,6 +43,21 @@ def test_ray_train_collects_reports_faster_than_an_epoch(ray_local):
     assert seen is not None and float(seen) <= 0.5, f"Ray workers see {TRAIN_POLL_ENV}={seen!r}; expected <= 0.5 s"
 
 
+def test_local_ray_workers_are_not_niced_below_its_daemons(ray_local):
+    """Ray's default nice 15 for workers cost a 1-worker MLP 10% of its images/s (BENCHMARKS.md)."""
+    import os
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def niceness() -> int:
+        import os
+
+        return os.nice(0)
+
+    assert ray.get(niceness.remote()) == os.nice(0), "workers must run at the niceness of the driver that started Ray"
+
+
 @pytest.fixture(scope="module")
 def trained(ray_local, tmp_path_factory):
     """One conditional 2-worker run on digits, exported: (store, result)."""
