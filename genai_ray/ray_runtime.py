@@ -17,7 +17,7 @@ ADDRESS_ENV = "GENAI_RAY_ADDRESS"
 MIN_LOGICAL_CPUS = 8
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
 # Ray starts its workers at nice 15, below its own daemons. Training workers are the job here: at nice 0 a
-# 1-worker digits MLP ran 10-11% faster and 2 workers 4-5% (bench results in BENCHMARKS.md).
+# 1-worker digits MLP ran about 10% faster and 2 workers 4-5% (bench results in BENCHMARKS.md).
 WORKER_NICENESS = 0
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GENAI_RAY_API_KEY"}
 

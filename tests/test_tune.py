@@ -146,6 +146,8 @@ def test_placement_groups_of_a_train_run_killed_while_starting_are_released(ray_
             TensorflowTrainer(lambda: time.sleep(600), scaling_config=ScalingConfig(num_workers=1),
                               run_config=RunConfig(name="starting", storage_path=storage_path)).fit()
 
+    kept = ray.util.placement_group([{"CPU": 0.01}])  # this job's, made before the snapshot: not a leftover
+    ray.get(kept.ready())
     before = live_placement_groups()
     owner = TrialLike.remote()
     owner.run.remote(str(tmp_path))
@@ -161,6 +163,8 @@ def test_placement_groups_of_a_train_run_killed_while_starting_are_released(ray_
                             "if Ray now releases it, leftovers.py can go")
     assert release_leftovers(before, settle_s=1.0) == len(made)
     assert_no_leaked_placement_groups(before, wait_s=10)
+    assert kept.id.hex() in live_placement_groups(), "the sweep removed a group made before the campaign began"
+    ray.util.remove_placement_group(kept)
 
 
 def _history(store: str, campaign: str, trial: str) -> list[dict]:
