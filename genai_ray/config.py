@@ -97,6 +97,7 @@ class TuneConfig(StrictModel):
     max_concurrent: int = Field(2, ge=1)
     grace_epochs: int = Field(2, ge=1)  # ASHA: epochs before a trial can be stopped
     perturbation_interval: int = Field(2, ge=1)  # PBT: epochs between exploit/explore
+    pbt_sync: bool = False  # PBT: perturb all trials at the same epoch, pausing early ones (skewed starts)
     seed: int = 0  # seeds the search: the same seed and space sample the same trials in the same order
 
 

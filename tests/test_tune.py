@@ -89,26 +89,33 @@ def test_optuna_fifo_campaign_runs(ray_local, digits_uri, tmp_path):
 
 def test_pbt_exploits_the_winner_and_applies_perturbed_rates(ray_local, digits_uri, tmp_path):
     store = str(tmp_path / "store")
-    # Asynchronous PBT can only exploit a trial that is still running: 8 epochs of 50 steps (4 epochs of 12
-    # steps let one trial finish first) keep both trials' epochs overlapping despite their start-up skew.
-    space = load_space(space_file(tmp_path, epochs=8, batch=32))
+    # Synchronous PBT: both trials meet at epoch 3 whatever their start-up skew (asynchronous PBT can only
+    # exploit a trial still running, and these trials' epochs last 0.2 s). Epoch 5 is not a perturbation
+    # point, so the trials finish without another pause.
+    epochs = 5
+    space = load_space(space_file(tmp_path, epochs=epochs, batch=32))
     before = live_placement_groups()
     result = run_campaign(space, digits_uri, name="pbt", store=store,
-                          tune_cfg=tune_cfg(samples=2, scheduler="pbt", perturbation_interval=1, max_concurrent=2))
-    exploited = []
+                          tune_cfg=tune_cfg(samples=2, scheduler="pbt", perturbation_interval=3, pbt_sync=True,
+                                            max_concurrent=2))
+    root = Path(store) / "campaigns" / "pbt"
+    policy = [json.loads(line) for line in (root / "pbt_global.txt").read_text().splitlines()]
+    assert len(policy) == 1, f"one exploit at the one sync point, got {policy}"
+    new_config = policy[0][5]
+    [loser] = [p.stem.removeprefix("pbt_policy_") for p in root.glob("pbt_policy_*.txt")]
+    history = _history(store, "pbt", loser)
+    restored = [h for h in history if h.get("init/epoch")]
+    assert [(h["init/epoch"], h["epoch"]) for h in restored] == [(3, epochs)], (
+        "the exploited trial continues from the sync epoch to the end, never from scratch"
+    )
+    steps_per_epoch = history[0]["step"] // history[0]["epoch"]
+    assert restored[0]["step"] == epochs * steps_per_epoch, "the step count came with the winner's checkpoint"
+    assert restored[0]["hp/g_lr"] == pytest.approx(new_config["train.g_lr"], rel=1e-5), (
+        "the optimiser must run at the perturbed config rate after the restore, not the winner's"
+    )
     for row in result.leaderboard:
-        history = _history(store, "pbt", row["trial"])
-        resumed = [h for h in history if h.get("init/epoch")]
-        exploited += resumed
-        for h in history:
-            assert h["hp/g_lr"] == pytest.approx(h["config"]["train.g_lr"], rel=1e-5), (
-                "the optimiser must run at the trial's (perturbed) config rate after a restore"
-            )
-    assert exploited, "PBT should restart a losing trial from the winner's checkpoint at least once"
-    assert all(h["epoch"] > h["init/epoch"] for h in exploited), "an exploited trial continues, never restarts"
-    assert any(h["epoch"] == h["init/epoch"] + 1 for h in exploited), "its first report is the next epoch"
-    policy = (Path(store) / "campaigns" / "pbt" / "pbt_global.txt").read_text().splitlines()
-    assert policy, "Tune's PBT log records no exploit (a resumed trial alone could be a pause, not an exploit)"
+        for h in _history(store, "pbt", row["trial"]):
+            assert h["hp/g_lr"] == pytest.approx(h["config"]["train.g_lr"], rel=1e-5)
     assert_no_leaked_placement_groups(before)
 
 

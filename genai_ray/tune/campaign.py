@@ -148,7 +148,7 @@ def make_scheduler(space: SearchSpace, tune_cfg: TuneConfig, max_epochs: int):
                             "train.d_lr; add one or use --scheduler asha")
         return PopulationBasedTraining(time_attr="epoch", metric=METRIC, mode=MODE,
                                        perturbation_interval=tune_cfg.perturbation_interval,
-                                       hyperparam_mutations=mutations)
+                                       hyperparam_mutations=mutations, synch=tune_cfg.pbt_sync)
     return FIFOScheduler()
 
 
