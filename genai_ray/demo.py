@@ -16,6 +16,7 @@ from pathlib import Path
 
 from genai_ray import storage
 from genai_ray.errors import UserError
+from genai_ray.ray_runtime import free_port
 
 RUN_NAME = "digits-demo"
 
@@ -104,12 +105,6 @@ def run(out_dir: Path, workers: int, epochs: int | None, keep_serving: bool) -> 
               f"{result.package_uri}")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from genai_ray.errors import UserError
 ADDRESS_ENV = "GENAI_RAY_ADDRESS"
 MIN_LOGICAL_CPUS = 8
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
+PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 # Ray starts its workers at nice 15, below its own daemons. Training workers are the job here: at nice 0 a
 # 1-worker digits MLP ran about 10% faster and 2 workers 4-5% (bench results in BENCHMARKS.md).
 WORKER_NICENESS = 0
@@ -23,6 +24,7 @@ SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
 
 
 def free_port() -> int:
+    """A loopback port free right now (another process may still take it before it is bound)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -47,6 +49,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # worker's next ray.train.report blocks until its previous one was collected. With sub-second epochs that
     # capped training at one epoch per 2 s: the demo spent two thirds of its time waiting (BENCHMARKS.md).
     env_vars[TRAIN_POLL_ENV] = os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)
+    # Ray Train sends a worker's print() both to stdout and to its logger's console handler: every progress
+    # line appeared twice. Unpatched, a print goes to stdout once (and Ray streams it to the driver).
+    env_vars[PRINT_PATCH_ENV] = os.environ.get(PRINT_PATCH_ENV, "0")
     if address:
         # A cluster's nodes use their own AWS credential chain; secrets never travel in a runtime environment,
         # which anyone who can open the dashboard can read (README: Security).

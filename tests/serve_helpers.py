@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -55,12 +54,6 @@ def make_package(store: str, name: str, version: str, conditional: bool, seed: i
     }
     write_package(uri, _generator(conditional, seed), meta, None)
     return uri
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Chromium:

@@ -76,11 +76,14 @@ def test_plain_commands_and_rays_cli_join_with_the_printed_settings(head, capsys
     state, _ = head
     _, out, _ = run(capsys, "cluster", "up")
     assert f"export RAY_AUTH_MODE=token GENAI_RAY_ADDRESS={state.gcs_address}" in out
-    probe = ("from genai_ray.ray_runtime import ensure_ray, cluster_resources; ensure_ray(); "
-             "print('CPU', int(cluster_resources()['CPU']))")
+    probe = ("import os, ray\nfrom genai_ray.ray_runtime import ensure_ray, cluster_resources\nensure_ray()\n"
+             "print('CPU', int(cluster_resources()['CPU']))\n"
+             "@ray.remote(num_cpus=0)\ndef niceness():\n    return os.nice(0)\n\n"
+             "print('NICE', ray.get(niceness.remote()) - os.nice(0))")
     env = {**os.environ, "RAY_AUTH_MODE": "token", "GENAI_RAY_ADDRESS": state.gcs_address}
     joined = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert joined.returncode == 0 and f"CPU {state.num_cpus}" in joined.stdout, joined.stderr[-2000:]
+    assert "NICE 0" in joined.stdout, f"the head's workers must run at the caller's niceness: {joined.stdout}"
     serve_cli = [str(Path(sys.executable).parent / "serve"), "status", "-a", state.dashboard_url]
     ok = subprocess.run(serve_cli, env=env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0 and "applications" in ok.stdout, ok.stderr[-2000:]

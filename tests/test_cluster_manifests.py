@@ -76,6 +76,7 @@ def test_launcher_config_passes_rays_own_schema():
     assert any("genai-ray" in c for c in full["head_setup_commands"])
     start = " ".join(full["head_start_ray_commands"] + full["worker_start_ray_commands"])
     assert start.count("RAY_AUTH_MODE=token") == 2, "token auth must be on for head and workers"
+    assert start.count("RAY_worker_niceness=0") == 2, "Ray's default nice 15 runs training below its daemons"
     assert "--dashboard-host=127.0.0.1" in start, "the dashboard runs code: reach it through the SSH tunnel"
     assert ray.__version__ in full["docker"]["image"] and ray.__version__ in full["docker"]["head_image"]
 
@@ -120,6 +121,7 @@ def test_kuberay_manifest_has_the_fields_its_kind_requires(name, doc):
     for c in containers:
         env = {e["name"]: e for e in c.get("env", [])}
         assert env["GENAI_RAY_STORE"]["value"].startswith("s3://"), f"{name}: data and models live in S3"
+        assert env.get("RAY_worker_niceness", {}).get("value") == "0", f"{name}: train at the daemons' priority"
         for secret in SECRET_NAMES:
             assert "value" not in env.get(secret, {}), f"{name}: {secret} must come from a Secret"
         assert any(ref.get("secretRef") for ref in c.get("envFrom", [])), f"{name}: S3 credentials Secret"

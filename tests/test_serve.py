@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serve_helpers import Chromium, free_port, make_package
+from serve_helpers import Chromium, make_package
 
 from genai_ray.config import ServeConfig
 from genai_ray.images import png_text
 from genai_ray.package import load_package
+from genai_ray.ray_runtime import free_port
 
 KEY_ENV = "GENAI_RAY_TEST_SERVE_KEY"
 KEY = "s3cret-test-key-7f1c9a"

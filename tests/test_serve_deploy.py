@@ -14,10 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from serve_helpers import free_port, make_package
+from serve_helpers import make_package
 
 from genai_ray.cli import main
 from genai_ray.cluster import local
+from genai_ray.ray_runtime import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

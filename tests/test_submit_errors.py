@@ -19,7 +19,7 @@ import pytest
 from genai_ray.cli import main
 from genai_ray.cluster import jobs, local
 from genai_ray.errors import UserError
-from tests.conftest import free_port
+from genai_ray.ray_runtime import free_port
 
 
 @pytest.fixture

@@ -90,6 +90,25 @@ def test_two_workers_report_checkpoint_and_export(trained):
     assert storage.exists(storage.join(result.package_uri, "samples.png"))
 
 
+def test_worker_output_shows_each_progress_line_once_and_no_per_report_dump(trained):
+    """Ray Train printed every progress line twice (stdout and its logger) and dumped each report's repr at
+    INFO; the session's worker log files are what the driver streams to users."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    by_pid: dict[str, list[str]] = {}
+    for path in [*logs.glob("worker-*.out"), *logs.glob("worker-*.err")]:
+        by_pid.setdefault(path.stem.rsplit("-", 1)[-1], []).extend(path.read_text(errors="replace").splitlines())
+    progress = {pid: [line for line in lines if re.search(r"epoch \d+/\d+  loss/d", line)]
+                for pid, lines in by_pid.items()}
+    printers = {pid: lines for pid, lines in progress.items() if lines}
+    assert printers, f"no worker log under {logs} holds a progress line"
+    for pid, lines in printers.items():
+        assert len(lines) == len(set(lines)), f"worker {pid} logged progress lines twice: {lines}"
+    dumps = [pid for pid, lines in by_pid.items() if any("Reporting training result" in line for line in lines)]
+    assert not dumps, f"workers {dumps} logged Ray Train's per-report dump"
+
+
 def test_tensorboard_has_scalars_and_images(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

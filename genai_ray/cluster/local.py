@@ -20,7 +20,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from genai_ray.cluster import auth
 from genai_ray.errors import UserError
+from genai_ray.ray_runtime import WORKER_NICENESS, free_port
 
 STATE_DIR_ENV = "GENAI_RAY_CLUSTER_DIR"
 DEFAULT_STATE_DIR = "~/.genai-ray/cluster"
@@ -75,12 +75,6 @@ def _write_state(directory: Path, state: ClusterState) -> None:
     tmp = directory / f".state.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(asdict(state), indent=2))
     os.replace(tmp, _state_file(directory))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- processes, read from /proc so that we need no extra dependency ----
@@ -241,6 +235,7 @@ def _start(directory: Path, num_cpus: int, dashboard_host: str, timeout: float) 
     for name, port in ports.items():
         args += [f"--{name}", str(port)]
     env = dict(os.environ, RAY_AUTH_MODE="token")  # token auth stays on, whatever the caller's environment
+    env.setdefault("RAY_worker_niceness", str(WORKER_NICENESS))  # training at the daemons' priority, as locally
     # Jobs run `python -m genai_ray`: put this interpreter's bin dir first so `python` is this environment.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log_file = directory / "ray-start.log"

@@ -53,6 +53,19 @@ def configure_tensorflow(t: TrainConfig) -> None:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
+def quiet_worker_logs() -> None:
+    """Keep a run's output to its progress lines and warnings. Ray Train 2.60 logs every ``ray.train.report``
+    at INFO with the report's whole repr (its logger is named after its source file, so no ``ray`` logger
+    setting reaches it), and TensorFlow logs every collective it builds at INFO."""
+    import logging
+
+    import tensorflow as tf
+    from ray.train.v2._internal.execution import context as train_context  # Ray:
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    tf.get_logger().setLevel(logging.WARNING)
+
+
 def make_strategy(world: int):
     """MultiWorkerMirroredStrategy across workers (Ray Train set TF_CONFIG); one worker needs no collectives."""
     import tensorflow as tf
@@ -182,6 +195,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()  # Ray:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     configure_tensorflow(t)
+    quiet_worker_logs()
     strategy = make_strategy(world)  # the first TF op: collectives are configured here
 
     from genai_ray.gan.trainer import GanTrainer
