@@ -47,11 +47,14 @@ def plain_rate(cfg, dataset_uri: str, epochs: int) -> float:
     return float(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("RATE")))
 
 
-def ray_rate(cfg, store: str, workers: int, epochs: int) -> tuple[float, float, float]:
+STARTUP = ["startup/launch_s", "startup/setup_s", "startup/shard_read_s", "startup/first_call_s"]
+
+
+def ray_rate(cfg, store: str, workers: int, epochs: int) -> tuple[float, float, float, dict[str, float]]:
     """(images/s of the last epoch, seconds of the run outside its epochs: worker start-up, the shard's first
     read, tracing the step, the checkpoint and shutdown; the first epoch counts as overhead beyond a steady one,
-    and rank 0's peak RSS in MiB)."""
-    from genai_ray.train import fit
+    rank 0's peak RSS in MiB, and rank 0's start-up phases)."""
+    from genai_ray.train.run import fit
 
     cores = os.cpu_count() or 1
     run = cfg.model_copy(deep=True)
@@ -61,7 +64,8 @@ def ray_rate(cfg, store: str, workers: int, epochs: int) -> tuple[float, float, 
     result = fit(run, "bench", name=f"bench-{workers}w-{time.time_ns()}", store=store, export=False)
     wall = time.perf_counter() - started
     m = result.metrics
-    return float(m["perf/images_per_s"]), wall - epochs * float(m["perf/epoch_s"]), float(m["perf/peak_rss_mib"])
+    return (float(m["perf/images_per_s"]), wall - epochs * float(m["perf/epoch_s"]), float(m["perf/peak_rss_mib"]),
+            {k: float(m[k]) for k in STARTUP})
 
 
 def main() -> None:
@@ -97,11 +101,16 @@ def main() -> None:
     manifest = open_dataset(dataset).manifest
     shard_mib = manifest.train_count * int(np.prod(manifest.shape)) / 2**20  # uint8 pixels, the whole split
     rows = [["plain TF, 1 process", f"{plain:,.0f}", "1.00x", "", ""]]
-    for workers, (label, (rate, overhead, rss)) in enumerate(runs.items(), start=1):
+    for workers, (label, (rate, overhead, rss, _)) in enumerate(runs.items(), start=1):
         rows.append([label, f"{rate:,.0f}", f"{rate / plain:.2f}x", f"{overhead:.1f}",
                      f"{rss:,.0f} ({shard_mib / workers:.1f})"])
     print(table(["path", "images/s", "vs plain", "start-up and teardown s", "rank 0 peak RSS MiB (its shard MiB)"],
                 rows))
+    print("\nTime to first step, s (rank 0; the local Ray is started once, before both runs):")
+    rows = [[label, f"{ray_start:.1f}", *(f"{phases[k]:.1f}" for k in STARTUP), f"{sum(phases.values()):.1f}"]
+            for label, (*_, phases) in runs.items()]
+    print(table(["path", "local Ray start", "launch (controller, worker group)", "setup (TF, model)",
+                 "shard read", "first call (tracing)", "run start to first step"], rows))
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def sigkill_rank0(run_dir: Path, last_epoch: int, what: str) -> tuple[int, int |
 def test_sigkill_of_a_train_worker_mid_epoch_resumes_from_the_last_checkpoint(ray_local, tmp_path):
     """Fault: SIGKILL rank 0 (the checkpoint writer) by pid once a checkpoint is registered, mid-epoch.
     Expect: Ray Train restarts the group from that checkpoint and the run ends at the configured epoch."""
-    from genai_ray.train import fit
+    from genai_ray.train.run import fit
 
     store = str(tmp_path / "store")
     prepare_digits(store)

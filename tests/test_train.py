@@ -15,7 +15,7 @@ from genai_ray.data.prepare import prepare
 from genai_ray.data.reader import open_dataset
 from genai_ray.data.sources import digits_source
 from genai_ray.package import load_package
-from genai_ray.train import fit
+from genai_ray.train.run import fit
 
 TINY_CONDITIONAL = {"model": {"conditional": True}, "train": {"workers": 2, "epochs": 2, "keep_checkpoints": 1}}
 
@@ -73,6 +73,8 @@ def test_two_workers_report_checkpoint_and_export(trained):
     assert {"loss/d", "loss/g", "perf/images_per_s", "perf/epoch_s", "epoch"} <= set(m)
     assert m["epoch"] == 2 and m["perf/images_per_s"] > 0 and np.isfinite(m["loss/d"])
     assert 100 < m["perf/peak_rss_mib"] < 16_000, "a TensorFlow worker's peak RSS, in MiB"
+    phases = ["startup/launch_s", "startup/setup_s", "startup/shard_read_s", "startup/first_call_s"]
+    assert all(0 < m[k] < 600 for k in phases), {k: m.get(k) for k in phases}
     ds = open_dataset(storage.join(store, "datasets", "digits"))
     assert m["step"] == 2 * (ds.manifest.train_count // 64)  # every rank ran the same steps per epoch
     run = Path(result.run_uri)
@@ -86,6 +88,9 @@ def test_two_workers_report_checkpoint_and_export(trained):
     assert pkg.meta.dataset_sha256 == ds.manifest.sha256()
     assert pkg.meta.training["workers"] == 2 and pkg.meta.training["epochs"] == 2
     assert abs(sum(pkg.meta.class_probs) - 1.0) < 1e-9
+    assert "loss/d" in pkg.meta.training and not any(k.startswith("startup/") for k in pkg.meta.training), (
+        "a package's training summary describes the model, not how long its run took to start"
+    )
     assert pkg.meta.config["model"]["conditional"] is True
     assert storage.exists(storage.join(result.package_uri, "samples.png"))
 

@@ -21,7 +21,7 @@ import click
 def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, epochs, name, address, no_export) -> None:
     """Train a GAN on Ray Train workers and export its generator as a model package."""
     from genai_ray.config import deep_merge, load_config, parse_set_option
-    from genai_ray.train import fit
+    from genai_ray.train.run import fit
 
     flags = {k: v for k, v in {"workers": workers, "gpus_per_worker": gpus_per_worker, "epochs": epochs}.items()
              if v is not None}

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from genai_ray import storage
@@ -97,6 +98,8 @@ def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
+    from genai_ray.train.backend import TensorflowConfig
+
     t = cfg.train
     fs, runs_path = storage.resolve(runs_uri(store))
     resources = {"CPU": t.cpus_per_worker}
@@ -106,9 +109,11 @@ def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store
         scored = {"checkpoint_score_attribute": metric, "checkpoint_score_order": order}
     if t.gpus_per_worker:
         resources["GPU"] = t.gpus_per_worker
+    plan = replace(plan, launched_at=time.time())  # the caller fits it next
     return TensorflowTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "plan": asdict(plan)},
+        tensorflow_config=TensorflowConfig(),  # sets up the same workers without TensorFlow in the controller
         scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.gpus_per_worker > 0,
                                      resources_per_worker=resources, placement_strategy=t.placement),
         datasets={"train": dataset.to_ray("train")},
@@ -231,7 +236,7 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
             summary = {"run": name, "run_uri": run_uri, "checkpoint": chosen_uri, "checkpoint_sha256": chosen_sha,
                        "epochs": int(chosen_meta["epoch"]), "run_epochs": epochs,
                        "kept_by": cfg.train.keep_checkpoints_by, "workers": cfg.train.workers,
-                       **{k: v for k, v in chosen_meta["metrics"].items() if "/" in k}}
+                       **{k: v for k, v in chosen_meta["metrics"].items() if "/" in k and not k.startswith("startup/")}}
             package_uri = export_checkpoint(chosen, cfg, dataset, name, store, summary)
     return TrainResult(run_uri, epochs, meta["metrics"], ckpt_uri, int(meta["resumed_from"]), package_uri,
                        chosen_uri, finished)

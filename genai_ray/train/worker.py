@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -40,6 +41,8 @@ class RunPlan:
     dataset_uri: str = ""  # for in-training evaluation (train.eval_every)
     class_probs: list[float] | None = None  # training-set class proportions, for conditional evaluation
     init_checkpoint: str | None = None  # checkpoint URI to start from when the run has none (Tune's PBT)
+    launched_at: float = 0.0  # driver's wall clock when it started the run (a restarted attempt's launch includes
+    # the attempts before it)
 
 
 def configure_tensorflow(t: TrainConfig) -> None:
@@ -64,6 +67,7 @@ def quiet_worker_logs() -> None:
 
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     tf.get_logger().setLevel(logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # TensorFlow's checkpoint saver logs through absl
 
 
 def make_strategy(world: int):
@@ -112,10 +116,39 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int):
     return ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
 
 
-def stream(trainer, shard, seed: int):
-    """Read the shard into memory and return a distributed iterator over it."""
-    x, y = read_shard(shard)
+class ShardReader:
+    """Reads the shard on a thread, started before TensorFlow is imported and the model is built: the read
+    mostly waits on Ray Data's processes, so the two overlap instead of adding up at every start-up."""
+
+    def __init__(self, shard) -> None:
+        self._result: dict[str, object] = {}
+        self._thread = threading.Thread(target=self._read, args=(shard,), name="genai-ray-shard-read", daemon=True)
+        self._thread.start()
+
+    def _read(self, shard) -> None:
+        try:
+            self._result["arrays"] = read_shard(shard)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the training thread by arrays()
+            self._result["error"] = err
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        self._thread.join()
+        if "error" in self._result:
+            raise self._result["error"]
+        return self._result["arrays"]
+
+
+def stream(trainer, x: np.ndarray, y: np.ndarray, seed: int):
+    """A distributed iterator over this worker's rows, held in memory."""
     return iter(trainer.distribute(lambda batch: make_dataset(x, y, batch, seed)))
+
+
+def startup_line(startup: dict[str, float]) -> str:
+    """Where this attempt's time before its first epoch went: people wait on it, and tuning pays it per trial."""
+    return (f"start-up: launch {startup['startup/launch_s']:.1f} s (controller, worker group), "
+            f"setup {startup['startup/setup_s']:.1f} s (TensorFlow, model, restore), "
+            f"shard read {startup['startup/shard_read_s']:.1f} s, "
+            f"first call {startup['startup/first_call_s']:.1f} s (tracing)")
 
 
 def grid_inputs(latent_dim: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,11 +220,14 @@ def save(trainer, folder: str, grid_png: bytes, meta: dict) -> None:
 
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train entry point. ``loop_config`` = {"config": Config as JSON, "plan": RunPlan as dict}."""
+    entered = time.time()
     cfg = Config.model_validate(loop_config["config"])
     plan = RunPlan(**{**loop_config["plan"], "image_shape": tuple(loop_config["plan"]["image_shape"])})
     t = cfg.train
     import ray.train
 
+    shard = ray.train.get_dataset_shard("train")  # Ray: this worker's share of the training split
+    reader = ShardReader(shard)
     ctx = ray.train.get_context()  # Ray:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     configure_tensorflow(t)
@@ -211,8 +247,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if rank == 0:
             print(f"{plan.run_uri} already finished at epoch {start}; nothing to train", flush=True)
         return
-    shard = ray.train.get_dataset_shard("train")  # Ray: this worker's share of the training split
-    iterator = stream(trainer, shard, t.seed * 1000 + rank + 7919 * start)
+    set_up = time.time()
+    x, y = reader.arrays()
+    startup = {"startup/launch_s": entered - plan.launched_at, "startup/setup_s": set_up - entered,
+               "startup/shard_read_s": time.time() - set_up}  # the read's wait beyond the setup it overlaps
+    iterator = stream(trainer, x, y, t.seed * 1000 + rank + 7919 * start)
     board = TensorBoard(plan.run_uri) if rank == 0 else None
     z_grid, y_grid = grid_inputs(cfg.model.latent_dim, plan.num_classes)
     if rank == 0 and start:
@@ -220,13 +259,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     for epoch in range(start + 1, t.epochs + 1):
         maybe_fail(t, epoch, rank, world, plan.run_uri)
         if not t.cache_in_memory and epoch > start + 1:  # re-stream the shard each epoch
-            iterator = stream(trainer, shard, t.seed * 1000 + rank + 7919 * epoch)
+            iterator = stream(trainer, *read_shard(shard), t.seed * 1000 + rank + 7919 * epoch)
         began = time.perf_counter()
         losses, left = [], plan.steps_per_epoch
         while left:
             n = min(t.steps_per_call, left)
             losses.append(trainer.train_steps(iterator, n))
             left -= n
+            startup.setdefault("startup/first_call_s", time.perf_counter() - began)  # tracing, then n steps
         seconds = time.perf_counter() - began
         trainer.epoch.assign(epoch)
         metrics = {
@@ -238,6 +278,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "perf/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # this worker (Linux: KiB)
             "step": int(trainer.step.numpy()),
             **trainer.learning_rates(),
+            **startup,  # this attempt's, in every report: a run's result holds only its last reports
         }
         if own is None and plan.init_checkpoint:
             metrics["init/epoch"] = start  # this run continues another run's checkpoint (a PBT exploit)
@@ -248,9 +289,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory(prefix="genai-ray-ckpt-") as folder:
             checkpoint = None
             if rank == 0:
+                if epoch == start + 1:
+                    print(startup_line(startup), flush=True)
                 print(f"epoch {epoch}/{t.epochs}  loss/d {metrics['loss/d']:.4f}  loss/g {metrics['loss/g']:.4f}  "
                       f"{metrics['perf/images_per_s']:,.0f} images/s  {seconds:.2f} s", flush=True)
-                board.scalars(epoch, {k: v for k, v in metrics.items() if "/" in k})
+                board.scalars(epoch, {k: v for k, v in metrics.items()
+                                      if "/" in k and (epoch == start + 1 or not k.startswith("startup/"))})
                 if want_checkpoint:
                     samples = trainer.sample(z_grid, y_grid)
                     board.image(epoch, "samples", grid(samples, scale=1))

@@ -24,7 +24,7 @@ from ray.util import placement_group_table  # noqa: E402
 from genai_ray.config import build_config  # noqa: E402
 from genai_ray.data.prepare import prepare  # noqa: E402
 from genai_ray.data.sources import digits_source  # noqa: E402
-from genai_ray.train import fit  # noqa: E402
+from genai_ray.train.run import fit  # noqa: E402
 
 EPOCHS = 3
 HANG_S = 240.0  # a bound on each wait: report a hang, never block (3 waits stay under the test's 840 s)

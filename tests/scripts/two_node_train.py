@@ -14,7 +14,7 @@ from ray.cluster_utils import Cluster
 from genai_ray.config import build_config
 from genai_ray.data.prepare import prepare
 from genai_ray.data.sources import digits_source
-from genai_ray.train import fit
+from genai_ray.train.run import fit
 
 store = sys.argv[1]
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "include_dashboard": False})
