@@ -95,6 +95,25 @@ def test_two_workers_report_checkpoint_and_export(trained):
     assert storage.exists(storage.join(result.package_uri, "samples.png"))
 
 
+def test_what_the_train_controller_unpickles_does_not_import_tensorflow():
+    """Ray Train's controller unpickles the backend config and the train loop; TensorFlow there cost every
+    run about 3 s of start-up before any worker started (BENCHMARKS.md, time to first step)."""
+    import subprocess
+    import sys
+
+    probe = ("import pickle, sys\n"
+             "from genai_ray.train.backend import TensorflowConfig\n"
+             "from genai_ray.train.worker import train_loop_per_worker\n"
+             "blob = pickle.dumps((TensorflowConfig(), train_loop_per_worker))\n"
+             "for name in [m for m in sys.modules if m.startswith(('genai_ray', 'tensorflow', 'keras'))]:\n"
+             "    del sys.modules[name]\n"
+             "pickle.loads(blob)\n"
+             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False"], "unpickling the run's backend config or loop imported TensorFlow"
+
+
 def test_worker_output_shows_each_progress_line_once_and_no_per_report_dump(trained):
     """Ray Train printed every progress line twice (stdout and its logger) and dumped each report's repr at
     INFO; the session's worker log files are what the driver streams to users."""
