@@ -13,36 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import requests
 
 from genai_ray.cli import main
 from genai_ray.cluster import auth, local
-
-
-@pytest.fixture(scope="module")
-def head(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str):
-    """A running local head; yields (state, store root). HOME is private, so `cluster up` makes the token."""
-    root = tmp_path_factory.mktemp("cluster")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(root / "home"))
-        mp.setenv("GENAI_RAY_CLUSTER_DIR", str(root / "state"))
-        mp.setenv("GENAI_RAY_STORE", str(root / "store"))
-        for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS", "RAY_ADDRESS",
-                    "GENAI_RAY_ADDRESS"):
-            mp.delenv(key, raising=False)
-        assert main(["cluster", "up", "--num-cpus", "4"]) == 0
-        state = local.read_state()
-        assert state is not None and local.is_running(state)
-        try:
-            yield state, root / "store"
-        finally:
-            pids = local.cluster_pids(state)
-            assert main(["cluster", "down"]) == 0
-            left = [p for p in pids if local._proc_stat(p)]
-            assert not left, f"cluster down left processes running: {left}"
-            assert not Path(state.temp_dir).exists(), "cluster down left Ray's temp dir behind"
-            assert local.read_state() is None
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

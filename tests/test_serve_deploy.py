@@ -12,34 +12,12 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from serve_helpers import make_package
 
-from genai_ray.cli import main
-from genai_ray.cluster import local
 from genai_ray.ray_runtime import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def head(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str):
-    """A running local head with token auth; yields (state, store root)."""
-    root = tmp_path_factory.mktemp("serve-cluster")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(root / "home"))
-        mp.setenv("GENAI_RAY_CLUSTER_DIR", str(root / "state"))
-        mp.setenv("GENAI_RAY_STORE", str(root / "store"))
-        for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS", "RAY_ADDRESS",
-                    "GENAI_RAY_ADDRESS"):
-            mp.delenv(key, raising=False)
-        assert main(["cluster", "up", "--num-cpus", "4"]) == 0
-        state = local.read_state()
-        try:
-            yield state, str(root / "store")
-        finally:
-            assert main(["cluster", "down"]) == 0
 
 
 def wait_model(url: str, version: str, timeout: float = 180.0) -> dict:
@@ -57,7 +35,8 @@ def wait_model(url: str, version: str, timeout: float = 180.0) -> dict:
 
 
 def test_serve_deploy_and_genai_ray_serve_on_a_token_auth_cluster(head, tmp_path: Path) -> None:
-    state, store = head
+    state, root = head
+    store = str(root)
     v1 = make_package(store, "cond", "v0001", True, seed=1)
     v2 = make_package(store, "cond", "v0002", True, seed=2)
     port = free_port()
