@@ -5,8 +5,8 @@ same space, the same seeded random search (so the same trials in the same order)
 trials and epochs and the same concurrency. Only the scheduler differs, and which one runs first alternates
 between seeds. Every trial reports the held-out Frechet distance every ``train.eval_every`` epochs; "time to
 target" is the wall time from the campaign's start to the first report at or below ``--target``. Without
-``--target``, each seed's target is the worse of its two campaigns' best FD, so both reach it. Every report
-is saved to ``--out`` (JSON), so other targets can be scored without rerunning.
+``--target``, each seed's target is the worse of its two campaigns' best FD, so both reach it. With ``--out``,
+every report is saved as JSON, so other targets can be scored without rerunning.
 
 Time to target depends on where the good trials fall in the order, which the seed decides: that is why the
 verdict is the median over seeds, not one run.
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="search seeds, comma-separated: one ASHA/FIFO pair each")
     parser.add_argument("--target", type=float, help="FD to reach (default: per seed, the worse campaign's best)")
     parser.add_argument("--space", default=str(SPACE))
-    parser.add_argument("--out", default="bench/results/search_efficiency.json", help="where every report goes")
+    parser.add_argument("--out", help="JSON file for every report, e.g. bench/results/search_efficiency.json")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
 
@@ -84,8 +84,9 @@ def main() -> None:
                 runs[seed, scheduler] = run(scheduler, seed, space, dataset, store, args.samples, args.max_concurrent)
                 print(f"seed {seed} {scheduler}: best fd {runs[seed, scheduler]['best']:.2f}, "
                       f"{runs[seed, scheduler]['wall']:.0f} s", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps([{"seed": seed, "scheduler": s, **r} for (seed, s), r in runs.items()]))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps([{"seed": seed, "scheduler": s, **r} for (seed, s), r in runs.items()]))
     rows, ratios = [], []
     for seed in seeds:
         target = args.target if args.target is not None else max(runs[seed, s]["best"] for s in ("asha", "fifo"))
