@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from genai_ray import storage
+from genai_ray.config import build_config
 from genai_ray.errors import UserError
 from genai_ray.tune.promote import HISTORY_FILE, promote
 from genai_ray.tune.report import curves_png, leaderboard_csv, leaderboard_rows
@@ -26,11 +27,13 @@ def test_example_space_is_valid_and_samples_build_configs():
     assert set(tune_space) == set(space.params)
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLE.parent.glob("*space*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted([*EXAMPLE.parent.glob("*space*.yaml"),
+                                         EXAMPLE.parents[1] / "bench" / "search_space.yaml"]), ids=lambda p: p.name)
 def test_every_shipped_space_file_loads_and_builds_its_base_config(path):
     space = load_space(path)
     assert space.params, f"{path.name} searches nothing"
     assert space.config_for({}).train.eval_every > 0, f"{path.name}: trials must report eval/fd to be compared"
+    build_config(space.preset, {"tune": space.base.get("tune", {})}, source=path.name)  # its campaign defaults
 
 
 def test_a_seeded_random_search_samples_the_same_trials_in_the_same_order():
