@@ -144,7 +144,7 @@ class GanTrainer:
                     mode_seeking_penalty(fake, z), global_batch_size=self.global_batch // 2)
             scaled = self.g_opt.scale_loss(total) if t.mixed_precision else total
         self._apply(self.g_opt, scaled, tape, self.g.trainable_variables)
-        return d_loss, g_loss
+        return tf.cast(d_loss, tf.float32), tf.cast(g_loss, tf.float32)
 
     def _update_ema(self) -> None:
         """EMA of G's trainable weights; other state (batch-norm statistics) is copied."""
@@ -166,10 +166,13 @@ class GanTrainer:
         return losses
 
     def _steps(self, iterator, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        for _ in tf.range(n - 1):
-            self._one(iterator)
-        d_loss, g_loss = self._one(iterator)  # only the last step's losses are reduced (one collective)
-        reduce = self.strategy.reduce
+        # One traced copy of the step, in the loop: the last step's losses leave it as loop variables. (A loop over
+        # n - 1 steps and then a last step traced the whole GAN step twice: 2x the tracing at every start-up.)
+        zero = lambda: (tf.constant(0.0), tf.constant(0.0))  # noqa: E731 - per replica, like the step's losses
+        d_loss, g_loss = self.strategy.run(zero)
+        for _ in tf.range(n):
+            d_loss, g_loss = self._one(iterator)
+        reduce = self.strategy.reduce  # only the last step's losses are reduced (one collective)
         return (reduce(tf.distribute.ReduceOp.SUM, d_loss, axis=None),
                 reduce(tf.distribute.ReduceOp.SUM, g_loss, axis=None))
 
