@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
-import socket
 import subprocess
 from contextlib import contextmanager
+
+from genai_ray.ray_runtime import free_port
 
 
 def machine() -> str:
@@ -39,12 +40,6 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
     return "\n".join(lines)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

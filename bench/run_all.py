@@ -13,7 +13,7 @@ BENCHES = [
     ["bench.memory"],
     ["bench.data_pipeline"],
     ["bench.collective_latency"],
-    ["bench.train_throughput", "--data", "digits"],
+    ["bench.train_throughput", "--data", "digits", "--rounds", "3"],
     ["bench.train_throughput", "--data", "shapes", "--images", "4000", "--epochs", "3", "--set", "model.family=dcgan",
      "--set", "model.base_channels=32", "--set", "model.conditional=false", "--set", "train.global_batch=128"],
     ["bench.serve_load"],

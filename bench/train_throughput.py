@@ -2,15 +2,19 @@
 
 Same GAN modules, same model, same global batch, data in memory. The plain loop uses every core; the
 Ray runs split the same cores over their workers (``train.cpus_per_worker``), so the comparison is fair.
-The first epoch (tracing) is excluded from every number.
+Every path's rate is the median over its epochs after the first (tracing). This VM's speed drifts by 10-20%
+within an hour, so ``--rounds N`` repeats all three paths N times, reversing their order every other round,
+and each ratio is taken against the plain loop of its own round; the verdict is the median ratio. The plain
+loop always runs with no Ray on the machine (each round starts its own local Ray and shuts it down).
 
-    python -m bench.train_throughput [--preset default] [--epochs 4] [--set train.global_batch=256 ...]
+    python -m bench.train_throughput [--data digits|shapes] [--epochs 60] [--rounds 3] [--set key=value ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,10 +54,26 @@ def plain_rate(cfg, dataset_uri: str, epochs: int) -> float:
 STARTUP = ["startup/launch_s", "startup/setup_s", "startup/shard_read_s", "startup/first_call_s"]
 
 
+def epoch_rates(run_uri: str) -> list[float]:
+    """Rank 0's ``perf/images_per_s`` of every epoch, in epoch order, from the run's TensorBoard events."""
+    import tensorflow as tf
+
+    from genai_ray import storage
+
+    folder = storage.resolve(storage.join(run_uri, "tensorboard"))[1]
+    rates = {}
+    for name in os.listdir(folder):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
+            for value in event.summary.value:
+                if value.tag == "perf/images_per_s":
+                    rates[event.step] = float(tf.make_ndarray(value.tensor))
+    return [rates[step] for step in sorted(rates)]
+
+
 def ray_rate(cfg, store: str, workers: int, epochs: int) -> tuple[float, float, float, dict[str, float]]:
-    """(images/s of the last epoch, seconds of the run outside its epochs: worker start-up, the shard's first
-    read, tracing the step, the checkpoint and shutdown; the first epoch counts as overhead beyond a steady one,
-    rank 0's peak RSS in MiB, and rank 0's start-up phases)."""
+    """(median images/s over epochs 2.., seconds of the run outside its steps at that rate: worker start-up, the
+    shard's first read, tracing, every epoch's report, the checkpoint and shutdown, rank 0's peak RSS in MiB, and
+    rank 0's start-up phases)."""
     from genai_ray.train.run import fit
 
     cores = os.cpu_count() or 1
@@ -63,9 +83,33 @@ def ray_rate(cfg, store: str, workers: int, epochs: int) -> tuple[float, float, 
     started = time.perf_counter()
     result = fit(run, "bench", name=f"bench-{workers}w-{time.time_ns()}", store=store, export=False)
     wall = time.perf_counter() - started
+    rates = epoch_rates(result.run_uri)
+    assert len(rates) == epochs, f"{len(rates)} epochs in TensorBoard, {epochs} trained"
+    rate = float(np.median(rates[1:]))
     m = result.metrics
-    return (float(m["perf/images_per_s"]), wall - epochs * float(m["perf/epoch_s"]), float(m["perf/peak_rss_mib"]),
-            {k: float(m[k]) for k in STARTUP})
+    steady_s = m["step"] * run.train.global_batch / rate  # every epoch's steps at the steady rate
+    return rate, wall - steady_s, float(m["perf/peak_rss_mib"]), {k: float(m[k]) for k in STARTUP}
+
+
+def one_round(cfg, store: str, dataset: str, epochs: int, reverse: bool) -> dict[str, tuple]:
+    """Every path once, plain first or last: {path: (images/s, start-up s, RSS MiB, phases)}."""
+    import ray
+
+    from genai_ray.ray_runtime import ensure_ray
+
+    def ray_paths() -> dict[str, tuple]:
+        started = time.perf_counter()
+        ensure_ray()
+        out = {"ray start": time.perf_counter() - started}
+        for workers in (2, 1) if reverse else (1, 2):
+            out[f"Ray Train, {workers} worker{'s' if workers > 1 else ''}"] = ray_rate(cfg, store, workers, epochs)
+        ray.shutdown()
+        return out
+
+    if reverse:
+        runs = ray_paths()
+        return {**runs, "plain TF, 1 process": plain_rate(cfg, dataset, epochs)}
+    return {"plain TF, 1 process": plain_rate(cfg, dataset, epochs), **ray_paths()}
 
 
 def main() -> None:
@@ -77,7 +121,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="default")
     ap.add_argument("--data", default="digits", choices=["digits", "shapes"])
-    ap.add_argument("--epochs", type=int, default=4, help="epochs per measurement (the first is excluded)")
+    ap.add_argument("--epochs", type=int, default=60, help="epochs per measurement (the first is excluded)")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat every path, alternating their order")
     ap.add_argument("--set", action="append", default=[], help="config override, e.g. train.global_batch=256")
     ap.add_argument("--images", type=int, default=10000, help="shapes: how many 32x32 images to generate")
     args = ap.parse_args()
@@ -88,27 +133,26 @@ def main() -> None:
     source = digits_source(None) if args.data == "digits" else shapes_source(args.images, 32, 0)
     prepare(source, os.path.join(store, "datasets", "bench"), name="bench", progress=False, shards=2)
     dataset = os.path.join(store, "datasets", "bench")
-    plain = plain_rate(cfg, dataset, args.epochs)
-    from genai_ray.ray_runtime import ensure_ray
+    rounds = [one_round(cfg, store, dataset, args.epochs, reverse=r % 2 == 1) for r in range(args.rounds)]
 
-    started = time.perf_counter()
-    ensure_ray()
-    ray_start = time.perf_counter() - started
-    runs = {"Ray Train, 1 worker": ray_rate(cfg, store, 1, args.epochs),
-            "Ray Train, 2 workers": ray_rate(cfg, store, 2, args.epochs)}
     print(f"\n{machine()}; preset {args.preset}, model {cfg.model.family}, global batch {cfg.train.global_batch}, "
-          f"steps/call {cfg.train.steps_per_call}, data {args.data}; local Ray started in {ray_start:.1f} s")
+          f"steps/call {cfg.train.steps_per_call}, data {args.data}, {args.epochs} epochs a run, {args.rounds} "
+          "round(s), plain first in rounds 1, 3, ..., last in 2, 4, ...")
     manifest = open_dataset(dataset).manifest
     shard_mib = manifest.train_count * int(np.prod(manifest.shape)) / 2**20  # uint8 pixels, the whole split
-    rows = [["plain TF, 1 process", f"{plain:,.0f}", "1.00x", "", ""]]
-    for workers, (label, (rate, overhead, rss, _)) in enumerate(runs.items(), start=1):
-        rows.append([label, f"{rate:,.0f}", f"{rate / plain:.2f}x", f"{overhead:.1f}",
-                     f"{rss:,.0f} ({shard_mib / workers:.1f})"])
-    print(table(["path", "images/s", "vs plain", "start-up and teardown s", "rank 0 peak RSS MiB (its shard MiB)"],
-                rows))
-    print("\nTime to first step, s (rank 0; the local Ray is started once, before both runs):")
-    rows = [[label, f"{ray_start:.1f}", *(f"{phases[k]:.1f}" for k in STARTUP), f"{sum(phases.values()):.1f}"]
-            for label, (*_, phases) in runs.items()]
+    plain_label = "plain TF, 1 process"
+    rows = [[plain_label, ", ".join(f"{r[plain_label]:,.0f}" for r in rounds), "1.00x", "", "", ""]]
+    labels = [k for k in rounds[0] if k.startswith("Ray Train")]
+    for workers, label in enumerate(sorted(labels), start=1):
+        ratios = [r[label][0] / r[plain_label] for r in rounds]
+        rows.append([label, ", ".join(f"{r[label][0]:,.0f}" for r in rounds), f"{statistics.median(ratios):.2f}x",
+                     ", ".join(f"{x:.2f}" for x in ratios), ", ".join(f"{r[label][1]:.1f}" for r in rounds),
+                     f"{rounds[-1][label][2]:,.0f} ({shard_mib / workers:.1f})"])
+    print(table(["path", "images/s, each round", "vs plain (median)", "ratio, each round", "outside steady steps s",
+                 "rank 0 peak RSS MiB (its shard MiB)"], rows))
+    print("\nTime to first step, s (rank 0; each round starts its own local Ray before its Ray runs):")
+    rows = [[f"{label}, round {i}", f"{r['ray start']:.1f}", *(f"{r[label][3][k]:.1f}" for k in STARTUP),
+             f"{sum(r[label][3].values()):.1f}"] for label in sorted(labels) for i, r in enumerate(rounds, start=1)]
     print(table(["path", "local Ray start", "launch (controller, worker group)", "setup (TF, model)",
                  "shard read", "first call (tracing)", "run start to first step"], rows))
 
