@@ -326,3 +326,35 @@ def test_streaming_mode_restreams_the_shard_and_finishes(ray_local, tmp_path):
     assert np.isfinite(result.metrics["loss/d"]) and np.isfinite(result.metrics["loss/g"])
     names = sorted(p.name for p in Path(result.run_uri).glob("checkpoint-*"))
     assert names == ["checkpoint-epoch-00001", "checkpoint-epoch-00002"]
+
+
+def _report_recorder(path: str):
+    """A Ray Train callback (it runs in the controller) that appends each report's epoch to a file."""
+    from ray.train.v2.api.callback import UserCallback
+
+    class RecordReports(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            with open(path, "a") as f:
+                f.write(f"{metrics[0]['epoch']}\n")
+
+    return RecordReports()
+
+
+def test_workers_report_only_at_checkpoint_epochs_and_the_last(ray_local, tmp_path):
+    """A report waits for the controller's poll of the previous one, so reporting every epoch held a 0.14 s
+    digits epoch to 0.2 s; progress lines and TensorBoard still cover every epoch."""
+    from genai_ray.train.run import build_trainer, plan_run, runs_uri
+
+    store = str(tmp_path / "store")
+    dataset = open_dataset(digits(storage.join(store, "datasets", "digits")))
+    cfg = build_config("tiny", {"train": {"workers": 1, "epochs": 5, "checkpoint_every": 2}})
+    plan = plan_run(cfg, dataset, storage.join(runs_uri(store), "cadence"))
+    reports = tmp_path / "reports.txt"
+    result = build_trainer(cfg, dataset, plan, "cadence", store, callbacks=[_report_recorder(str(reports))]).fit()
+    assert result.metrics["epoch"] == 5
+    assert reports.read_text().split() == ["2", "4", "5"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(Path(plan.run_uri) / "tensorboard"), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Tensors("perf/images_per_s")] == [1, 2, 3, 4, 5]

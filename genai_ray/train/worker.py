@@ -3,8 +3,10 @@
 Each worker reads its own shard of the training split once (large batches, into memory), feeds a seeded
 tf.data pipeline, and runs the GAN step under ``MultiWorkerMirroredStrategy``. Every rank runs the same
 number of steps per epoch (computed by the driver), because a rank that stops early hangs the collectives.
-Rank 0 alone writes TensorBoard, sample grids and the checkpoint; every rank calls ``ray.train.report``,
-which is a barrier.
+Rank 0 alone writes TensorBoard, sample grids and the checkpoint. Every rank calls ``ray.train.report``, a
+barrier, only at epochs that checkpoint or evaluate: a report waits until Ray Train's controller has collected
+the previous one (it polls every 0.2 s), which held every 0.14 s digits epoch to 0.2 s when each epoch reported.
+Progress goes to stdout and TensorBoard every epoch.
 """
 
 from __future__ import annotations
@@ -284,7 +286,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             metrics["init/epoch"] = start  # this run continues another run's checkpoint (a PBT exploit)
         want_checkpoint = epoch % t.checkpoint_every == 0 or epoch == t.epochs
         scored = want_checkpoint and t.keep_checkpoints_by != "latest"  # Ray ranks each checkpoint by its report
-        if rank == 0 and t.eval_every and (epoch % t.eval_every == 0 or epoch == t.epochs or scored):
+        evaluating = bool(t.eval_every) and (epoch % t.eval_every == 0 or epoch == t.epochs or scored)
+        if rank == 0 and evaluating:
             metrics.update(evaluate_now(trainer, cfg, plan))
         with tempfile.TemporaryDirectory(prefix="genai-ray-ckpt-") as folder:
             checkpoint = None
@@ -303,5 +306,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
                           "config": loop_config["config"]})
                     checkpoint = ray.train.Checkpoint.from_directory(folder)
                 board.flush()
-            ray.train.report(metrics, checkpoint=checkpoint,  # Ray: a barrier; every rank calls it
-                             checkpoint_dir_name=f"checkpoint-epoch-{epoch:05d}" if checkpoint else None)
+            if want_checkpoint or evaluating:  # decided from the config alone, so every rank reports alike
+                ray.train.report(metrics, checkpoint=checkpoint,  # Ray: a barrier; every rank calls it
+                                 checkpoint_dir_name=f"checkpoint-epoch-{epoch:05d}" if checkpoint else None)
