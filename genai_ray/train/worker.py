@@ -29,6 +29,11 @@ STATE_PREFIX = "ckpt"
 SAMPLES_FILE = "samples.png"
 READ_BATCH = 4096  # rows per Ray Data batch when loading a shard
 GRID_SEEDS = 64
+# The last run's distributed iterator, kept alive until the process ends. Under MultiWorkerMirroredStrategy,
+# destroying it can block for up to ~16 s (its destructor waits for a tf.data background thread; seen with gdb),
+# and Ray Train ends a run only when every worker's function has returned. Ray kills the worker process after
+# the run, so nothing is lost by not destroying it first.
+_PARKED_ITERATOR: list = []
 
 
 @dataclass
@@ -309,3 +314,4 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if want_checkpoint or evaluating:  # decided from the config alone, so every rank reports alike
                 ray.train.report(metrics, checkpoint=checkpoint,  # Ray: a barrier; every rank calls it
                                  checkpoint_dir_name=f"checkpoint-epoch-{epoch:05d}" if checkpoint else None)
+    _PARKED_ITERATOR[:] = [iterator]
