@@ -72,8 +72,8 @@ def epoch_rates(run_uri: str) -> list[float]:
 
 def ray_rate(cfg, store: str, workers: int, epochs: int) -> tuple[float, float, float, dict[str, float]]:
     """(median images/s over epochs 2.., seconds of the run outside its steps at that rate: worker start-up, the
-    shard's first read, tracing, every epoch's report, the checkpoint and shutdown, rank 0's peak RSS in MiB, and
-    rank 0's start-up phases)."""
+    shard's first read, tracing, per-epoch logging and reports, the checkpoint and shutdown, rank 0's peak RSS
+    in MiB, and rank 0's start-up phases)."""
     from genai_ray.train.run import fit
 
     cores = os.cpu_count() or 1
@@ -92,7 +92,7 @@ def ray_rate(cfg, store: str, workers: int, epochs: int) -> tuple[float, float, 
 
 
 def one_round(cfg, store: str, dataset: str, epochs: int, reverse: bool) -> dict[str, tuple]:
-    """Every path once, plain first or last: {path: (images/s, start-up s, RSS MiB, phases)}."""
+    """Every path once, plain first or last: {path: images/s (plain) or ray_rate's tuple, "ray start": s}."""
     import ray
 
     from genai_ray.ray_runtime import ensure_ray
