@@ -31,6 +31,9 @@ from genai_ray.data.reader import open_dataset
 from genai_ray.gan.trainer import GanTrainer
 from genai_ray.train.worker import make_dataset
 cfg = Config.model_validate_json(sys.argv[1]); ds = open_dataset(sys.argv[2]); epochs = int(sys.argv[3])
+if len(sys.argv) > 4:  # intra- and inter-op threads; without them, TensorFlow's defaults, as a user's loop has
+    tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[4]))
+    tf.config.threading.set_inter_op_parallelism_threads(int(sys.argv[5]))
 x, y = ds.read_numpy("train")
 steps = len(x) // cfg.train.global_batch
 tr = GanTrainer(cfg, tuple(ds.manifest.shape), max(ds.manifest.num_classes, 1))
@@ -45,9 +48,9 @@ print("RATE", float(np.median(rates[1:])))
 """
 
 
-def plain_rate(cfg, dataset_uri: str, epochs: int) -> float:
-    out = subprocess.run([sys.executable, "-c", PLAIN, cfg.model_dump_json(), dataset_uri, str(epochs)],
-                         capture_output=True, text=True, check=True)
+def plain_rate(cfg, dataset_uri: str, epochs: int, threads: tuple[int, int] | None = None) -> float:
+    out = subprocess.run([sys.executable, "-c", PLAIN, cfg.model_dump_json(), dataset_uri, str(epochs),
+                          *(str(n) for n in threads or ())], capture_output=True, text=True, check=True)
     return float(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("RATE")))
 
 
@@ -91,11 +94,32 @@ def ray_rate(cfg, store: str, workers: int, epochs: int) -> tuple[float, float, 
     return rate, wall - steady_s, float(m["perf/peak_rss_mib"]), {k: float(m[k]) for k in STARTUP}
 
 
+PLAIN_LABEL, PLAIN_THREADS_LABEL = "plain TF, 1 process", "plain TF, the 1-worker run's threads"
+
+
+def one_worker_threads(cfg) -> tuple[int, int]:
+    """(intra-op, inter-op) threads of the 1-worker run, which reserves every core."""
+    from genai_ray.train.worker import thread_counts
+
+    return thread_counts(cfg.train.model_copy(update={"cpus_per_worker": os.cpu_count() or 1}))
+
+
 def one_round(cfg, store: str, dataset: str, epochs: int, reverse: bool) -> dict[str, tuple]:
-    """Every path once, plain first or last: {path: images/s (plain) or ray_rate's tuple, "ray start": s}."""
+    """Every path once, plain first or last: {path: images/s (plain) or ray_rate's tuple, "ray start": s}. Where
+    the config sets the worker's thread pools apart from TensorFlow's defaults, the plain loop also runs with
+    the 1-worker run's threads, which separates the thread setting's gain from Ray's cost."""
     import ray
 
     from genai_ray.ray_runtime import ensure_ray
+
+    cores = os.cpu_count() or 1
+    threads = one_worker_threads(cfg)
+
+    def plain_paths() -> dict[str, float]:
+        out = {PLAIN_LABEL: plain_rate(cfg, dataset, epochs)}
+        if threads != (cores, cores):
+            out[PLAIN_THREADS_LABEL] = plain_rate(cfg, dataset, epochs, threads)
+        return out
 
     def ray_paths() -> dict[str, tuple]:
         started = time.perf_counter()
@@ -108,8 +132,8 @@ def one_round(cfg, store: str, dataset: str, epochs: int, reverse: bool) -> dict
 
     if reverse:
         runs = ray_paths()
-        return {**runs, "plain TF, 1 process": plain_rate(cfg, dataset, epochs)}
-    return {"plain TF, 1 process": plain_rate(cfg, dataset, epochs), **ray_paths()}
+        return {**runs, **plain_paths()}
+    return {**plain_paths(), **ray_paths()}
 
 
 def main() -> None:
@@ -140,16 +164,24 @@ def main() -> None:
           "round(s), plain first in rounds 1, 3, ..., last in 2, 4, ...")
     manifest = open_dataset(dataset).manifest
     shard_mib = manifest.train_count * int(np.prod(manifest.shape)) / 2**20  # uint8 pixels, the whole split
-    plain_label = "plain TF, 1 process"
-    rows = [[plain_label, ", ".join(f"{r[plain_label]:,.0f}" for r in rounds), "1.00x", "", "", ""]]
+    rows = []
+    for label in (PLAIN_LABEL, PLAIN_THREADS_LABEL) if PLAIN_THREADS_LABEL in rounds[0] else (PLAIN_LABEL,):
+        ratios = [r[label] / r[PLAIN_LABEL] for r in rounds]
+        rows.append([label, ", ".join(f"{r[label]:,.0f}" for r in rounds), f"{statistics.median(ratios):.2f}x",
+                     ", ".join(f"{x:.2f}" for x in ratios), "", ""])
     labels = [k for k in rounds[0] if k.startswith("Ray Train")]
     for workers, label in enumerate(sorted(labels), start=1):
-        ratios = [r[label][0] / r[plain_label] for r in rounds]
+        ratios = [r[label][0] / r[PLAIN_LABEL] for r in rounds]
         rows.append([label, ", ".join(f"{r[label][0]:,.0f}" for r in rounds), f"{statistics.median(ratios):.2f}x",
                      ", ".join(f"{x:.2f}" for x in ratios), ", ".join(f"{r[label][1]:.1f}" for r in rounds),
                      f"{rounds[-1][label][2]:,.0f} ({shard_mib / workers:.1f})"])
     print(table(["path", "images/s, each round", "vs plain (median)", "ratio, each round", "outside steady steps s",
                  "rank 0 peak RSS MiB (its shard MiB)"], rows))
+    if PLAIN_THREADS_LABEL in rounds[0]:
+        same = [r["Ray Train, 1 worker"][0] / r[PLAIN_THREADS_LABEL] for r in rounds]
+        print(f"Ray Train, 1 worker against the plain loop with the same threads (intra, inter = "
+              f"{one_worker_threads(cfg)}): "
+              f"{statistics.median(same):.2f}x (each round: {', '.join(f'{x:.2f}' for x in same)})")
     print("\nTime to first step, s (rank 0; each round starts its own local Ray before its Ray runs):")
     rows = [[f"{label}, round {i}", f"{r['ray start']:.1f}", *(f"{r[label][3][k]:.1f}" for k in STARTUP),
              f"{sum(r[label][3].values()):.1f}"] for label in sorted(labels) for i, r in enumerate(rounds, start=1)]

@@ -52,13 +52,20 @@ class RunPlan:
     # the attempts before it)
 
 
+def thread_counts(t: TrainConfig) -> tuple[int, int]:
+    """(intra-op, inter-op) threads: as configured, else the CPUs the worker reserved, so that 2 workers on 2
+    cores get one thread each instead of oversubscribing the machine."""
+    cpus = max(1, int(t.cpus_per_worker))
+    return t.intra_op_threads or cpus, t.inter_op_threads or cpus
+
+
 def configure_tensorflow(t: TrainConfig) -> None:
     """Threads and GPU memory growth. Must run before any TensorFlow op (the strategy comes next)."""
     import tensorflow as tf
 
-    threads = max(1, int(t.cpus_per_worker))  # 2 workers on 2 cores: one thread each, no oversubscription
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    intra, inter = thread_counts(t)
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)
 
