@@ -6,7 +6,9 @@ trials and epochs and the same concurrency. Only the scheduler differs, and whic
 between seeds. Every trial reports the held-out Frechet distance every ``train.eval_every`` epochs; "time to
 target" is the wall time from the campaign's start to the first report at or below ``--target``. Without
 ``--target``, each seed's target is the worse of its two campaigns' best FD, so both reach it. With ``--out``,
-every report is saved as JSON, so other targets can be scored without rerunning.
+every report and every trial's timeline is saved as JSON after each campaign, so other targets can be
+scored without rerunning and a run cut short keeps what it measured. "Trial time before 1st report" is where
+a campaign's time goes that a scheduler can't save: a stopped trial has paid it in full.
 
 Time to target depends on where the good trials fall in the order, which the seed decides: that is why the
 verdict is the median over seeds, not one run.
@@ -28,7 +30,8 @@ SPACE = Path(__file__).resolve().parent / "search_space.yaml"
 
 
 def run(scheduler: str, seed: int, space, dataset, store: str, samples: int, concurrent: int) -> dict:
-    """One campaign; returns its wall time and every (seconds since start, fd) report of every trial."""
+    """One campaign: its wall time, every (seconds since start, fd) report of every trial, and each trial's
+    timeline (start, first report, end, epochs: seconds since the campaign's start)."""
     from genai_ray.config import build_config
     from genai_ray.tune.campaign import build_tuner
 
@@ -38,15 +41,34 @@ def run(scheduler: str, seed: int, space, dataset, store: str, samples: int, con
     started = time.time()
     results = build_tuner(space, dataset, store, f"bench-{scheduler}-{seed}", tune_cfg, resume=False).fit()
     wall = time.time() - started
-    reports, epochs = [], 0
+    reports, trials = [], []
     for result in results:
         history = result.metrics_dataframe
         if history is None or METRIC not in history:
             continue
-        epochs += int(history["epoch"].max())
-        reports += [(float(t) - started, float(v)) for t, v in zip(history["timestamp"], history[METRIC],
-                                                                  strict=True) if v == v]
-    return {"wall": wall, "reports": sorted(reports), "epochs": epochs, "best": min(v for _, v in reports)}
+        times = [float(t) - started for t in history["timestamp"]]
+        # time_total_s counts from the trial's own start, so the first row dates the trial's launch
+        trials.append({"start": times[0] - float(history["time_total_s"].iloc[0]), "first_report": times[0],
+                       "end": times[-1], "epochs": int(history["epoch"].max())})
+        reports += [(t, float(v)) for t, v in zip(times, history[METRIC], strict=True) if v == v]
+    return {"wall": wall, "reports": sorted(reports), "trials": sorted(trials, key=lambda t: t["start"]),
+            "epochs": sum(t["epochs"] for t in trials), "best": min(v for _, v in reports)}
+
+
+def start_up_share(trials: list[dict]) -> float:
+    """The share of all trial-seconds spent before a trial's first report (its Ray Train start-up, tracing and
+    first ``eval_every`` epochs): the part of a trial no scheduler can save by stopping it."""
+    total = sum(t["end"] - t["start"] for t in trials)
+    return sum(t["first_report"] - t["start"] for t in trials) / total if total else 0.0
+
+
+def save(path: str, runs: dict[tuple[int, str], dict]) -> None:
+    """Every campaign so far, written after each one (atomically), so a run cut short keeps what it measured."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(out.suffix + ".partial")
+    partial.write_text(json.dumps([{"seed": seed, "scheduler": s, **r} for (seed, s), r in runs.items()]))
+    partial.replace(out)
 
 
 def time_to(target: float, reports: list[tuple[float, float]]) -> float | None:
@@ -84,9 +106,8 @@ def main() -> None:
                 runs[seed, scheduler] = run(scheduler, seed, space, dataset, store, args.samples, args.max_concurrent)
                 print(f"seed {seed} {scheduler}: best fd {runs[seed, scheduler]['best']:.2f}, "
                       f"{runs[seed, scheduler]['wall']:.0f} s", flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps([{"seed": seed, "scheduler": s, **r} for (seed, s), r in runs.items()]))
+                if args.out:
+                    save(args.out, runs)
     rows, ratios = [], []
     for seed in seeds:
         target = args.target if args.target is not None else max(runs[seed, s]["best"] for s in ("asha", "fifo"))
@@ -95,12 +116,12 @@ def main() -> None:
             r = runs[seed, scheduler]
             rows.append([seed, scheduler, args.samples, r["epochs"], f"{r['best']:.2f}", f"{target:.2f}",
                          f"{reached[scheduler]:.0f}" if reached[scheduler] is not None else "not reached",
-                         f"{r['wall']:.0f}"])
+                         f"{r['wall']:.0f}", f"{start_up_share(r['trials']):.0%}"])
         if reached["asha"] is not None and reached["fifo"]:
             ratios.append(reached["asha"] / reached["fifo"])
     print(f"\nsearch efficiency on digits, {args.space}; {machine()}")
     print(table(["seed", "scheduler", "trials", "epochs trained", "best fd", "target fd", "s to target",
-                 "campaign s"], rows))
+                 "campaign s", "trial time before 1st report"], rows))
     walls = [runs[s, "asha"]["wall"] / runs[s, "fifo"]["wall"] for s in seeds]
     if ratios:
         print(f"ASHA reaches the target in {statistics.median(ratios):.2f}x FIFO's time, median over {len(ratios)} "
