@@ -101,7 +101,9 @@ def one_worker_threads(cfg) -> tuple[int, int]:
     """(intra-op, inter-op) threads of the 1-worker run, which reserves every core."""
     from genai_ray.train.worker import thread_counts
 
-    return thread_counts(cfg.train.model_copy(update={"cpus_per_worker": os.cpu_count() or 1}))
+    one_worker = cfg.model_copy(deep=True)
+    one_worker.train.cpus_per_worker = os.cpu_count() or 1
+    return thread_counts(one_worker)
 
 
 def one_round(cfg, store: str, dataset: str, epochs: int, reverse: bool) -> dict[str, tuple]:

@@ -55,7 +55,7 @@ class TrainConfig(StrictModel):
     seed: int = 0  # seeds weights, noise and data order
     workers: int = Field(2, ge=1)  # Ray Train workers
     cpus_per_worker: float = Field(1.0, gt=0.0)  # logical CPUs each worker reserves
-    intra_op_threads: int = Field(0, ge=0)  # threads one TensorFlow op may split over; 0 = the worker's CPUs
+    intra_op_threads: int = Field(0, ge=0)  # threads one TensorFlow op may split over; 0 = auto (1 for mlp)
     inter_op_threads: int = Field(0, ge=0)  # TensorFlow ops that may run at once; 0 = the worker's CPUs
     gpus_per_worker: float = Field(0.0, ge=0.0)  # GPUs each worker reserves
     placement: Literal["PACK", "SPREAD"] = "PACK"  # Ray placement of the workers (SPREAD: one per node)
@@ -143,14 +143,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # precision keeps rising until then. All four seeds tried beat the KDE on FD, precision and recall by a
     # margin (0.16 and 400 epochs once tied it on recall). No normalisation in G: nothing to synchronise
     # between workers (synced batch norm costs all-reduces every step), so 1 and 2 workers make the same
-    # updates up to float rounding (BENCHMARKS.md). Its dense layers are too small to split one op over two
-    # threads: one thread per op, ops side by side, trains ~1.5x faster on 2 CPUs than 2 per op (BENCHMARKS.md).
+    # updates up to float rounding (BENCHMARKS.md).
     "default": {
         "model": {"conditional": True, "latent_dim": 64, "g_widths": [256, 512], "d_widths": [512, 256],
                   "g_norm": "none", "d_norm": "spectral"},
         "train": {"epochs": 480, "global_batch": 64, "loss": "hinge", "g_lr": 2e-4, "d_lr": 2e-4,
-                  "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.998, "mode_seeking": 0.2, "checkpoint_every": 20,
-                  "intra_op_threads": 1},
+                  "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.998, "mode_seeking": 0.2, "checkpoint_every": 20},
     },
     # GPU workers: convolutional, mixed precision, bigger batches.
     "gpu": {

@@ -13,22 +13,22 @@ from genai_ray.config import build_config
 PROBE = """
 import sys
 import tensorflow as tf
-from genai_ray.config import TrainConfig
+from genai_ray.config import Config
 from genai_ray.train.worker import configure_tensorflow
-configure_tensorflow(TrainConfig.model_validate_json(sys.argv[1]))
+configure_tensorflow(Config.model_validate_json(sys.argv[1]))
 tf.constant(1.0) + 1.0  # the pools are built now, with what was set
 threading = tf.config.threading
 print("THREADS", threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads())
 """
 
 
-@pytest.mark.parametrize(("preset", "train", "expected"), [
-    ("default", {"cpus_per_worker": 2}, (1, 2)),  # the MLP preset: one thread per op, ops side by side
-    ("tiny", {"cpus_per_worker": 2}, (2, 2)),  # unset: the CPUs the worker reserved
-    ("tiny", {"cpus_per_worker": 3, "intra_op_threads": 2, "inter_op_threads": 1}, (2, 1)),
-], ids=["default-preset", "from-reserved-cpus", "explicit"])
-def test_worker_thread_pools_follow_the_config(preset, train, expected):
-    config = build_config(preset, {"train": train}).train
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"train": {"cpus_per_worker": 2}}, (1, 2)),  # an MLP: one thread per op, ops side by side
+    ({"model": {"family": "dcgan"}, "train": {"cpus_per_worker": 2}}, (2, 2)),  # the CPUs the worker reserved
+    ({"train": {"cpus_per_worker": 3, "intra_op_threads": 2, "inter_op_threads": 1}}, (2, 1)),
+], ids=["mlp", "dcgan", "explicit"])
+def test_worker_thread_pools_follow_the_config(overrides, expected):
+    config = build_config("default", overrides)
     out = subprocess.run([sys.executable, "-c", PROBE, config.model_dump_json()], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -52,18 +52,21 @@ class RunPlan:
     # the attempts before it)
 
 
-def thread_counts(t: TrainConfig) -> tuple[int, int]:
-    """(intra-op, inter-op) threads: as configured, else the CPUs the worker reserved, so that 2 workers on 2
-    cores get one thread each instead of oversubscribing the machine."""
+def thread_counts(cfg: Config) -> tuple[int, int]:
+    """(intra-op, inter-op) threads: as configured, else from the CPUs the worker reserved, so that 2 workers on
+    2 cores don't oversubscribe them. An MLP's dense ops are too small to split: it gets one thread per op and
+    runs ops side by side, about 1.5x faster on 2 CPUs; the DCGAN's convolutions want every thread
+    (BENCHMARKS.md)."""
+    t = cfg.train
     cpus = max(1, int(t.cpus_per_worker))
-    return t.intra_op_threads or cpus, t.inter_op_threads or cpus
+    return t.intra_op_threads or (1 if cfg.model.family == "mlp" else cpus), t.inter_op_threads or cpus
 
 
-def configure_tensorflow(t: TrainConfig) -> None:
+def configure_tensorflow(cfg: Config) -> None:
     """Threads and GPU memory growth. Must run before any TensorFlow op (the strategy comes next)."""
     import tensorflow as tf
 
-    intra, inter = thread_counts(t)
+    intra, inter = thread_counts(cfg)
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -244,7 +247,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     reader = ShardReader(shard)
     ctx = ray.train.get_context()  # Ray:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    configure_tensorflow(t)
+    configure_tensorflow(cfg)
     quiet_worker_logs()
     strategy = make_strategy(world)  # the first TF op: collectives are configured here
 
