@@ -1,11 +1,12 @@
 """The floor under a 2-worker step: how long one MultiWorkerMirroredStrategy all-reduce takes on this machine.
 
 Two processes on loopback, one thread each (as 2 Ray Train workers on 2 cores), all-reduce a tensor of
-4 KB (latency) and one the size of the default model's D and G gradients (bandwidth), each call a
-``tf.function`` like the train step's. A GAN step makes two of them back to back (D's gradients, then G's,
-which need the updated D), so a step can never be shorter than twice the model-sized number.
+4 KB (latency) and one the size of a model's D and G gradients (bandwidth), each call a ``tf.function`` like
+the train step's. A GAN step makes two of them back to back (D's gradients, then G's, which need the updated
+D), so a step can never be shorter than the two model-sized numbers together. ``--model mlp`` is the default
+preset on digits, ``--model dcgan`` the DCGAN that ``bench.train_throughput`` trains on 32x32 shapes.
 
-    python -m bench.collective_latency [--calls 200]
+    python -m bench.collective_latency [--calls 200] [--model mlp|dcgan]
 """
 
 from __future__ import annotations
@@ -38,12 +39,19 @@ print("MS", (time.perf_counter() - started) / calls * 1000, flush=True)
 """
 
 
-def model_floats() -> dict[str, int]:
-    """Trainable parameters of the default preset's D and G (digits, conditional): the gradients reduced."""
+MODELS = {  # (config overrides of the default preset, image shape, classes): what make bench trains
+    "mlp": ({}, (8, 8, 1), 10),
+    "dcgan": ({"model": {"family": "dcgan", "base_channels": 32, "conditional": False}}, (32, 32, 3), 1),
+}
+
+
+def model_floats(model: str) -> dict[str, int]:
+    """Trainable parameters of the model's D and G: the gradients a step reduces."""
     from genai_ray.config import build_config
     from genai_ray.gan.trainer import GanTrainer
 
-    trainer = GanTrainer(build_config("default", {}), (8, 8, 1), 10)
+    overrides, shape, classes = MODELS[model]
+    trainer = GanTrainer(build_config("default", overrides), shape, classes)
     count = lambda model: sum(int(v.shape.num_elements()) for v in model.trainable_variables)  # noqa: E731
     return {"D's gradients": count(trainer.d), "G's gradients": count(trainer.g)}
 
@@ -62,8 +70,9 @@ def all_reduce_ms(floats: int, calls: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--model", choices=sorted(MODELS), default="mlp")
     args = ap.parse_args()
-    sizes = {"4 KB (latency)": 1024, **model_floats()}
+    sizes = {"4 KB (latency)": 1024, **{f"{args.model} {k}": v for k, v in model_floats(args.model).items()}}
     rows = [[name, f"{floats * 4 / 2**20:.2f}", f"{all_reduce_ms(floats, args.calls):.2f}"]
             for name, floats in sizes.items()]
     print(f"\n{machine()}; 2 processes on loopback, 1 thread each, {args.calls} calls each")
