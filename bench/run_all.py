@@ -13,13 +13,14 @@ BENCHES = [
     ["bench.memory"],
     ["bench.data_pipeline"],
     ["bench.collective_latency"],
-    ["bench.train_throughput", "--data", "digits", "--rounds", "3"],
+    ["bench.collective_latency", "--model", "dcgan"],
+    ["bench.train_throughput", "--data", "digits", "--rounds", "2", "--epochs", "40"],
     ["bench.train_throughput", "--data", "shapes", "--images", "4000", "--epochs", "3", "--set", "model.family=dcgan",
      "--set", "model.base_channels=32", "--set", "model.conditional=false", "--set", "train.global_batch=128"],
-    ["bench.serve_load"],
-    ["bench.serve_load", "--family", "dcgan", "--sizes", "1", "--soak", "0"],
+    ["bench.serve_load", "--seconds", "6"],
+    ["bench.serve_load", "--family", "dcgan", "--sizes", "1", "--soak", "0", "--seconds", "6"],
     ["bench.quality"],
-    ["bench.search_efficiency", "--samples", "8"],
+    ["bench.search_efficiency", "--samples", "6"],
 ]
 
 
