@@ -1,0 +1,58 @@
+"""``python -m bench.process_cpu [--interval 2] [--seconds 60]``: cores used per process, every interval.
+
+Run it next to a benchmark to see where a saturated machine's CPU goes (the Serve proxy, a replica, Ray's
+daemons, the load generator itself). Ray names its worker processes after the actor (``ray::ProxyActor``),
+so one line per interval reads like a profile of the whole cluster. Linux only: it reads /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import time
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """{pid: (short command, user + system CPU seconds so far)} for every user-space process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").split()
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended between listdir and open
+            continue
+        if command:  # kernel threads have none
+            name = command[0] if command[0].startswith("ray::") else " ".join(command[:3])
+            out[int(entry)] = (name[:60], (int(fields[11]) + int(fields[12])) / TICKS_PER_S)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--interval", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--top", type=int, default=6, help="processes per line")
+    args = parser.parse_args()
+    before, then = cpu_seconds(), time.monotonic()
+    deadline = then + args.seconds
+    while time.monotonic() < deadline:
+        time.sleep(args.interval)
+        after, now = cpu_seconds(), time.monotonic()
+        cores = collections.Counter()
+        for pid, (name, seconds) in after.items():
+            if pid in before:
+                cores[name] += (seconds - before[pid][1]) / (now - then)
+        busiest = "; ".join(f"{name} {used:.2f}" for name, used in cores.most_common(args.top) if used >= 0.01)
+        print(f"{time.strftime('%H:%M:%S')} total {sum(cores.values()):.2f} cores: {busiest}", flush=True)
+        before, then = after, now
+
+
+if __name__ == "__main__":
+    main()
