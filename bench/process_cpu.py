@@ -23,15 +23,31 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                command = f.read().replace(b"\0", b" ").decode(errors="replace").split()
+                command = [arg.decode(errors="replace") for arg in f.read().split(b"\0") if arg]
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:  # the process ended between listdir and open
             continue
         if command:  # kernel threads have none
-            name = command[0] if command[0].startswith("ray::") else " ".join(command[:3])
-            out[int(entry)] = (name[:60], (int(fields[11]) + int(fields[12])) / TICKS_PER_S)
+            out[int(entry)] = (short_name(command), (int(fields[11]) + int(fields[12])) / TICKS_PER_S)
     return out
+
+
+def short_name(command: list[str]) -> str:
+    """``ray::ProxyActor`` for a Ray worker (whatever method it runs), ``raylet`` for a binary, ``python
+    log_monitor.py`` for a script: enough to tell Ray's processes apart, short enough for one line."""
+    first = command[0].split()[0] if command[0].strip() else "?"  # a title Ray set may hold spaces
+    if first.startswith("ray::"):
+        return first.split(".")[0]
+    name = os.path.basename(first)
+    if name.startswith("python"):
+        args = iter(command[1:])
+        for arg in args:
+            if arg in ("-m", "-c"):
+                return f"{name} {arg} {' '.join(next(args, '').split())[:30]}".rstrip()
+            if not arg.startswith("-"):
+                return f"{name} {os.path.basename(arg)}"
+    return name
 
 
 def main() -> None:
