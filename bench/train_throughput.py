@@ -13,6 +13,7 @@ loop always runs with no Ray on the machine (each round starts its own local Ray
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -22,36 +23,52 @@ import time
 
 import numpy as np
 
-from bench.common import machine, table
+from bench.common import free_port, machine, table
 
 PLAIN = r"""
-import sys, time, json, numpy as np, tensorflow as tf
+import json, os, sys, time, numpy as np
+cfg_json, uri, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+threads, ports, rank = map(json.loads, sys.argv[4:7])
+if ports:  # a MultiWorkerMirroredStrategy cluster on loopback, set up by hand as Ray Train's backend would
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
+                                          "task": {"type": "worker", "index": rank}})
+import tensorflow as tf
 from genai_ray.config import Config
 from genai_ray.data.reader import open_dataset
 from genai_ray.gan.trainer import GanTrainer
-from genai_ray.train.worker import make_dataset
-cfg = Config.model_validate_json(sys.argv[1]); ds = open_dataset(sys.argv[2]); epochs = int(sys.argv[3])
-if len(sys.argv) > 4:  # intra- and inter-op threads; without them, TensorFlow's defaults, as a user's loop has
-    tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[4]))
-    tf.config.threading.set_inter_op_parallelism_threads(int(sys.argv[5]))
+from genai_ray.train.worker import make_dataset, make_strategy
+cfg = Config.model_validate_json(cfg_json); ds = open_dataset(uri); world = max(1, len(ports))
+if threads:  # intra- and inter-op threads; without them, TensorFlow's defaults, as a user's loop has
+    tf.config.threading.set_intra_op_parallelism_threads(threads[0])
+    tf.config.threading.set_inter_op_parallelism_threads(threads[1])
 x, y = ds.read_numpy("train")
 steps = len(x) // cfg.train.global_batch
-tr = GanTrainer(cfg, tuple(ds.manifest.shape), max(ds.manifest.num_classes, 1))
-it = iter(tr.distribute(lambda b: make_dataset(x, y, b, 0)))
+x, y = x[rank::world], y[rank::world]  # this process's shard
+tr = GanTrainer(cfg, tuple(ds.manifest.shape), max(ds.manifest.num_classes, 1), make_strategy(world))
+it = iter(tr.distribute(lambda b: make_dataset(x, y, b, rank)))
 rates = []
 for epoch in range(epochs):
     t = time.perf_counter(); left = steps
     while left:
         n = min(cfg.train.steps_per_call, left); tr.train_steps(it, n); left -= n
     rates.append(steps * cfg.train.global_batch / (time.perf_counter() - t))
-print("RATE", float(np.median(rates[1:])))
+print("RATE", float(np.median(rates[1:])), flush=True)
+os._exit(0)  # a multi-worker strategy's teardown can block or report the other process gone
 """
 
 
-def plain_rate(cfg, dataset_uri: str, epochs: int, threads: tuple[int, int] | None = None) -> float:
-    out = subprocess.run([sys.executable, "-c", PLAIN, cfg.model_dump_json(), dataset_uri, str(epochs),
-                          *(str(n) for n in threads or ())], capture_output=True, text=True, check=True)
-    return float(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("RATE")))
+def plain_rate(cfg, dataset_uri: str, epochs: int, threads: tuple[int, int] | None = None,
+               processes: int = 1) -> float:
+    """Images/s of the plain loop: one process, or ``processes`` on a hand-made MultiWorkerMirroredStrategy
+    cluster on loopback (no Ray anywhere), each with its own shard, as Ray Train's workers are."""
+    ports = [free_port() for _ in range(processes)] if processes > 1 else []
+    runs = [subprocess.Popen([sys.executable, "-c", PLAIN, cfg.model_dump_json(), dataset_uri, str(epochs),
+                              json.dumps(threads), json.dumps(ports), str(rank)], stdout=subprocess.PIPE, text=True)
+            for rank in range(processes)]
+    outs = [run.communicate()[0] for run in runs]
+    if any(run.returncode for run in runs):
+        raise RuntimeError(f"plain loop failed (exit codes {[run.returncode for run in runs]})")
+    return float(next(line.split()[1] for line in outs[0].splitlines() if line.startswith("RATE")))  # rank 0's
 
 
 STARTUP = ["startup/launch_s", "startup/setup_s", "startup/shard_read_s", "startup/first_call_s"]
@@ -95,15 +112,16 @@ def ray_rate(cfg, store: str, workers: int, epochs: int) -> tuple[float, float, 
 
 
 PLAIN_LABEL, PLAIN_THREADS_LABEL = "plain TF, 1 process", "plain TF, the 1-worker run's threads"
+PLAIN_2P_LABEL = "plain TF, 2 processes (MultiWorkerMirroredStrategy, no Ray)"
 
 
-def one_worker_threads(cfg) -> tuple[int, int]:
-    """(intra-op, inter-op) threads of the 1-worker run, which reserves every core."""
+def worker_threads(cfg, workers: int = 1) -> tuple[int, int]:
+    """(intra-op, inter-op) threads of each worker of a ``workers``-worker run, which splits the cores."""
     from genai_ray.train.worker import thread_counts
 
-    one_worker = cfg.model_copy(deep=True)
-    one_worker.train.cpus_per_worker = os.cpu_count() or 1
-    return thread_counts(one_worker)
+    run = cfg.model_copy(deep=True)
+    run.train.cpus_per_worker = max(1, (os.cpu_count() or 1) // workers)
+    return thread_counts(run)
 
 
 def one_round(cfg, store: str, dataset: str, epochs: int, reverse: bool) -> dict[str, tuple]:
@@ -115,12 +133,13 @@ def one_round(cfg, store: str, dataset: str, epochs: int, reverse: bool) -> dict
     from genai_ray.ray_runtime import ensure_ray
 
     cores = os.cpu_count() or 1
-    threads = one_worker_threads(cfg)
+    threads = worker_threads(cfg)
 
     def plain_paths() -> dict[str, float]:
         out = {PLAIN_LABEL: plain_rate(cfg, dataset, epochs)}
         if threads != (cores, cores):
             out[PLAIN_THREADS_LABEL] = plain_rate(cfg, dataset, epochs, threads)
+        out[PLAIN_2P_LABEL] = plain_rate(cfg, dataset, epochs, worker_threads(cfg, 2), processes=2)
         return out
 
     def ray_paths() -> dict[str, tuple]:
@@ -167,7 +186,7 @@ def main() -> None:
     manifest = open_dataset(dataset).manifest
     shard_mib = manifest.train_count * int(np.prod(manifest.shape)) / 2**20  # uint8 pixels, the whole split
     rows = []
-    for label in (PLAIN_LABEL, PLAIN_THREADS_LABEL) if PLAIN_THREADS_LABEL in rounds[0] else (PLAIN_LABEL,):
+    for label in [k for k in (PLAIN_LABEL, PLAIN_THREADS_LABEL, PLAIN_2P_LABEL) if k in rounds[0]]:
         ratios = [r[label] / r[PLAIN_LABEL] for r in rounds]
         rows.append([label, ", ".join(f"{r[label]:,.0f}" for r in rounds), f"{statistics.median(ratios):.2f}x",
                      ", ".join(f"{x:.2f}" for x in ratios), "", ""])
@@ -182,8 +201,11 @@ def main() -> None:
     if PLAIN_THREADS_LABEL in rounds[0]:
         same = [r["Ray Train, 1 worker"][0] / r[PLAIN_THREADS_LABEL] for r in rounds]
         print(f"Ray Train, 1 worker against the plain loop with the same threads (intra, inter = "
-              f"{one_worker_threads(cfg)}): "
+              f"{worker_threads(cfg)}): "
               f"{statistics.median(same):.2f}x (each round: {', '.join(f'{x:.2f}' for x in same)})")
+    same = [r["Ray Train, 2 workers"][0] / r[PLAIN_2P_LABEL] for r in rounds]
+    print(f"Ray Train, 2 workers against the same 2-process loop without Ray (threads {worker_threads(cfg, 2)} "
+          f"each): {statistics.median(same):.2f}x (each round: {', '.join(f'{x:.2f}' for x in same)})")
     print("\nTime to first step, s (rank 0; each round starts its own local Ray before its Ray runs):")
     rows = [[f"{label}, round {i}", f"{r['ray start']:.1f}", *(f"{r[label][3][k]:.1f}" for k in STARTUP),
              f"{sum(r[label][3].values()):.1f}"] for label in sorted(labels) for i, r in enumerate(rounds, start=1)]
