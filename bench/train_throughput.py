@@ -2,8 +2,10 @@
 
 Same GAN modules, same model, same global batch, data in memory. The plain loop uses every core; the
 Ray runs split the same cores over their workers (``train.cpus_per_worker``), so the comparison is fair.
+The plain loop also runs as 2 processes on a MultiWorkerMirroredStrategy cluster without Ray: what data
+parallelism itself costs on this machine, so the ceiling for (c), and (c) against it is what Ray costs.
 Every path's rate is the median over its epochs after the first (tracing). This VM's speed drifts by 10-20%
-within an hour, so ``--rounds N`` repeats all three paths N times, reversing their order every other round,
+within an hour, so ``--rounds N`` repeats every path N times, reversing their order every other round,
 and each ratio is taken against the plain loop of its own round; the verdict is the median ratio. The plain
 loop always runs with no Ray on the machine (each round starts its own local Ray and shuts it down).
 
@@ -65,7 +67,12 @@ def plain_rate(cfg, dataset_uri: str, epochs: int, threads: tuple[int, int] | No
     runs = [subprocess.Popen([sys.executable, "-c", PLAIN, cfg.model_dump_json(), dataset_uri, str(epochs),
                               json.dumps(threads), json.dumps(ports), str(rank)], stdout=subprocess.PIPE, text=True)
             for rank in range(processes)]
-    outs = [run.communicate()[0] for run in runs]
+    while any(run.poll() is None for run in runs):  # the output is one line: no pipe fills up meanwhile
+        if any(run.returncode for run in runs):  # the others would wait for it at their next all-reduce
+            for run in runs:
+                run.kill()
+        time.sleep(0.5)
+    outs = [run.stdout.read() for run in runs]
     if any(run.returncode for run in runs):
         raise RuntimeError(f"plain loop failed (exit codes {[run.returncode for run in runs]})")
     return float(next(line.split()[1] for line in outs[0].splitlines() if line.startswith("RATE")))  # rank 0's
