@@ -24,7 +24,7 @@ WORKER_NICENESS = 0
 # and flush task events every second; on 2 cores that is CPU the training workers lose. Nothing reads those
 # metrics on a private Ray (no Prometheus), and the dashboard's task list is as useful 10 s behind. Side by
 # side, DCGAN training ran 1.2-8.2% faster without them in 6 of 6 pairs (BENCHMARKS.md). Clusters keep Ray's defaults.
-# Open question: runs started about 1.5 s slower with both settings in 3 of 4 pairs; which one costs it is unmeasured.
+# Open question: runs started a median 1.1 s slower with both settings (5 of 7 pairs); which one costs it is unknown.
 PRIVATE_RAY_CONFIG = {"worker_niceness": WORKER_NICENESS, "enable_metrics_collection": False,
                       "task_events_report_interval_ms": 10_000}
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GENAI_RAY_API_KEY"}
