@@ -20,8 +20,8 @@ PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 # Ray starts its workers at nice 15, below its own daemons. Training workers are the job here: at nice 0 a
 # 1-worker digits MLP ran about 10% faster and 2 workers 4-5% (bench results in BENCHMARKS.md).
 WORKER_NICENESS = 0
-# A private Ray's ~15 processes (daemons, Ray Train's and Ray Data's helper actors) each wake to export metrics
-# and flush task events every second; on 2 cores that is CPU the training workers lose. Nothing reads those
+# A private Ray's ~15 processes (daemons, Ray Train's and Ray Data's helper actors) each export metrics every
+# 10 s and flush task events every second; on 2 cores that is CPU the training workers lose. Nothing reads those
 # metrics on a private Ray (no Prometheus), and the dashboard's task list is as useful 10 s behind. Side by
 # side, DCGAN training ran 1.2-8.2% faster without them in 6 of 6 pairs (BENCHMARKS.md). Clusters keep Ray's defaults.
 # Open question: runs started a median 1.1 s slower with both settings (5 of 7 pairs); which one costs it is unknown.
