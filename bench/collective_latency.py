@@ -20,10 +20,10 @@ import sys
 from bench.common import free_port, machine, table
 
 WORKER = r"""
-import json, os, sys, time
+import sys, time
+from genai_ray.train.tf_cluster import loopback_addresses, set_tf_config
 index, ports, floats, calls = int(sys.argv[1]), sys.argv[2:4], int(sys.argv[4]), int(sys.argv[5])
-os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
-                                      "task": {"type": "worker", "index": index}})
+set_tf_config(loopback_addresses(ports), index)
 import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -31,9 +31,9 @@ PLAIN = r"""
 import json, os, sys, time, numpy as np
 cfg_json, uri, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 threads, ports, rank = map(json.loads, sys.argv[4:7])
-if ports:  # a MultiWorkerMirroredStrategy cluster on loopback, set up by hand as Ray Train's backend would
-    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
-                                          "task": {"type": "worker", "index": rank}})
+if ports:  # a MultiWorkerMirroredStrategy cluster on loopback, the one Ray Train's backend would set up
+    from genai_ray.train.tf_cluster import loopback_addresses, set_tf_config
+    set_tf_config(loopback_addresses(ports), rank)
 import tensorflow as tf
 from genai_ray.config import Config
 from genai_ray.data.reader import open_dataset

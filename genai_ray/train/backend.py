@@ -9,13 +9,13 @@ Unlike Ray's, it does not set ``TF_USE_LEGACY_KERAS=1``: genai-ray uses Keras 3 
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 
 import ray
 from ray.train.backend import Backend, BackendConfig
 from ray.train.v2._internal.util import TrainingFramework
+
+from genai_ray.train.tf_cluster import set_tf_config
 
 
 @dataclass
@@ -27,12 +27,6 @@ class TensorflowConfig(BackendConfig):
     @property
     def framework(self):
         return TrainingFramework.TENSORFLOW
-
-
-def set_tf_config(worker_addresses: list[str], index: int) -> None:
-    """Runs on each worker: the cluster spec MultiWorkerMirroredStrategy reads."""
-    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": worker_addresses},
-                                          "task": {"type": "worker", "index": index}})
 
 
 def _worker_address() -> str:
