@@ -20,11 +20,12 @@ PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 # Ray starts its workers at nice 15, below its own daemons. Training workers are the job here: at nice 0 a
 # 1-worker digits MLP ran about 10% faster and 2 workers 4-5% (bench results in BENCHMARKS.md).
 WORKER_NICENESS = 0
-# A private Ray's ~15 processes (daemons, Ray Train's and Ray Data's helper actors) each export metrics every
-# 10 s and flush task events every second; on 2 cores that is CPU the training workers lose. Nothing reads those
-# metrics on a private Ray (no Prometheus), and the dashboard's task list is as useful 10 s behind. Side by
-# side, DCGAN training ran 1.2-8.2% faster without them in 6 of 6 pairs (BENCHMARKS.md). Clusters keep Ray's defaults.
-# Open question: runs started a median 1.1 s slower with both settings (5 of 7 pairs); which one costs it is unknown.
+# A private Ray's ~30 processes (daemons, idle pooled workers, Ray Train's and Ray Data's helper actors) each
+# export metrics every 10 s and flush task events every second; on 2 cores that is CPU the training workers lose.
+# Nothing reads those metrics on a private Ray (no Prometheus), and the dashboard's task list is as useful 10 s
+# behind. Side by side, DCGAN training ran 1.2-8.2% faster without them in 6 of 6 pairs (BENCHMARKS.md). Clusters
+# keep Ray's defaults. Start-up costs nothing measurable: in 6 Latin-square rounds, runs with both settings, each
+# alone, and neither had medians of 33.2-36.1 s (both against neither: 0.5 s apart), inside their 28-45 s spread.
 PRIVATE_RAY_CONFIG = {"worker_niceness": WORKER_NICENESS, "enable_metrics_collection": False,
                       "task_events_report_interval_ms": 10_000}
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GENAI_RAY_API_KEY"}
