@@ -22,7 +22,7 @@ from bench.common import free_port, machine, table
 WORKER = r"""
 import sys, time
 from genai_ray.train.tf_cluster import loopback_addresses, set_tf_config
-index, ports, floats, calls = int(sys.argv[1]), sys.argv[2:4], int(sys.argv[4]), int(sys.argv[5])
+index, ports, floats, calls = int(sys.argv[1]), [int(p) for p in sys.argv[2:4]], int(sys.argv[4]), int(sys.argv[5])
 set_tf_config(loopback_addresses(ports), index)
 import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)

@@ -4,6 +4,9 @@ Same GAN modules, same model, same global batch, data in memory. The plain loop 
 Ray runs split the same cores over their workers (``train.cpus_per_worker``), so the comparison is fair.
 The plain loop also runs as 2 processes on a MultiWorkerMirroredStrategy cluster without Ray: what data
 parallelism itself costs on this machine, so the ceiling for (c), and (c) against it is what Ray costs.
+For each Ray run it charges the machine's CPU over the epochs after the first to the training workers and to
+everything else (Ray's daemons and actors, the driver): where the step saturates the cores, the second is the
+CPU the workers lose.
 Every path's rate is the median over its epochs after the first (tracing). This VM's speed drifts by 10-20%
 within an hour, so ``--rounds N`` repeats every path N times, reversing their order every other round,
 and each ratio is taken against the plain loop of its own round; the verdict is the median ratio. The plain
@@ -22,10 +25,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 import numpy as np
 
 from bench.common import free_port, machine, table
+from bench.process_cpu import CpuSampler
 
 PLAIN = r"""
 import json, os, sys, time, numpy as np
@@ -79,10 +84,12 @@ def plain_rate(cfg, dataset_uri: str, epochs: int, threads: tuple[int, int] | No
 
 
 STARTUP = ["startup/launch_s", "startup/setup_s", "startup/shard_read_s", "startup/first_call_s"]
+WORKER_PROCESS = "ray::RayTrainWorker"  # how bench.process_cpu names a Ray Train worker
 
 
-def epoch_rates(run_uri: str) -> list[float]:
-    """Rank 0's ``perf/images_per_s`` of every epoch, in epoch order, from the run's TensorBoard events."""
+def epoch_rates(run_uri: str) -> list[tuple[float, float]]:
+    """Rank 0's (wall-clock time, ``perf/images_per_s``) of every epoch, in epoch order, from the run's
+    TensorBoard events (written as each epoch ends)."""
     import tensorflow as tf
 
     from genai_ray import storage
@@ -93,14 +100,22 @@ def epoch_rates(run_uri: str) -> list[float]:
         for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
             for value in event.summary.value:
                 if value.tag == "perf/images_per_s":
-                    rates[event.step] = float(tf.make_ndarray(value.tensor))
+                    rates[event.step] = (event.wall_time, float(tf.make_ndarray(value.tensor)))
     return [rates[step] for step in sorted(rates)]
 
 
-def ray_rate(cfg, store: str, workers: int, epochs: int) -> tuple[float, float, float, dict[str, float]]:
-    """(median images/s over epochs 2.., seconds of the run outside its steps at that rate: worker start-up, the
-    shard's first read, tracing, per-epoch logging and reports, the checkpoint and shutdown, rank 0's peak RSS
-    in MiB, and rank 0's start-up phases)."""
+class RayRun(NamedTuple):
+    rate: float  # median images/s over epochs 2..
+    outside_s: float  # the run's seconds outside its steps at that rate: worker start-up, the shard's first read,
+    # tracing, per-epoch logging and reports, the checkpoint and shutdown
+    peak_rss_mib: float  # rank 0's
+    startup: dict[str, float]  # rank 0's start-up phases
+    worker_cores: float  # the training workers' CPU over epochs 2.., in cores
+    other_cores: float  # every other process's on the machine (Ray's daemons and actors, the driver), likewise
+
+
+def ray_rate(cfg, store: str, workers: int, epochs: int) -> RayRun:
+    """Train ``workers`` Ray Train workers for ``epochs`` and measure the run (see ``RayRun``)."""
     from genai_ray.train.run import fit
 
     cores = os.cpu_count() or 1
@@ -108,14 +123,18 @@ def ray_rate(cfg, store: str, workers: int, epochs: int) -> tuple[float, float, 
     run.train = run.train.model_copy(update={"workers": workers, "epochs": epochs, "checkpoint_every": epochs,
                                              "cpus_per_worker": max(1, cores // workers)})
     started = time.perf_counter()
-    result = fit(run, "bench", name=f"bench-{workers}w-{time.time_ns()}", store=store, export=False)
+    with CpuSampler() as sampler:
+        result = fit(run, "bench", name=f"bench-{workers}w-{time.time_ns()}", store=store, export=False)
     wall = time.perf_counter() - started
-    rates = epoch_rates(result.run_uri)
-    assert len(rates) == epochs, f"{len(rates)} epochs in TensorBoard, {epochs} trained"
-    rate = float(np.median(rates[1:]))
+    events = epoch_rates(result.run_uri)
+    assert len(events) == epochs, f"{len(events)} epochs in TensorBoard, {epochs} trained"
+    rate = float(np.median([r for _, r in events[1:]]))
     m = result.metrics
     steady_s = m["step"] * run.train.global_batch / rate  # every epoch's steps at the steady rate
-    return rate, wall - steady_s, float(m["perf/peak_rss_mib"]), {k: float(m[k]) for k in STARTUP}
+    used = sampler.cores(events[0][0], events[-1][0])  # from the end of epoch 1 to the end of the last
+    worker_cores = sum(c for name, c in used.items() if name == WORKER_PROCESS)
+    return RayRun(rate, wall - steady_s, float(m["perf/peak_rss_mib"]), {k: float(m[k]) for k in STARTUP},
+                  worker_cores, sum(used.values()) - worker_cores)
 
 
 PLAIN_LABEL, PLAIN_THREADS_LABEL = "plain TF, 1 process", "plain TF, the 1-worker run's threads"
@@ -131,8 +150,8 @@ def worker_threads(cfg, workers: int = 1) -> tuple[int, int]:
     return thread_counts(run)
 
 
-def one_round(cfg, store: str, dataset: str, epochs: int, reverse: bool) -> dict[str, tuple]:
-    """Every path once, plain first or last: {path: images/s (plain) or ray_rate's tuple, "ray start": s}. Where
+def one_round(cfg, store: str, dataset: str, epochs: int, reverse: bool) -> dict[str, float | RayRun]:
+    """Every path once, plain first or last: {path: images/s (plain) or a RayRun, "ray start": s}. Where
     the config sets the worker's thread pools apart from TensorFlow's defaults, the plain loop also runs with
     the 1-worker run's threads, which separates the thread setting's gain from Ray's cost."""
     import ray
@@ -149,7 +168,7 @@ def one_round(cfg, store: str, dataset: str, epochs: int, reverse: bool) -> dict
         out[PLAIN_2P_LABEL] = plain_rate(cfg, dataset, epochs, worker_threads(cfg, 2), processes=2)
         return out
 
-    def ray_paths() -> dict[str, tuple]:
+    def ray_paths() -> dict[str, float | RayRun]:
         started = time.perf_counter()
         ensure_ray()
         out = {"ray start": time.perf_counter() - started}
@@ -196,26 +215,28 @@ def main() -> None:
     for label in [k for k in (PLAIN_LABEL, PLAIN_THREADS_LABEL, PLAIN_2P_LABEL) if k in rounds[0]]:
         ratios = [r[label] / r[PLAIN_LABEL] for r in rounds]
         rows.append([label, ", ".join(f"{r[label]:,.0f}" for r in rounds), f"{statistics.median(ratios):.2f}x",
-                     ", ".join(f"{x:.2f}" for x in ratios), "", ""])
+                     ", ".join(f"{x:.2f}" for x in ratios), "", "", ""])
     labels = [k for k in rounds[0] if k.startswith("Ray Train")]
     for workers, label in enumerate(sorted(labels), start=1):
-        ratios = [r[label][0] / r[PLAIN_LABEL] for r in rounds]
-        rows.append([label, ", ".join(f"{r[label][0]:,.0f}" for r in rounds), f"{statistics.median(ratios):.2f}x",
-                     ", ".join(f"{x:.2f}" for x in ratios), ", ".join(f"{r[label][1]:.1f}" for r in rounds),
-                     f"{rounds[-1][label][2]:,.0f} ({shard_mib / workers:.1f})"])
+        ratios = [r[label].rate / r[PLAIN_LABEL] for r in rounds]
+        rows.append([label, ", ".join(f"{r[label].rate:,.0f}" for r in rounds), f"{statistics.median(ratios):.2f}x",
+                     ", ".join(f"{x:.2f}" for x in ratios), ", ".join(f"{r[label].outside_s:.1f}" for r in rounds),
+                     f"{rounds[-1][label].peak_rss_mib:,.0f} ({shard_mib / workers:.1f})",
+                     ", ".join(f"{r[label].worker_cores:.2f} / {r[label].other_cores:.2f}" for r in rounds)])
     print(table(["path", "images/s, each round", "vs plain (median)", "ratio, each round", "outside steady steps s",
-                 "rank 0 peak RSS MiB (its shard MiB)"], rows))
+                 "rank 0 peak RSS MiB (its shard MiB)", "cores, workers / all else, each round"], rows))
     if PLAIN_THREADS_LABEL in rounds[0]:
-        same = [r["Ray Train, 1 worker"][0] / r[PLAIN_THREADS_LABEL] for r in rounds]
+        same = [r["Ray Train, 1 worker"].rate / r[PLAIN_THREADS_LABEL] for r in rounds]
         print(f"Ray Train, 1 worker against the plain loop with the same threads (intra, inter = "
               f"{worker_threads(cfg)}): "
               f"{statistics.median(same):.2f}x (each round: {', '.join(f'{x:.2f}' for x in same)})")
-    same = [r["Ray Train, 2 workers"][0] / r[PLAIN_2P_LABEL] for r in rounds]
+    same = [r["Ray Train, 2 workers"].rate / r[PLAIN_2P_LABEL] for r in rounds]
     print(f"Ray Train, 2 workers against the same 2-process loop without Ray (threads {worker_threads(cfg, 2)} "
           f"each): {statistics.median(same):.2f}x (each round: {', '.join(f'{x:.2f}' for x in same)})")
     print("\nTime to first step, s (rank 0; each round starts its own local Ray before its Ray runs):")
-    rows = [[f"{label}, round {i}", f"{r['ray start']:.1f}", *(f"{r[label][3][k]:.1f}" for k in STARTUP),
-             f"{sum(r[label][3].values()):.1f}"] for label in sorted(labels) for i, r in enumerate(rounds, start=1)]
+    rows = [[f"{label}, round {i}", f"{r['ray start']:.1f}", *(f"{r[label].startup[k]:.1f}" for k in STARTUP),
+             f"{sum(r[label].startup.values()):.1f}"]
+            for label in sorted(labels) for i, r in enumerate(rounds, start=1)]
     print(table(["path", "local Ray start", "launch (controller, worker group)", "setup (TF, model)",
                  "shard read", "first call (tracing)", "run start to first step"], rows))
 

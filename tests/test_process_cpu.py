@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bench.process_cpu import cpu_seconds, short_name
+from bench.process_cpu import CpuSampler, cpu_seconds, short_name
 
 BUSY = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass\ntime.sleep(30)"
 
@@ -28,6 +28,26 @@ def test_a_busy_process_is_charged_and_a_sleeping_one_is_not():
     finally:
         busy.kill()
         idle.kill()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="bench.process_cpu reads /proc")
+def test_the_sampler_charges_a_window_chosen_afterwards():
+    busy = subprocess.Popen([sys.executable, "-c", BUSY])  # 1 s of CPU, then asleep
+    try:
+        started = time.time()
+        with CpuSampler(interval=0.2) as sampler:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and cpu_seconds()[busy.pid][1] < 1.0:
+                time.sleep(0.1)
+            burnt = time.time()
+            time.sleep(1.5)
+            ended = time.time()
+        name = cpu_seconds()[busy.pid][0]
+        assert sampler.cores(started, burnt)[name] > 0.2
+        assert sampler.cores(burnt, ended)[name] < 0.1
+        assert not sampler.cores(ended + 10, ended + 20)  # no snapshots there
+    finally:
+        busy.kill()
 
 
 def test_names_say_which_process_it_is():
