@@ -57,9 +57,28 @@ def per_image_seeds(seed: int, n: int) -> list[int]:
     return [seed + i for i in range(n)]
 
 
-def latents(seeds: list[int], latent_dim: int) -> np.ndarray:
-    """(N, latent_dim) float32; row i depends only on seeds[i]."""
-    return np.stack([np.random.default_rng(s).standard_normal(latent_dim, dtype=np.float32) for s in seeds])
+def latents(seeds: list[int], latent_dim: int, truncation_psi: float = 1.0) -> np.ndarray:
+    """(N, latent_dim) float32; row i depends only on seeds[i].
+
+    ``truncation_psi`` pulls each latent toward the prior's mean (zero): 1 leaves it as drawn, 0 gives the mean
+    latent. Lower values trade diversity for fidelity (the truncation trick of BigGAN and StyleGAN).
+    """
+    if not 0.0 <= truncation_psi <= 1.0:
+        raise UserError(f"truncation_psi={truncation_psi}: must be within [0, 1] (1 = no truncation)")
+    z = np.stack([np.random.default_rng(s).standard_normal(latent_dim, dtype=np.float32) for s in seeds])
+    return z if truncation_psi == 1.0 else (z * np.float32(truncation_psi)).astype(np.float32)
+
+
+def version_number(version: str) -> int:
+    """The number of a ``vNNNN`` version name, for numeric ordering (``v10000`` after ``v9999``)."""
+    match = VERSION_RE.match(version)
+    assert match, f"{version!r} is not a version name"
+    return int(match.group(1))
+
+
+def sorted_versions(names: list[str]) -> list[str]:
+    """The ``vNNNN`` names among ``names``, oldest first, ordered by number rather than as text."""
+    return sorted((n for n in names if VERSION_RE.match(n)), key=version_number)
 
 
 def sample_labels(seeds: list[int], class_probs: list[float]) -> np.ndarray:
@@ -111,9 +130,9 @@ class GeneratorPackage:
             return np.full(len(seeds), label, np.int64)
         return sample_labels(seeds, self.meta.class_probs or [1.0] * len(self.meta.class_names or [1]))
 
-    def generate(self, seeds: list[int], labels: np.ndarray | None = None) -> np.ndarray:
+    def generate(self, seeds: list[int], labels: np.ndarray | None = None, truncation_psi: float = 1.0) -> np.ndarray:
         """float32 images in [0, 1], shape (N, H, W, C), one per seed. Pure: no I/O, no HTTP."""
-        z = latents(seeds, self.meta.latent_dim)
+        z = latents(seeds, self.meta.latent_dim, truncation_psi)
         out = []
         for start in range(0, len(seeds), CHUNK):
             zc = z[start : start + CHUNK]
@@ -132,17 +151,17 @@ class GeneratorPackage:
         return np.clip((images + 1.0) * 0.5, 0.0, 1.0).astype(np.float32)  # tanh -> [0, 1]
 
     def sample(
-        self, n: int, seed: int = 0, label: int | str | None = None
+        self, n: int, seed: int = 0, label: int | str | None = None, truncation_psi: float = 1.0
     ) -> tuple[np.ndarray, list[int], np.ndarray | None]:
         """n images from seed; returns (images, per-image seeds, labels or None)."""
         seeds = per_image_seeds(seed, n)
         labels = self.labels_for(seeds, self.resolve_label(label))
-        return self.generate(seeds, labels), seeds, labels
+        return self.generate(seeds, labels, truncation_psi), seeds, labels
 
 
 def next_version(models_uri: str, name: str) -> str:
-    taken = [int(m.group(1)) for v in storage.list_dir(storage.join(models_uri, name)) if (m := VERSION_RE.match(v))]
-    return f"v{max(taken, default=0) + 1:04d}"
+    taken = sorted_versions(storage.list_dir(storage.join(models_uri, name)))
+    return f"v{version_number(taken[-1]) + 1 if taken else 1:04d}"
 
 
 def write_package(package_uri: str, model: Any, meta_fields: dict[str, Any], samples_png: bytes | None) -> ModelMeta:
@@ -240,7 +259,7 @@ def resolve_model_uri(ref: str, store: str | None = None) -> str:
     parts = ref.split("/")
     if len(parts) == 2:
         return storage.join(models, *parts)
-    versions = [v for v in storage.list_dir(storage.join(models, ref)) if VERSION_RE.match(v)]
+    versions = sorted_versions(storage.list_dir(storage.join(models, ref)))
     complete = [v for v in versions if storage.exists(storage.join(models, ref, v, META_FILE))]
     if not complete:
         raise UserError(f"no exported model named {ref!r} under {models}; train one or pass a package URI")

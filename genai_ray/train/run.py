@@ -176,11 +176,10 @@ def read_checkpoint_meta(checkpoint) -> tuple[dict, str]:
 
 def exported_package(store: str, name: str, checkpoint_sha256: str) -> str | None:
     """The newest package of ``name`` already exported from this exact checkpoint, if any."""
-    from genai_ray.package import VERSION_RE, read_meta
+    from genai_ray.package import read_meta, sorted_versions
 
     models = storage.join(store, "models", name)
-    versions = [v for v in storage.list_dir(models) if VERSION_RE.match(v)]
-    for version in sorted(versions, key=lambda v: int(v[1:]), reverse=True):
+    for version in reversed(sorted_versions(storage.list_dir(models))):
         uri = storage.join(models, version)
         if storage.exists(storage.join(uri, "model.json")) and \
                 read_meta(uri).training.get("checkpoint_sha256") == checkpoint_sha256:
