@@ -44,7 +44,9 @@ def test_evaluate_model_writes_metrics_into_model_json(local_store: str, capsys)
     code, out, _ = run(capsys, "--store", local_store, "evaluate", "--model", uri, "--n", "200", "--json",
                        "--no-write", *FAST)
     assert code == 0
-    assert json.loads(out)[uri]["eval/fd"] == pytest.approx(meta.metrics["eval/fd"])  # same seed, same numbers
+    # Same seed, same numbers: approx's default rel=1e-6 absorbs only float32 reduction order in the networks
+    # (~1e-7); another seed or sample count moves the FD by percent.
+    assert json.loads(out)[uri]["eval/fd"] == pytest.approx(meta.metrics["eval/fd"])
     code, _, _ = run(capsys, "--store", local_store, "evaluate", "--model", uri, "--split", "train", "--n", "200",
                      *FAST)
     assert code == 0

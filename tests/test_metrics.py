@@ -27,6 +27,8 @@ def test_registry_names_every_metric() -> None:
 
 
 def test_frechet_zero_for_same_set_and_exact_for_a_shift() -> None:
+    # float64 throughout: eigh of 8x8 covariances of size ~1 is exact to ~1e-15 (observed: 0, 7e-16 relative),
+    # so 1e-8 leaves a huge margin, while a wrong formula (a missing trace or factor 2) is off by O(1).
     x = np.random.default_rng(0).standard_normal((500, 8))
     assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
     shift = np.arange(8, dtype=np.float64)
@@ -39,7 +41,9 @@ def test_frechet_is_finite_with_dead_feature_units() -> None:
     x = np.random.default_rng(0).standard_normal((200, 6))
     x[:, :3] = 0.0  # dead ReLU units: singular covariance
     y = x + 0.01
-    assert frechet_distance(x, y) == pytest.approx(6 * 0.01**2, abs=1e-10)  # the mean term alone, no NaN
+    # The mean term alone, no NaN: the covariances are equal, so the trace terms cancel to float64 round-off
+    # (observed 4e-16); 1e-10 is 1e-6 of the answer, and a sqrt of a negative round-off eigenvalue would be ~1e-8.
+    assert frechet_distance(x, y) == pytest.approx(6 * 0.01**2, abs=1e-10)
     assert np.isfinite(frechet_distance(x, np.random.default_rng(2).standard_normal((300, 6))))
 
 
@@ -76,10 +80,13 @@ def test_density_coverage() -> None:
 def test_radii_are_blockwise_exact() -> None:
     x = np.random.default_rng(0).standard_normal((1300, 5))  # more rows than one distance block
     d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    # Default rtol 1e-5: the two differ only by float64 round-off of |a|^2 + |b|^2 - 2ab (~1e-15); a block
+    # mistake (wrong rows, k off by one) changes radii by tens of percent.
     assert np.allclose(kth_radius_sq(x, 3), np.sort(d, axis=1)[:, 3])
 
 
 def test_classifier_score_bounds() -> None:
+    # rel=1e-6: the EPS=1e-12 inside the logs shifts the score by ~1e-11 relative; nothing else is inexact.
     k = 10
     confident_varied = np.eye(k)[np.arange(1000) % k]
     assert classifier_score(confident_varied) == pytest.approx(k, rel=1e-6)
@@ -95,6 +102,8 @@ def test_memorisation_calibrated_on_held_out() -> None:
     assert memorisation(near_copies, train, holdout, 0.05, 0.5)["memorisation"] == 1.0
     novel = memorisation(fresh, train, holdout, 0.05, 0.5)
     assert novel["memorisation"] <= 0.01
+    # Fresh and held-out rows are draws of one distribution, so the ratio of their median NN distances is 1 up to
+    # the sampling noise of two medians of 500 distances (about 1%; 1.004 with these seeds); copying gives ~0.
     assert novel["nn_train_ratio"] == pytest.approx(1.0, abs=0.05)
 
 
@@ -113,6 +122,8 @@ def test_class_coverage_balance_and_conditional_accuracy() -> None:
     uniform = np.full(4, 0.25)
     balanced = _inputs(uniform, None, np.arange(400) % 4)
     out = compute(["class_coverage", "conditional_accuracy"], balanced)
+    # Shares and accuracies are ratios of small counts: exact but for one float rounding, hence approx's default
+    # rel=1e-6; a wrong count is off by at least 1/400.
     assert out["eval/class_coverage"] == 1.0 and out["eval/class_balance"] == pytest.approx(1.0)
     assert "eval/cond_acc" not in out  # unconditional samples: nothing to check
     collapsed = compute(["class_coverage"], _inputs(uniform, None, np.zeros(400, int)))
@@ -133,5 +144,8 @@ def test_nearest_training_image_is_exact_across_blocks_and_dtypes() -> None:
     train = rng.integers(0, 256, (SUPPORT_BLOCK + 700, 12), dtype=np.uint8)  # two support blocks, uint8
     queries = rng.uniform(size=(600, 12))
     exact = np.sqrt(((queries[:, None, :] - train[None, :, :] / 255.0) ** 2).sum(-1).min(axis=1))
+    # Default rtol 1e-5: both are float64; the blocked |a|^2 + |b|^2 - 2ab form loses ~1e-15 to cancellation.
     assert np.allclose(nn_distance(queries, train), exact)
+    # A copy's squared distance cancels to ~1e-15, whose sqrt is ~5e-8: atol=1e-6 is 20x that, and the nearest
+    # other row is > 0.1 away.
     assert np.allclose(nn_distance(train[-5:] / 255.0, train), 0.0, atol=1e-6)  # a copy from the last block

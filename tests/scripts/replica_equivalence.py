@@ -31,15 +31,17 @@ def one_step(strategy):
     return trainer, losses
 
 
-def max_diff(a, b):
-    return max(float(np.abs(p - q).max()) for p, q in zip(a.get_weights(), b.get_weights(), strict=True))
+def max_diff(a: list, b: list) -> float:
+    return max(float(np.abs(np.asarray(p) - np.asarray(q)).max()) for p, q in zip(a, b, strict=True))
 
 
 single, l1 = one_step(tf.distribute.get_strategy())
 double, l2 = one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-initial, _ = one_step(tf.distribute.get_strategy())
-out = {name: max_diff(getattr(single, name), getattr(double, name)) for name in ("g", "d", "ema")}
-out["moved"] = max_diff(single.d, GanTrainer(cfg, shape, 10).d)  # the step did change D
+out = {name: max_diff(getattr(single, name).get_weights(), getattr(double, name).get_weights())
+       for name in ("g", "d", "ema")}
+# How far the step moved D's trainable weights from their (seeded) initial values. Trainable only: spectral
+# norm's power-iteration vector is a non-trainable weight that changes by O(1) in any step, update or not.
+out["moved"] = max_diff(single.d.trainable_weights, GanTrainer(cfg, shape, 10).d.trainable_weights)
 out["replicas"] = double.strategy.num_replicas_in_sync
 out["loss_d"] = [l1.d, l2.d]
 out["loss_g"] = [l1.g, l2.g]
