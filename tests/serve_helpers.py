@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from genai_ray import storage
 from genai_ray.package import write_package
@@ -64,6 +65,17 @@ class Chromium:
     @classmethod
     def available(cls) -> bool:
         return os.access(cls.BINARY, os.X_OK) or shutil.which("chromium") is not None
+
+    @classmethod
+    def require(cls) -> None:
+        """Skip a browser test when Chromium is missing, but fail it under ``CI=true``: a CI run must not go
+        green without the browser test (.ci/run installs Chromium)."""
+        if cls.available():
+            return
+        reason = "chromium is not installed (Debian package 'chromium'); the gallery test needs it"
+        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
 
     def __enter__(self) -> Chromium:
         self.profile = tempfile.mkdtemp(prefix="chromium-")

@@ -213,8 +213,7 @@ def test_fuzzed_bodies_never_get_a_500(cond: str) -> None:
 
 
 def test_gallery_renders_and_generates_in_chromium(cond: str) -> None:
-    if not Chromium.available():
-        pytest.skip("chromium is not installed (Debian package 'chromium'); the gallery test needs it")
+    Chromium.require()
     with Chromium() as browser:
         browser.send("Page.enable")
         browser.send("Page.navigate", url=f"{cond}/")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from serve_helpers import make_package
+from serve_helpers import Chromium, make_package
 
 from genai_ray.config import ServeConfig
 from genai_ray.errors import UserError
@@ -102,3 +102,16 @@ def test_inconsistent_serve_config_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="target_ongoing_requests=99 is above max_ongoing_requests=32"):
         check_consistency(ServeConfig(), {"max_ongoing_requests": 32,
                                           "autoscaling_config": {"target_ongoing_requests": 99}}, "x")
+
+
+@pytest.mark.parametrize("ci", ["true", "1"])
+def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              ci: str) -> None:
+    monkeypatch.setattr(Chromium, "BINARY", str(tmp_path / "no-chromium"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium on PATH either
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.fail.Exception, match="CI=true and chromium is not installed"):
+        Chromium.require()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="chromium is not installed"):
+        Chromium.require()
