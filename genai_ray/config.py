@@ -229,9 +229,19 @@ def parse_set_option(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected KEY=VALUE, for example --set train.epochs=5")
         key, raw = item.split("=", 1)
-        node = out
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        if not all(parts):
+            raise UserError(f"--set {item!r}: {key.strip()!r} is not a dotted key like train.epochs")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({getattr(err, 'problem', err)}); "
+                            "fix it or quote it as a string, for example KEY='\"[text\"'") from None
+        node = out
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise UserError(f"--set {item!r}: {'.'.join(parts[: i + 1])} was already set to a value, "
+                                "so it has no keys to set")
+        node[parts[-1]] = value
     return out

@@ -21,12 +21,13 @@ import click
 def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, epochs, name, address, no_export) -> None:
     """Train a GAN on Ray Train workers and export its generator as a model package."""
     from genai_ray.config import deep_merge, load_config, parse_set_option
-    from genai_ray.train.run import fit
 
     flags = {k: v for k, v in {"workers": workers, "gpus_per_worker": gpus_per_worker, "epochs": epochs}.items()
              if v is not None}
     overrides = deep_merge(parse_set_option(sets), {"train": flags} if flags else {})
     cfg = load_config(config_path, preset, overrides)
+    from genai_ray.train.run import fit  # TensorFlow and Ray load in seconds: only once the config is valid
+
     t = cfg.train
     click.echo(f"training {cfg.model.family}{' (conditional)' if cfg.model.conditional else ''} on {data}: "
                f"{t.workers} worker(s), global batch {t.global_batch}, {t.epochs} epochs, loss {t.loss}")
