@@ -5,8 +5,8 @@ tf.data pipeline, and runs the GAN step under ``MultiWorkerMirroredStrategy``. E
 number of steps per epoch (computed by the driver), because a rank that stops early hangs the collectives.
 Rank 0 alone writes TensorBoard, sample grids and the checkpoint. Every rank calls ``ray.train.report``, a
 barrier, only at epochs that checkpoint or evaluate: a report waits until Ray Train's controller has collected
-the previous one (it polls every 0.2 s), which held every 0.14 s digits epoch to 0.2 s when each epoch reported.
-Progress goes to stdout and TensorBoard every epoch.
+the previous one, so reporting every epoch would hold short epochs to the controller's poll interval
+(docs/ray-notes.md). Progress goes to stdout and TensorBoard every epoch.
 """
 
 from __future__ import annotations
