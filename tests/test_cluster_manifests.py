@@ -20,7 +20,7 @@ import pytest
 import ray
 import yaml
 
-from genai_ray.cluster.jobs import validate_command
+from genai_ray.cli.job_command import validate_command
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = REPO / "cluster"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from genai_ray.cli import main
+from genai_ray.cli.job_command import validate_command
 from genai_ray.cluster import jobs, local
 from genai_ray.errors import UserError
 from genai_ray.ray_runtime import free_port
@@ -41,6 +42,8 @@ def run(capsys, *args: str) -> tuple[int, str]:
     (["data", "prepare"], "Missing argument 'SOURCE'"),
     (["data", "prepare", "digits", "--bogus"], "No such option '--bogus'"),
     (["data", "frobnicate"], "No such command 'frobnicate'"),
+    (["data"], "'genai-ray data' needs a command; 'genai-ray data --help' lists them"),
+    (["--store", "/tmp/x"], "'genai-ray' needs a command"),
     (["cluster", "up"], "'cluster' manages the cluster from your machine"),
     (["jobs", "list"], "'jobs' manages the cluster from your machine"),
     ([], "no command to submit"),
@@ -154,7 +157,8 @@ def test_a_relative_local_store_is_made_absolute_for_the_job(tmp_path, monkeypat
 
 def test_entrypoint_quotes_arguments():
     assert jobs.entrypoint(["data", "prepare", "my dir"]) == "python -m genai_ray data prepare 'my dir'"
-    assert jobs.validate_command(["--store", "/tmp/x", "data", "prepare", "digits"]) == "data prepare"
+    assert validate_command(["--store", "/tmp/x", "data", "prepare", "digits"]) == "data prepare"
+    assert validate_command(["evaluate", "--model", "m", "--n", "20"]) == "evaluate"
 
 
 def test_a_head_that_fails_to_start_leaves_nothing_behind(tmp_path, monkeypatch):

@@ -99,15 +99,16 @@ def submit(ctx: click.Context, address, wait, working_dir, no_upload, job_id, ar
     The command is checked here first. Storage settings (AWS_ENDPOINT_URL, AWS_REGION, --store) go with the
     job; credentials do not: the cluster uses its own (see docs/clusters.md).
     """
+    from genai_ray.cli.job_command import validate_command
     from genai_ray.cluster import jobs
 
-    jobs.validate_command(args)
+    command = validate_command(args)
     if no_upload and working_dir:
         raise UserError("--no-upload and --working-dir contradict each other; pass one of them")
     root = None if no_upload else (working_dir or jobs.project_root())
     env = jobs.runtime_env(root.resolve() if root else None, ctx.find_root().params.get("store"))
     client = jobs.connect(address)
-    job_id = jobs.submit(client, args, env, job_id)
+    job_id = jobs.submit(client, args, command, env, job_id)
     _say(f"submitted job {job_id} to {client.get_address()}"
          + (f" (shipping {root})" if root else " (using the cluster's installed genai-ray)"))
     if not wait:

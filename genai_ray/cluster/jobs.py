@@ -8,6 +8,8 @@ The job runs ``python -m genai_ray <args>`` on the cluster. Its runtime environm
   the standard AWS chain (instance role, a Kubernetes Secret, the environment ``cluster up`` ran in), because
   a runtime env is readable by anyone who can open the dashboard;
 - ``GENAI_RAY_ADDRESS=auto``, so commands that use Ray join the cluster instead of starting a private Ray.
+
+The command itself is checked by the CLI (``genai_ray.cli.job_command``) before it reaches ``submit``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import click
-
 from genai_ray.cluster import auth
 from genai_ray.errors import UserError
 from genai_ray.ray_runtime import ADDRESS_ENV
@@ -30,7 +30,6 @@ from genai_ray.storage import STORE_ENV
 
 ADDRESS_ENVS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")  # Ray's own job CLI reads these, in this order
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
-NOT_JOBS = ("submit", "jobs", "cluster")  # commands that manage the cluster from your machine
 WORKING_DIR_EXCLUDES = ["**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
                         "build", "dist", "demo-out", "*.npy", "*.npz", "*.parquet", "*.keras", "*.h5",
                         "*.ckpt", "*.tar", "*.tar.gz", "*.zip"]
@@ -42,34 +41,6 @@ LOG_TAIL_LINES = 20
 
 
 # ---- the command to run ----
-
-def validate_command(args: Sequence[str]) -> str:
-    """Parse ``args`` exactly as the job will, without running it; return the command path ("data prepare").
-
-    Unknown commands, unknown options and missing arguments fail here, before anything is submitted.
-    """
-    from genai_ray.cli import cli
-
-    if not args:
-        raise UserError("no command to submit; put it after '--', e.g. genai-ray submit -- data prepare digits")
-    try:
-        ctx = cli.make_context("genai-ray", list(args))
-        command: click.Command = cli
-        path: list[str] = []
-        while isinstance(command, click.Group):
-            # click 8.2+ holds the subcommand name in _protected_args (its public alias is deprecated);
-            # click 9 will leave everything in ctx.args, which this also handles.
-            rest = [*getattr(ctx, "_protected_args", ()), *ctx.args]
-            name, sub, rest = command.resolve_command(ctx, rest)
-            if name in NOT_JOBS and not path:
-                raise UserError(f"'{name}' manages the cluster from your machine; it cannot run as a job")
-            path.append(name)
-            ctx = sub.make_context(name, rest, parent=ctx)
-            command = sub
-    except click.UsageError as err:
-        raise UserError(f"cannot submit 'genai-ray {shlex.join(args)}': {err.format_message()}") from None
-    return " ".join(path)
-
 
 def entrypoint(args: Sequence[str]) -> str:
     return shlex.join(["python", "-m", "genai_ray", *args])
@@ -171,8 +142,9 @@ def job_info(client, job_id: str):
         raise
 
 
-def submit(client, args: Sequence[str], env: dict, job_id: str | None = None) -> str:
-    command = validate_command(args)
+def submit(client, args: Sequence[str], command: str, env: dict, job_id: str | None = None) -> str:
+    """Submit ``genai-ray ARGS``; ``command`` is its path ("data prepare"), which the CLI checked
+    (``genai_ray.cli.job_command``), and names the job."""
     job_id = job_id or f"genai-ray-{command.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}-" \
                        f"{secrets.token_hex(2)}"
     try:
