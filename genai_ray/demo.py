@@ -34,7 +34,6 @@ def post_json(url: str, body: dict) -> tuple[bytes, dict[str, str]]:
 
 def run(out_dir: Path, workers: int, epochs: int | None, keep_serving: bool) -> None:
     from genai_ray.baselines import kde_sampler, real_floor
-    from genai_ray.cli.evaluate import format_table
     from genai_ray.config import load_config
     from genai_ray.data.prepare import prepare
     from genai_ray.data.reader import open_dataset
@@ -43,6 +42,7 @@ def run(out_dir: Path, workers: int, epochs: int | None, keep_serving: bool) -> 
     from genai_ray.images import grid_png
     from genai_ray.package import load_package
     from genai_ray.serve.app import load_serve_file, start
+    from genai_ray.tables import format_table
     from genai_ray.train.run import fit, runs_uri
 
     store = storage.default_store()
