@@ -13,10 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from genai_ray.cli import main
 from genai_ray.cluster import auth, local
+
+pytestmark = pytest.mark.slow  # its own Ray head, and jobs that train; `make test-fast` skips it
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

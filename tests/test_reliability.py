@@ -25,6 +25,8 @@ from genai_ray.config import build_config
 from genai_ray.data.prepare import prepare
 from genai_ray.data.sources import digits_source
 
+pytestmark = pytest.mark.slow  # fault injection into whole training runs and campaigns; `make test-fast` skips it
+
 WORKER_CLASS = "RayTrainWorker"  # Ray Train V2's worker actor class
 CHECKPOINT_FILES = ("samples.png", "meta.json")
 

@@ -251,6 +251,7 @@ def test_auth_protects_v1_routes_and_key_is_never_logged(locked: str, ray_local)
     assert leaked == []
 
 
+@pytest.mark.slow  # minutes of load against Serve
 def test_load_beyond_the_queue_gets_fast_503s_and_memory_stays_bounded(locked: str) -> None:
     """Fault: 64 concurrent n=64 requests against room for 2, three times. Expect: 200 or 503, nothing
     else, and the replica's memory does not grow from burst to burst."""
@@ -274,6 +275,7 @@ def test_load_beyond_the_queue_gets_fast_503s_and_memory_stays_bounded(locked: s
     assert grown < 64, f"replica RSS grew {grown:.0f} MiB over two more overload bursts"
 
 
+@pytest.mark.slow  # minutes of load against Serve
 def test_replica_killed_under_load_is_replaced(serve_root: str, packages: dict[str, str]) -> None:
     """Fault: SIGKILL one of two replicas under load. Expect: Serve replaces it, the other keeps serving,
     and only requests in flight on the killed process fail (measured and reported)."""
@@ -363,6 +365,7 @@ def cli_serve(store: str, model: str, port: int, capsys) -> tuple[int, str, str]
     return code, out.out, out.err
 
 
+@pytest.mark.slow  # minutes of load against Serve
 def test_cli_serves_and_hot_swaps_under_load_with_zero_failed_requests(
         serve_root: str, packages: dict[str, str], capsys) -> None:
     """`genai-ray serve` deploys the way `serve deploy` does; a second run only changes user_config.model_uri."""

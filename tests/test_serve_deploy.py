@@ -12,10 +12,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 from serve_helpers import make_package
 
 from genai_ray.ray_runtime import free_port
+
+pytestmark = pytest.mark.slow  # its own Ray head, and Serve deployed on it; `make test-fast` skips it
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -177,6 +177,7 @@ def test_rerun_with_a_different_model_is_refused(trained):
         fit(other, "digits", name="two", store=store)
 
 
+@pytest.mark.slow  # another whole training run
 def test_worker_crash_resumes_from_the_last_checkpoint(ray_local, tmp_path):
     store = str(tmp_path / "store")
     digits(storage.join(store, "datasets", "digits"))
@@ -189,6 +190,7 @@ def test_worker_crash_resumes_from_the_last_checkpoint(ray_local, tmp_path):
     assert names == ["checkpoint-epoch-00001", "checkpoint-epoch-00002"]
 
 
+@pytest.mark.slow  # another whole training run
 def test_train_from_s3_with_checkpoints_on_s3(ray_local, s3_bucket):
     store = f"{s3_bucket}/genai"
     digits(storage.join(store, "datasets", "digits"))
@@ -255,6 +257,7 @@ def test_generate_to_a_dataset_records_provenance_and_class_proportions(trained)
     assert max(np.bincount(labels)) < 60
 
 
+@pytest.mark.slow  # another whole training run
 def test_two_simulated_nodes_with_spread_placement(tmp_path):
     import subprocess
     import sys
@@ -278,6 +281,7 @@ def tensorboard_scalars(run_uri: str, tag: str) -> dict[int, float]:
     return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
 
 
+@pytest.mark.slow  # another whole training run
 def test_keep_the_best_checkpoints_by_fd_export_the_best_resume_the_latest(ray_local, tmp_path):
     store = str(tmp_path / "store")
     digits(storage.join(store, "datasets", "digits"))
@@ -316,6 +320,7 @@ def test_keep_by_fd_needs_in_training_evaluation(tmp_path):
     assert not storage.exists(storage.join(store, "runs", "nofd"))  # refused before anything was written
 
 
+@pytest.mark.slow  # another whole training run
 def test_streaming_mode_restreams_the_shard_and_finishes(ray_local, tmp_path):
     store = str(tmp_path / "store")
     digits(storage.join(store, "datasets", "digits"))
@@ -341,6 +346,7 @@ def _report_recorder(path: str):
     return RecordReports()
 
 
+@pytest.mark.slow  # another whole training run
 def test_workers_report_only_at_checkpoint_epochs_and_the_last(ray_local, tmp_path):
     """A report waits for the controller's poll of the previous one, so reporting every epoch held a 0.14 s
     digits epoch to 0.2 s; progress lines and TensorBoard still cover every epoch."""

@@ -22,6 +22,8 @@ from genai_ray.tune.campaign import run_campaign
 from genai_ray.tune.leftovers import live_placement_groups, release_leftovers
 from genai_ray.tune.space import load_space
 
+pytestmark = pytest.mark.slow  # whole tuning campaigns; `make test-fast` skips it
+
 TINY_SPACE = """
 preset: tiny
 base:
