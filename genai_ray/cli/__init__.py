@@ -1,7 +1,7 @@
 """The ``genai-ray`` command. Thin: it parses flags and calls the library.
 
 User mistakes (``UserError``) print one line and exit 2. Unexpected errors print one line and exit 1;
-``--verbose`` shows the traceback.
+``--verbose`` shows the traceback, and TensorFlow's and Ray's start-up logs, which the command hides otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import click
 
 from genai_ray import __version__
 from genai_ray.errors import UserError
+from genai_ray.quiet import install as install_quiet
 
 
 class Context:
@@ -29,7 +30,8 @@ class Context:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="genai-ray")
-@click.option("--verbose", "-v", is_flag=True, help="Show details and full tracebacks.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Show details, full tracebacks, and TensorFlow's and Ray's start-up logs.")
 @click.option("--store", envvar="GENAI_RAY_STORE", default=None, metavar="URI",
               help="Store root (local folder or s3://bucket/prefix). Default: $GENAI_RAY_STORE or ~/.genai-ray/store.")
 @click.pass_context
@@ -65,6 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point with clean error handling."""
     args = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in args or "-v" in args
+    # The console command owns its process's streams; a caller passing argv (tests, scripts) keeps its own.
+    quiet = install_quiet(verbose) if argv is None else None
+    try:
+        return _run(args, verbose)
+    finally:
+        if quiet is not None:
+            quiet.close()
+
+
+def _run(args: list[str], verbose: bool) -> int:
     try:
         # Without standalone mode click *returns* the code of ctx.exit(code) instead of raising Exit.
         code = cli.main(args=args, prog_name="genai-ray", standalone_mode=False)

@@ -1,0 +1,31 @@
+"""The demo's closing summary: where things are, and the headline scores against the KDE baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from genai_ray.demo import SUMMARY, summary
+
+
+def test_summary_names_the_paths_and_which_headline_metrics_beat_the_kde() -> None:
+    columns = {
+        "real floor": {"eval/fd": 1.0, "eval/precision": 0.9, "eval/recall": 0.9, "eval/coverage": 0.95,
+                       "eval/classifier_score": 9.5, "eval/cond_acc/c0": 1.0},
+        "kde": {"eval/fd": 20.0, "eval/precision": 0.5, "eval/recall": 0.8, "eval/coverage": 0.7,
+                "eval/classifier_score": 6.0},
+        "genai-ray": {"eval/fd": 10.0, "eval/precision": 0.7, "eval/recall": 0.6, "eval/coverage": 0.7,
+                      "eval/classifier_score": 8.0},
+    }
+    text = summary("/store/models/digits-demo/v0001", Path("out/samples.png"), Path("out/served.png"),
+                   "http://127.0.0.1:8123/", columns, 330.0, keep_serving=False)
+    lines = text.splitlines()
+    assert lines[0] == "model package  /store/models/digits-demo/v0001"
+    assert lines[1] == f"sample grid    {Path('out/samples.png').resolve()}"
+    assert lines[3].startswith("endpoint       http://127.0.0.1:8123/ (stops with the demo")
+    table = [line.split() for line in lines[5 : 6 + len(SUMMARY)]]
+    assert table[0] == ["metric", "real", "floor", "kde", "genai-ray"]
+    assert [row[0] for row in table[1:]] == [m for m, _ in SUMMARY]  # headline rows only, in order
+    assert table[1][1:] == ["1.0000", "20.0000", "10.0000"]
+    # lower FD wins; a tie (coverage) and a loss (recall) do not count
+    assert lines[-1].startswith("genai-ray beats the KDE baseline on fd, precision, classifier_score of 5")
+    assert lines[-1].endswith("the demo took 5.5 min")

@@ -1,0 +1,72 @@
+"""Quiet output: TensorFlow's and Ray's start-up noise is hidden, everything else passes, --verbose keeps all."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genai_ray.quiet import is_noise
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = """
+import os, sys, warnings
+from genai_ray.quiet import install
+quiet = install(verbose=sys.argv[1] == "verbose")
+if sys.argv[2] == "tf":
+    import tensorflow as tf  # its C++ banners go straight to descriptor 2
+    print("tf", float(tf.reduce_sum(tf.ones([3]))))
+os.write(2, b"I0000 00:00:1796321647.414284   14183 port.cc:153] oneDNN custom operations are on.\\n")
+os.write(2, b"E0000 00:00:1796321647.414284   14183 kernel.cc:1] a native error stays\\n")
+print("(RayTrainWorker pid=42) epoch 10/480  loss/d 1.2  ETA 3m", flush=True)
+print("(TrainController pid=7) 2026-12-03 18:00:00,123\\tINFO controller.py:1 -- polling", flush=True)
+print("(pid=9) /site-packages/ray/train/x.py:3: DeprecationWarning: old API", file=sys.stderr)
+warnings.warn("the driver's own deprecation", DeprecationWarning)
+print("\\rprepared 10%", end="", file=sys.stderr, flush=True)
+print("\\rprepared 100%", file=sys.stderr, flush=True)
+print("Traceback (most recent call last): stays", file=sys.stderr)
+if quiet:
+    quiet.close()
+print("after close")
+"""
+
+
+def run(mode: str, tf: bool) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SCRIPT, mode, "tf" if tf else "-"], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+
+
+KEPT = ["epoch 10/480  loss/d 1.2  ETA 3m", "a native error stays", "prepared 100%", "Traceback", "after close"]
+NOISE = ["oneDNN", "INFO controller.py", "DeprecationWarning", "absl::InitializeLog"]
+
+
+def test_quiet_hides_tensorflows_banners_and_ray_chatter_and_keeps_the_rest() -> None:
+    out = run("quiet", tf=True)
+    assert out.returncode == 0, out.stderr
+    both = out.stdout + out.stderr
+    assert "tf 3.0" in both and all(k in both for k in KEPT), both
+    assert not [n for n in NOISE if n in both], both
+
+
+def test_verbose_keeps_everything() -> None:
+    out = run("verbose", tf=False)
+    assert out.returncode == 0, out.stderr
+    both = out.stdout + out.stderr
+    assert all(k in both for k in KEPT + NOISE[:3]), both
+
+
+@pytest.mark.parametrize(("line", "noise"), [
+    ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR", True),
+    ("W0000 00:00:1796321647.5 14183 rendezvous.cc:1] Local rendezvous is aborting", True),
+    ("F0000 00:00:1796321647.5 14183 check.cc:1] Check failed", False),  # fatal: always shown
+    ("\x1b[36m(RayTrainWorker pid=1, ip=10.0.0.2)\x1b[0m 2026-12-03 18:00:00,123\tINFO x.py:1 -- hi", True),
+    ("(RayTrainWorker pid=1) 2026-12-03 18:00:00,123\tWARNING x.py:1 -- disk almost full", False),
+    ("(RayTrainWorker pid=1) epoch 3/480  loss/d 1.2345", False),
+    ("To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with flags.", True),
+    ("error: config: train.bogus: unknown key", False),
+    ("", False),
+])
+def test_noise_patterns(line: str, noise: bool) -> None:
+    assert is_noise(line) is noise
