@@ -41,13 +41,14 @@ def test_one_and_two_replicas_make_the_same_first_update(overrides):
     # batch-norm moments) differs by a few ulp: at most 1e-6 on weights and 1.6e-7 on a loss (a mean of O(1)
     # logits, so the error is absolute: relative to a mean near 0, like loss_g's -0.016, it reached 1.04e-5).
     # 1e-5 gives a 10x margin on weights and 60x on losses, and stays 10x below a broken split.
-    assert result["moved"] > 1e-4, "the step did not change D's weights, so the comparison proves nothing"
+    assert result["moved"] > 1e-4, "the step did not change G's weights, so the comparison proves nothing"
     for net in ("g", "d", "ema"):
         assert result[net] < 1e-5, f"{net} differs by {result[net]} between 1 and 2 replicas"
     np.testing.assert_allclose(*result["loss_d"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(*result["loss_g"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # two TensorFlow worker processes
 def test_a_two_worker_step_all_reduces_dense_gradients_and_gathers_nothing():
     """An embedding's sparse gradient would add all-gathers (each a ~2 ms round trip) to every step."""
     from tests.conftest import free_port

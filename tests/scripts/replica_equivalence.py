@@ -39,9 +39,10 @@ single, l1 = one_step(tf.distribute.get_strategy())
 double, l2 = one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
 out = {name: max_diff(getattr(single, name).get_weights(), getattr(double, name).get_weights())
        for name in ("g", "d", "ema")}
-# How far the step moved D's trainable weights from their (seeded) initial values. Trainable only: spectral
-# norm's power-iteration vector is a non-trainable weight that changes by O(1) in any step, update or not.
-out["moved"] = max_diff(single.d.trainable_weights, GanTrainer(cfg, shape, 10).d.trainable_weights)
+# How far the step moved G's trainable weights from their (seeded) initial values: only Adam moves them (about
+# the learning rate), and only when D's gradient reached G. Not D: a spectral-norm D re-normalises its kernel in
+# every training call, so its weights move by O(0.1) whether or not an update happened.
+out["moved"] = max_diff(single.g.trainable_weights, GanTrainer(cfg, shape, 10).g.trainable_weights)
 out["replicas"] = double.strategy.num_replicas_in_sync
 out["loss_d"] = [l1.d, l2.d]
 out["loss_g"] = [l1.g, l2.g]
