@@ -113,12 +113,11 @@ class Quiet:
         Ray's, may keep it open: the reader then ends with the process)."""
         sys.stdout.flush()
         sys.stderr.flush()
-        filtered_err = sys.stderr
+        # The filters stay usable: log handlers set up meanwhile (Ray's) may still write to them at exit.
         sys.stdout, sys.stderr = self._stdout, self._stderr
         os.dup2(self._saved_err, 2)
         os.close(self._saved_err)
-        self._reader.join(timeout=1.0)
-        filtered_err.target.close()
+        self._reader.join(timeout=0.5)
 
 
 def _pump(read: int, out: TextIO) -> None:

@@ -48,7 +48,6 @@ def test_one_and_two_replicas_make_the_same_first_update(overrides):
     np.testing.assert_allclose(*result["loss_g"], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.slow  # two TensorFlow worker processes
 def test_a_two_worker_step_all_reduces_dense_gradients_and_gathers_nothing():
     """An embedding's sparse gradient would add all-gathers (each a ~2 ms round trip) to every step."""
     from tests.conftest import free_port
