@@ -19,14 +19,30 @@ import warnings
 from typing import TextIO
 
 # One pattern per kind of noise, matched after Ray's "(Actor pid=N, ip=...)" prefix and colours are removed.
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+"
 NOISE = re.compile("|".join([
-    r"WARNING: All log messages before absl::InitializeLog\(\) is called",  # absl, before TF sets up logging
-    r"[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\] ",  # absl INFO/WARNING lines (E and F pass)
-    r"To enable the following instructions: .* rebuild TensorFlow",  # 2nd line of the CPU-features banner
-    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|DEBUG) ",  # Ray's and Python's INFO logs in workers
-    r"\S+\.py:\d+: \w*(Deprecation|Future|User)Warning: ",  # Python warnings from libraries
-    r"warnings\.warn\(",  # the source line Python prints under such a warning
+    # TensorFlow (absl) before it sets up logging, its INFO/WARNING lines (E and F pass), the CPU-features banner
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called",
+    r"[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\] ",
+    r"To enable the following instructions: .* rebuild TensorFlow",
+    # INFO logs: Python's and Ray's format, Serve's format, Ray's C++ format (its INFO and WARNING)
+    rf"{STAMP}\s+(INFO|DEBUG) ",
+    rf"(INFO|DEBUG) {STAMP} ",
+    rf"\[{STAMP} [IW] \d+ \d+\] ",
+    # Python warnings from libraries, and the source line printed under each
+    r"\S+\.py:\d+: \w*(Deprecation|Future|User)Warning: ",
+    r"warnings\.warn\(",
+    # Ray's own notices that need no action on a private local Ray
+    r".*Token authentication is enabled for this Ray cluster",
+    r".*core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store",
     r"\(autoscaler \+\S+\) Tip: use `ray status`",
+    # Ray Train's controller and workers narrating a healthy start and each checkpoint
+    r"Requesting resources: ", r"Attempting to start training worker group ",
+    r"Started training worker group of size ", r"- \(ip=\S+, pid=\d+\) world_rank=",
+    r"Checkpoint successfully created at: ",
+    # Ray Data narrating each read
+    r"Starting execution of Dataset ", r"Execution plan of Dataset ", r"Progress bars disabled\. To enable",
+    r"\S*\s+Dataset \S+ execution finished in ",
 ]))
 PREFIX = re.compile(r"^(\x1b\[[0-9;]*m)*\([^)]*pid=[^)]*\)(\x1b\[[0-9;]*m)*\s*")  # Ray's worker-line prefix
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

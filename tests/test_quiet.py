@@ -66,6 +66,20 @@ def test_verbose_keeps_everything() -> None:
     ("(RayTrainWorker pid=1) epoch 3/480  loss/d 1.2345", False),
     ("To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with flags.", True),
     ("error: config: train.bogus: unknown key", False),
+    # what a short `make demo` printed besides its own lines
+    ("2026-12-03 18:48:09,519\tWARNING authentication_token_setup.py:85 -- Token authentication is enabled for "
+     "this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.", True),
+    ("\x1b[36m(TrainController pid=20828)\x1b[0m Requesting resources: {'CPU': 1.0} * 2", True),
+    ("(TrainController pid=20828) - (ip=192.0.2.2, pid=20964) world_rank=0, local_rank=0, node_rank=0", True),
+    ("(TrainController pid=20828) [2026-12-03 18:48:25,689 E 20828 20862] core_worker.cc:2465: Actor with class "
+     "name: 'PreemptionWatcher' and ID: '55fd' has constructor arguments in the object store and max_restarts > 0.",
+     True),
+    ("(TrainController pid=1) [2026-12-03 18:48:25,689 E 20828 20862] core_worker.cc:9: worker died", False),
+    ("(SplitCoordinator pid=21117) \u2714\ufe0f  Dataset train_0358 execution finished in 5.04 seconds", True),
+    ("(RayTrainWorker pid=20964) Checkpoint successfully created at: Checkpoint(filesystem=local, path=/x)", True),
+    ("(ServeReplica:genai-ray:Generator pid=21945) INFO 2026-12-03 18:49:07,409 genai-ray_Generator 7q9 -- "
+     "POST /v1/generate 200 22.0ms", True),
+    ("(RayTrainWorker pid=20964) start-up: launch 10.4 s (controller, worker group), setup 13.0 s", False),
     ("", False),
 ])
 def test_noise_patterns(line: str, noise: bool) -> None:
