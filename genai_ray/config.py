@@ -11,13 +11,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genai_ray.errors import UserError
 
 ModelFamily = Literal["mlp", "dcgan"]
 LossName = Literal["bce", "hinge", "wgan-gp"]
 NormName = Literal["batch", "spectral", "layer", "none"]
+
+
+AUGMENTATIONS = ("translation", "cutout", "color")  # genai_ray/gan/augment.py implements each
+
+
+def parse_augment(text: str) -> tuple[str, ...]:
+    """``"translation,cutout"`` -> ("translation", "cutout"); ``"none"`` or "" -> (). An unknown name raises
+    ValueError listing the valid ones (one line from the config validator)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if names in ((), ("none",)):
+        return ()
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"unknown augmentation {unknown[0]!r}; use a comma-separated list of "
+                         f"{', '.join(AUGMENTATIONS)}, or none")
+    return names
 
 
 class StrictModel(BaseModel):
@@ -50,6 +66,10 @@ class TrainConfig(StrictModel):
     d_steps: int = Field(1, ge=1, le=10)  # discriminator updates per generator update
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # EMA of G weights; 0 turns EMA off
     mode_seeking: float = Field(0.0, ge=0.0)  # weight of the mode-seeking term in G's loss (diversity); 0 = off
+    augment: str = "none"  # D's input augmentation (DiffAugment/ADA): comma-separated translation, cutout, color; none
+    augment_p: float = Field(1.0, ge=0.0, le=1.0)  # probability each transform applies (ignored with ada_target)
+    ada_target: float = Field(0.0, ge=0.0, lt=1.0)  # > 0: ADA adapts p from 0 to keep E[sign(D(real))] here (0.6)
+    ada_kimg: float = Field(100.0, gt=0.0)  # ADA: thousands of real images over which p can move from 0 to 1
     steps_per_call: int = Field(8, ge=1, le=1000)  # train steps fused into one tf.function call
     mixed_precision: bool = False  # float16 compute on GPU workers
     seed: int = 0  # seeds weights, noise and data order
@@ -67,6 +87,12 @@ class TrainConfig(StrictModel):
     max_failures: int = Field(2, ge=0)  # worker-group restarts before the run fails
     cache_in_memory: bool = True  # keep each worker's shard in memory after the first epoch
     fail_at_epoch: int | None = None  # test hook: rank 1 dies once at this epoch (fault injection)
+
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augment(cls, value: str) -> str:
+        return ",".join(parse_augment(value)) or "none"
 
 
 class EvalConfig(StrictModel):
