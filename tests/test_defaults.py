@@ -30,9 +30,9 @@ def test_small_digits_get_the_tuned_mlp_with_augmentation_and_kimg() -> None:
     assert big.train.augment == "none"  # enough images: no augmentation
 
 
-def test_mnist_sized_images_get_wider_dense_layers_and_64px_colour_a_dcgan() -> None:
+def test_mnist_sized_images_get_a_shorter_dense_run_and_64px_colour_a_dcgan() -> None:
     mnist = fitted_config(manifest((28, 28, 1), 4500))
-    assert mnist.model.family == "mlp" and mnist.model.g_widths[-1] == 1024
+    assert mnist.model.family == "mlp" and mnist.train.kimg < fitted_config(manifest((8, 8, 1), 4500)).train.kimg
     photos = fitted_config(manifest((64, 64, 3), 20_000, labelled=False))
     assert (photos.model.family, photos.model.conditional, photos.model.base_channels) == ("dcgan", False, 32)
     odd = fitted_config(manifest((48, 40, 3), 20_000))

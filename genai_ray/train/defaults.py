@@ -25,12 +25,8 @@ def fit_to_data(m: Manifest) -> tuple[dict[str, Any], list[str]]:
     pow2 = h == w and h >= 8 and not h & (h - 1)
     if (c == 1 and side <= MLP_MAX_SIDE) or not pow2:
         model["family"] = "mlp"
-        pixels = h * w * c
-        if pixels > 256:
-            model.update(g_widths=[256, 512, 1024], d_widths=[1024, 512, 256])
-            why.append(f"mlp with widths 256-512-1024 ({h}x{w}x{c} = {pixels} pixels)")
-        else:
-            why.append(f"mlp with the preset's widths ({h}x{w}x{c}: small images train fastest as dense GANs)")
+        why.append(f"mlp with the preset's widths ({h}x{w}x{c}: small grayscale images train fastest as dense GANs "
+                   "on CPUs)")
         if not pow2 and side > MLP_MAX_SIDE:
             size = 1 << (side.bit_length() - 1)
             why.append(f"(a DCGAN needs square power-of-two images: re-prepare with --image-size {size} for one)")
