@@ -341,9 +341,9 @@ class Progress:
             return
         fd = f"  eval/fd {metrics['eval/fd']:.3f}" if "eval/fd" in metrics else ""
         kimg, unit = metrics["kimg"], "tick" if self.total_kimg else "epoch"
-        where = (f"kimg {kimg:.1f}/{self.total_kimg:.1f}" if self.total_kimg
-                 else f"epoch {epoch}/{self.epochs}  kimg {kimg:.1f}")
-        print(f"{where}  loss/d {metrics['loss/d']:.4f}  loss/g {metrics['loss/g']:.4f}{fd}  "
+        where, done = ((f"kimg {kimg:.1f}/{self.total_kimg:.1f}", "") if self.total_kimg
+                       else (f"epoch {epoch}/{self.epochs}", f"  kimg {kimg:.1f}"))
+        print(f"{where}  loss/d {metrics['loss/d']:.4f}  loss/g {metrics['loss/g']:.4f}{fd}{done}  "
               f"{metrics['perf/images_per_s']:,.0f} images/s  {metrics['perf/epoch_s']:.2f} s/{unit}  "
               f"ETA {format_duration(eta)}", flush=True)
 
