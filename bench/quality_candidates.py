@@ -12,18 +12,7 @@ import argparse
 import json
 import time
 
-import numpy as np
-
 ROWS = ["fd", "fd_pixels", "precision", "recall", "memorisation"]
-
-
-def speckle(samples, train) -> float:
-    """Share of background pixels lit in the samples: pixels dark (< 0.05) in 99% of training images but
-    above 0.25 in a sample. What a person sees as salt noise on digits."""
-    dark = (train.astype(np.float32) / 255.0 < 0.05).mean(axis=0) >= 0.99  # (H, W, C)
-    if not dark.any():
-        return 0.0
-    return float((samples[:, dark] > 0.25).mean())
 
 
 def train_and_score(ds, overrides: dict, kimg: float, preset: str | None, eval_n: int) -> dict[str, float]:
@@ -50,7 +39,6 @@ def train_and_score(ds, overrides: dict, kimg: float, preset: str | None, eval_n
     gen = keras_generate(trainer.sampler, cfg.model.latent_dim, cfg.model.conditional)
     probs = class_probs(ds) if cfg.model.conditional else None
     out = evaluate(Sampler(gen, probs), ds, n=eval_n)
-    out["stat/speckle"] = speckle(Sampler(gen, probs).draw(eval_n, 0)[0], x)
     out["train_s"] = seconds
     out.update({f"stat/{k}": v for k, v in trainer.augment_stats().items()})
     return out
