@@ -121,8 +121,8 @@ def ray_rate(cfg, store: str, workers: int, epochs: int) -> RayRun:
 
     cores = os.cpu_count() or 1
     run = cfg.model_copy(deep=True)
-    run.train = run.train.model_copy(update={"workers": workers, "epochs": epochs, "checkpoint_every": epochs,
-                                             "cpus_per_worker": max(1, cores // workers)})
+    run.train = run.train.model_copy(update={"workers": workers, "epochs": epochs, "kimg": None,  # epochs, not kimg
+                                             "checkpoint_every": epochs, "cpus_per_worker": max(1, cores // workers)})
     started = time.perf_counter()
     with CpuSampler() as sampler:
         result = fit(run, "bench", name=f"bench-{workers}w-{time.time_ns()}", store=store, export=False)

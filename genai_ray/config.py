@@ -11,13 +11,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genai_ray.errors import UserError
 
 ModelFamily = Literal["mlp", "dcgan"]
 LossName = Literal["bce", "hinge", "wgan-gp"]
 NormName = Literal["batch", "spectral", "layer", "none"]
+
+
+AUGMENTATIONS = ("translation", "cutout", "color")  # genai_ray/gan/augment.py implements each
+
+
+def parse_augment(text: str) -> tuple[str, ...]:
+    """``"translation,cutout"`` -> ("translation", "cutout"); ``"none"`` or "" -> (). An unknown name raises
+    ValueError listing the valid ones (one line from the config validator)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if names in ((), ("none",)):
+        return ()
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"unknown augmentation {unknown[0]!r}; use a comma-separated list of "
+                         f"{', '.join(AUGMENTATIONS)}, or none")
+    return names
 
 
 class StrictModel(BaseModel):
@@ -38,8 +54,12 @@ class ModelConfig(StrictModel):
     sync_batchnorm: bool = True  # batch-norm statistics over all workers: exact N-worker updates, costs all-reduces
 
 
+DEFAULT_KIMG = 200.0  # run length when neither train.kimg nor train.epochs is set
+
+
 class TrainConfig(StrictModel):
-    epochs: int = Field(20, ge=1)  # passes over the training split
+    kimg: float | None = Field(None, gt=0.0)  # run length: thousands of real images shown to D (StyleGAN2-ADA's unit)
+    epochs: int | None = Field(None, ge=1)  # or passes over the training split; set kimg or epochs, not both
     global_batch: int = Field(128, ge=1)  # images per step over all workers (split evenly)
     loss: LossName = "bce"  # adversarial loss
     gp_weight: float = Field(10.0, ge=0.0)  # wgan-gp: gradient penalty weight
@@ -50,6 +70,10 @@ class TrainConfig(StrictModel):
     d_steps: int = Field(1, ge=1, le=10)  # discriminator updates per generator update
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # EMA of G weights; 0 turns EMA off
     mode_seeking: float = Field(0.0, ge=0.0)  # weight of the mode-seeking term in G's loss (diversity); 0 = off
+    augment: str = "none"  # D's input augmentation (DiffAugment/ADA): comma-separated translation, cutout, color; none
+    augment_p: float = Field(1.0, ge=0.0, le=1.0)  # probability each transform applies (ignored with ada_target)
+    ada_target: float = Field(0.0, ge=0.0, lt=1.0)  # > 0: ADA adapts p from 0 to keep E[sign(D(real))] here (0.6)
+    ada_kimg: float = Field(100.0, gt=0.0)  # ADA: thousands of real images over which p can move from 0 to 1
     steps_per_call: int = Field(8, ge=1, le=1000)  # train steps fused into one tf.function call
     mixed_precision: bool = False  # float16 compute on GPU workers
     seed: int = 0  # seeds weights, noise and data order
@@ -59,14 +83,20 @@ class TrainConfig(StrictModel):
     inter_op_threads: int = Field(0, ge=0)  # TensorFlow ops that may run at once; 0 = the worker's CPUs
     gpus_per_worker: float = Field(0.0, ge=0.0)  # GPUs each worker reserves
     placement: Literal["PACK", "SPREAD"] = "PACK"  # Ray placement of the workers (SPREAD: one per node)
-    checkpoint_every: int = Field(5, ge=1)  # epochs between checkpoints
+    checkpoint_every: int = Field(5, ge=1)  # ticks (kimg, or epochs with train.epochs) between checkpoints
     keep_checkpoints: int = Field(2, ge=1)  # checkpoints kept (the latest, or the best: keep_checkpoints_by)
     keep_checkpoints_by: Literal["latest", "fd"] = "latest"  # "fd": keep/export lowest eval/fd (needs eval_every)
-    eval_every: int = Field(0, ge=0)  # epochs between cheap in-training evaluations; 0 = off
+    eval_every: int = Field(0, ge=0)  # ticks between cheap in-training evaluations; 0 = off
     eval_samples: int = Field(500, ge=50)  # samples per in-training evaluation
     max_failures: int = Field(2, ge=0)  # worker-group restarts before the run fails
     cache_in_memory: bool = True  # keep each worker's shard in memory after the first epoch
     fail_at_epoch: int | None = None  # test hook: rank 1 dies once at this epoch (fault injection)
+
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augment(cls, value: str) -> str:
+        return ",".join(parse_augment(value)) or "none"
 
 
 class EvalConfig(StrictModel):
@@ -74,6 +104,9 @@ class EvalConfig(StrictModel):
     knn_k: int = Field(3, ge=1, le=50)  # k for k-NN precision/recall
     classifier_epochs: int = Field(30, ge=1)  # epochs for the feature classifier (or autoencoder)
     feature_dim: int = Field(64, ge=2, le=1024)  # size of the feature layer every metric measures in
+    fd_pixel_weight: float = Field(0.25, ge=0.0, le=10.0)  # FD also sees pixel detail off the data's PCA subspace
+    # (speckles, missing strokes) at this weight relative to the features; 0 = classifier features only
+    fd_pixel_variance: float = Field(0.95, gt=0.0, lt=1.0)  # share of training pixel variance that subspace keeps
     coverage_min_share: float = Field(0.5, gt=0.0, le=1.0)  # a class is covered at this x its training share
     memorisation_quantile: float = Field(0.05, gt=0.0, lt=1.0)  # held-out NN-distance quantile that calibrates
     memorisation_factor: float = Field(0.5, gt=0.0, le=1.0)  # memorised: NN distance < factor x that quantile
@@ -116,6 +149,9 @@ class Config(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> Config:
         t = self.train
+        if t.kimg is not None and t.epochs is not None:
+            raise ValueError(f"train.kimg={t.kimg:g} and train.epochs={t.epochs} both set the run's length; "
+                             "set one of them")
         if t.global_batch % t.workers:
             raise ValueError(
                 f"train.global_batch={t.global_batch} is not divisible by train.workers={t.workers}; "
@@ -133,7 +169,7 @@ class Config(StrictModel):
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Small and fast: tests and laptops.
-    "tiny": {
+    "tiny": {  # in epochs: tests count on a fixed number of passes
         "model": {"latent_dim": 16, "g_widths": [32, 64], "d_widths": [64, 32], "base_channels": 8},
         "train": {"epochs": 2, "global_batch": 64, "checkpoint_every": 1, "steps_per_call": 4},
         "eval": {"n_samples": 300, "classifier_epochs": 5},
@@ -147,8 +183,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {
         "model": {"conditional": True, "latent_dim": 64, "g_widths": [256, 512], "d_widths": [512, 256],
                   "g_norm": "none", "d_norm": "spectral"},
-        "train": {"epochs": 480, "global_batch": 64, "loss": "hinge", "g_lr": 2e-4, "d_lr": 2e-4,
-                  "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.998, "mode_seeking": 0.2, "checkpoint_every": 20},
+        "train": {"kimg": 768, "global_batch": 64, "loss": "hinge", "g_lr": 2e-4, "d_lr": 2e-4,
+                  "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.998, "mode_seeking": 0.2, "checkpoint_every": 32},
     },
     # GPU workers: convolutional, mixed precision, bigger batches.
     "gpu": {
@@ -170,6 +206,16 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def without_length(preset: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The preset minus its run length when the user sets the other measure: ``--set train.epochs=5`` on a
+    preset in kimg means 5 epochs, not a conflict. Setting both yourself is still an error."""
+    user = set(overrides.get("train") or {})
+    if not {"kimg", "epochs"} & user:
+        return preset
+    drop = {"kimg", "epochs"} - user
+    return {**preset, "train": {k: v for k, v in preset.get("train", {}).items() if k not in drop}}
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "config"
@@ -181,15 +227,18 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def build_config(
-    preset: str | None = None, overrides: dict[str, Any] | None = None, source: str = "config"
+    preset: str | None = None, overrides: dict[str, Any] | None = None, source: str = "config",
+    fitted: dict[str, Any] | None = None,
 ) -> Config:
-    """Preset, then YAML/flag overrides, validated. Unknown keys and bad values raise ``UserError``."""
+    """Preset (with ``fitted``, the dataset's choices, over it), then YAML/flag overrides, validated. Unknown keys and
+    bad values raise ``UserError``."""
     overrides = dict(overrides or {})
     preset = preset or overrides.pop("preset", None) or "default"
     overrides.pop("preset", None)
     if preset not in PRESETS:
         raise UserError(f"{source}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    merged = deep_merge(PRESETS[preset], overrides)
+    base = deep_merge(PRESETS[preset], fitted) if fitted else PRESETS[preset]
+    merged = deep_merge(without_length(base, overrides), overrides)
     merged["preset"] = preset
     try:
         return Config.model_validate(merged)
@@ -213,13 +262,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(
-    path: str | Path | None = None, preset: str | None = None, overrides: dict[str, Any] | None = None
+    path: str | Path | None = None, preset: str | None = None, overrides: dict[str, Any] | None = None,
+    fitted: dict[str, Any] | None = None,
 ) -> Config:
-    """Read a YAML config (optional), apply flag overrides, validate."""
+    """Read a YAML config (optional), apply flag overrides, validate. ``fitted`` (genai_ray/train/defaults.py)
+    applies only when neither ``preset`` nor the YAML names a preset."""
     data = load_yaml(path) if path else {}
     file_preset = data.pop("preset", None)
     merged = deep_merge(data, overrides or {})
-    return build_config(preset or file_preset, merged, source=str(path) if path else "config")
+    chosen = preset or file_preset
+    return build_config(chosen, merged, source=str(path) if path else "config", fitted=None if chosen else fitted)
 
 
 def parse_set_option(items: tuple[str, ...] | list[str]) -> dict[str, Any]:

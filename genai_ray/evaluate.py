@@ -20,6 +20,7 @@ from genai_ray.data.reader import Dataset, open_dataset
 from genai_ray.errors import UserError
 from genai_ray.metrics import METRICS, EvalInputs, compute
 from genai_ray.metrics.features import FeatureModel, feature_model
+from genai_ray.metrics.pixels import PixelResidual, fit_pixel_residual
 from genai_ray.metrics.prdc import kth_radius_sq
 from genai_ray.package import (
     GeneratorPackage,
@@ -62,6 +63,8 @@ class Reference:
     train_pixels: np.ndarray
     holdout_pixels: np.ndarray
     train_class_probs: np.ndarray | None
+    residual: PixelResidual | None = None  # FD's pixel-detail map (None: eval.fd_pixel_weight = 0)
+    real_residual: np.ndarray | None = None
 
 
 _REFERENCES: dict[tuple, Reference] = {}
@@ -100,9 +103,13 @@ def reference(dataset: str | Dataset, split: Split = "holdout", cfg: EvalConfig 
     class_probs = None
     if ds.manifest.labelled:
         class_probs = np.bincount(y_train, minlength=ds.manifest.num_classes) / max(len(y_train), 1)
+    train_pixels = x_train.reshape(len(x_train), -1)
+    real_pixels = x_hold.reshape(len(x_hold), -1) if split == "holdout" else train_pixels
+    residual = fit_pixel_residual(train_pixels, train_feats, cfg.fd_pixel_variance, cfg.fd_pixel_weight, cfg.seed)
     ref = Reference(ds, fm, real, kth_radius_sq(real, cfg.knn_k), manifold,
-                    kth_radius_sq(manifold, cfg.knn_k), x_train.reshape(len(x_train), -1),
-                    x_hold.reshape(len(x_hold), -1), class_probs)
+                    kth_radius_sq(manifold, cfg.knn_k), train_pixels,
+                    x_hold.reshape(len(x_hold), -1), class_probs, residual,
+                    residual(real_pixels) if residual is not None else None)
     _REFERENCES[key] = ref
     return ref
 
@@ -118,12 +125,14 @@ def score(images: np.ndarray, ref: Reference, cfg: EvalConfig, cond_labels: np.n
     if len(images) <= cfg.knn_k + 1:
         raise UserError(f"evaluation needs more than {cfg.knn_k + 1} samples, got {len(images)}; raise --n")
     fake, fake_probs = ref.features(images)
+    pixels = images.reshape(len(images), -1)
     inputs = EvalInputs(
         fake=fake, real=ref.real, real_radii_sq=ref.real_radii_sq, manifold=ref.manifold,
         manifold_radii_sq=ref.manifold_radii_sq, fake_probs=fake_probs, cond_labels=cond_labels,
-        fake_pixels=images.reshape(len(images), -1), train_pixels=ref.train_pixels,
+        fake_pixels=pixels, train_pixels=ref.train_pixels,
         holdout_pixels=ref.holdout_pixels, class_names=ref.dataset.manifest.class_names,
         train_class_probs=ref.train_class_probs, cfg=cfg,
+        fake_residual=ref.residual(pixels) if ref.residual is not None else None, real_residual=ref.real_residual,
     )
     return compute(metrics or list(METRICS), inputs, prefix)
 
@@ -157,11 +166,21 @@ def split_prefix(split: Split) -> str:
     return "eval/" if split == "holdout" else "eval_train/"
 
 
-def package_sampler(pkg: GeneratorPackage) -> Sampler:
-    """A package as a sampler: conditional ones draw labels in their training class proportions."""
+def check_truncation(psi: float) -> float:
+    """``truncation_psi`` must lie in [0, 1]: 1 samples the prior as trained, 0 gives each label's mean sample."""
+    if not 0.0 <= psi <= 1.0:
+        raise UserError(f"truncation_psi {psi:g} is outside [0, 1]; use 1 for no truncation, lower values (0.7) "
+                        "for fidelity over diversity")
+    return psi
+
+
+def package_sampler(pkg: GeneratorPackage, truncation_psi: float = 1.0) -> Sampler:
+    """A package as a sampler: conditional ones draw labels in their training class proportions; latents are
+    pulled toward the mean by ``truncation_psi`` (1 = none)."""
     meta = pkg.meta
     probs = (meta.class_probs or [1.0] * len(meta.class_names or [])) if meta.conditional else None
-    return Sampler(pkg.generate, probs)
+    psi = check_truncation(truncation_psi)
+    return Sampler(lambda seeds, labels: pkg.generate(seeds, labels, truncation_psi=psi), probs)
 
 
 def check_package_fits(meta: ModelMeta, ds: Dataset) -> None:
@@ -177,13 +196,17 @@ def check_package_fits(meta: ModelMeta, ds: Dataset) -> None:
 
 def evaluate_package(package_uri: str, dataset: str | Dataset | None = None, cfg: EvalConfig | None = None, *,
                      split: Split = "holdout", n: int | None = None, seed: int = 0,
-                     write: bool = True) -> dict[str, float]:
+                     write: bool = True, truncation_psi: float = 1.0) -> dict[str, float]:
     """Evaluate a model package (on the dataset it was trained on unless ``dataset`` is given) and merge the
-    metrics into its model.json (``eval/...``, or ``eval_train/...`` for ``split="train"``)."""
+    metrics into its model.json (``eval/...``, or ``eval_train/...`` for ``split="train"``), with the
+    ``truncation_psi`` they were measured at."""
+    check_truncation(truncation_psi)
     pkg = load_package(package_uri)
     ds = as_dataset(dataset if dataset is not None else pkg.meta.dataset_uri)
     check_package_fits(pkg.meta, ds)
-    result = evaluate(package_sampler(pkg), ds, split=split, n=n, seed=seed, cfg=cfg, prefix=split_prefix(split))
+    prefix = split_prefix(split)
+    result = evaluate(package_sampler(pkg, truncation_psi), ds, split=split, n=n, seed=seed, cfg=cfg, prefix=prefix)
+    result[f"{prefix}truncation_psi"] = float(truncation_psi)
     if write:
         fresh = read_meta(package_uri)  # re-read: keep anything written since we loaded it
         fresh.metrics = {**fresh.metrics, **result}
@@ -222,4 +245,5 @@ def cheap_metrics(generate: Generate, dataset_uri: str | Dataset, *, n: int = 50
     cfg = cfg or EvalConfig()
     ref = reference(dataset_uri, "holdout", cfg)
     images, cond = Sampler(generate, class_probs).draw(n, seed)
-    return score(images, ref, cfg, cond, CHEAP_METRICS)
+    out = score(images, ref, cfg, cond, CHEAP_METRICS)
+    return {k: out[k] for k in ("eval/fd", "eval/precision", "eval/recall")}  # FD's parts stay out of reports

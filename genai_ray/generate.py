@@ -34,20 +34,23 @@ def to_dataset(pkg: GeneratorPackage, images: np.ndarray, labels: np.ndarray | N
 
 
 def generate(model: str, n: int, out: str, seed: int = 0, label: str | int | None = None,
-             store: str | None = None) -> str:
+             store: str | None = None, truncation_psi: float = 1.0) -> str:
     """Write ``n`` images from ``model`` (URI, NAME, NAME/vNNNN or champion) to ``out``; returns a summary line.
 
     ``out`` ending in .png gets a grid, .npy gets float32 [0, 1] (N, H, W, C), anything else is a dataset URI.
+    ``truncation_psi`` < 1 pulls the latents toward their mean: cleaner, less varied images.
     """
+    from genai_ray.evaluate import check_truncation
     from genai_ray.images import grid_png
 
     if not 1 <= n <= 100_000:
         raise UserError(f"--n {n}: must be between 1 and 100000")
+    check_truncation(truncation_psi)
     pkg = load_package(resolve_model_uri(model, store))
-    images, seeds, labels = pkg.sample(n, seed=seed, label=label)
+    images, seeds, labels = pkg.sample(n, seed=seed, label=label, truncation_psi=truncation_psi)
     where = f"{pkg.meta.name}/{pkg.meta.version}"
     if out.endswith(".png"):
-        text = {"model": where, "seed": str(seed), "n": str(n)}
+        text = {"model": where, "seed": str(seed), "n": str(n), "truncation_psi": f"{truncation_psi:g}"}
         storage.write_bytes(out, grid_png(images, text))
         return f"wrote a grid of {n} images from {where} to {out}"
     if out.endswith(".npy"):

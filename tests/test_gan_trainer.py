@@ -26,7 +26,11 @@ COLLECTIVES = Path(__file__).parent / "scripts" / "step_collectives.py"
     # the default preset's shape with the mode-seeking term: its pairs must not straddle replicas
     {"model": {"conditional": True, "g_norm": "batch", "d_norm": "spectral"},
      "train": {"loss": "hinge", "mode_seeking": 0.5, "global_batch": 16, "workers": 1}},
-], ids=["mlp-wgan-gp", "dcgan-conditional-hinge", "mlp-conditional-mode-seeking"])
+    # D's augmentation with ADA: transforms drawn for the global batch, then sliced per replica; r_t all-reduced
+    {"model": {"conditional": True, "g_norm": "none", "d_norm": "spectral"},
+     "train": {"loss": "hinge", "augment": "translation,cutout,color", "ada_target": 0.6, "ada_kimg": 0.01,
+               "global_batch": 16, "workers": 1}},
+], ids=["mlp-wgan-gp", "dcgan-conditional-hinge", "mlp-conditional-mode-seeking", "mlp-augment-ada"])
 def test_one_and_two_replicas_make_the_same_first_update(overrides):
     out = subprocess.run([sys.executable, str(SCRIPT), json.dumps(overrides)], capture_output=True, text=True,
                          timeout=300)

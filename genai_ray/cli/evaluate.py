@@ -25,10 +25,13 @@ BASELINES = ("real", "kde")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses seed SEED + i.")
 @click.option("--config", "config_path", type=click.Path(), help="YAML config (its eval: section is used).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. eval.knn_k=5.")
+@click.option("--truncation-psi", type=float, default=1.0, show_default=True,
+              help="Models: pull latents toward the mean, in [0, 1] (1 = none; lower = fidelity over diversity).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--no-write", is_flag=True, help="Don't record the metrics in the package's model.json.")
 @click.pass_obj
-def evaluate_cmd(obj, model_ref, baselines, data_ref, n, split, seed, config_path, sets, as_json, no_write) -> None:
+def evaluate_cmd(obj, model_ref, baselines, data_ref, n, split, seed, config_path, sets, truncation_psi, as_json,
+                 no_write) -> None:
     """Score a model (or a baseline) on a dataset: Frechet distance, precision/recall, coverage, memorisation."""
     from genai_ray.config import load_config, parse_set_option
 
@@ -36,9 +39,15 @@ def evaluate_cmd(obj, model_ref, baselines, data_ref, n, split, seed, config_pat
         raise UserError("pass either --model URI|NAME|champion or --baseline real|kde (not both, not neither)")
     if n is not None and n < 10:
         raise UserError(f"--n {n}: evaluate at least 10 samples (the default is eval.n_samples)")
+    from genai_ray.evaluate import check_truncation
+
+    check_truncation(truncation_psi)
+    if baselines and truncation_psi != 1.0:
+        raise UserError("--truncation-psi applies to --model only; baselines have no latents to truncate")
     cfg = load_config(config_path, None, parse_set_option(sets)).eval
     if model_ref:
-        columns = {model_ref: _evaluate_model(obj.store, model_ref, data_ref, n, split, seed, cfg, not no_write)}
+        columns = {model_ref: _evaluate_model(obj.store, model_ref, data_ref, n, split, seed, cfg, not no_write,
+                                              truncation_psi)}
     else:
         if not data_ref:
             raise UserError("--baseline needs --data URI|NAME: the dataset to fit the baseline on")
@@ -46,7 +55,7 @@ def evaluate_cmd(obj, model_ref, baselines, data_ref, n, split, seed, config_pat
     click.echo(json.dumps(columns, indent=2) if as_json else format_table(columns))
 
 
-def _evaluate_model(store, model_ref, data_ref, n, split, seed, cfg, write) -> dict[str, float]:
+def _evaluate_model(store, model_ref, data_ref, n, split, seed, cfg, write, psi) -> dict[str, float]:
     from genai_ray.data.reader import open_dataset, resolve_dataset_uri
     from genai_ray.evaluate import evaluate_package
     from genai_ray.package import read_meta, resolve_model_uri
@@ -57,7 +66,7 @@ def _evaluate_model(store, model_ref, data_ref, n, split, seed, cfg, write) -> d
     if ds.manifest.sha256() != meta.dataset_sha256:
         click.echo(f"note: {ds.uri} is not the dataset {meta.name}/{meta.version} was trained on; "
                    "memorisation is measured against its training split", err=True)
-    result = evaluate_package(uri, ds, cfg, split=split, n=n, seed=seed, write=write)
+    result = evaluate_package(uri, ds, cfg, split=split, n=n, seed=seed, write=write, truncation_psi=psi)
     if write:
         click.echo(f"wrote {len(result)} metrics to {uri}/model.json", err=True)
     return result

@@ -13,31 +13,45 @@ import click
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.g_lr=1e-4.")
 @click.option("--workers", type=int, help="Ray Train workers (train.workers).")
 @click.option("--gpus-per-worker", type=float, help="GPUs per worker (train.gpus_per_worker).")
-@click.option("--epochs", type=int, help="Epochs (train.epochs).")
+@click.option("--kimg", type=float, help="Run length in thousands of real images shown (train.kimg).")
+@click.option("--epochs", type=int, help="Run length in passes over the data (train.epochs), instead of --kimg.")
 @click.option("--name", help="Run name; re-using one resumes that run. Default: <dataset>-<family>.")
 @click.option("--address", metavar="RAY_ADDRESS", help="Join this Ray cluster instead of starting a local one.")
 @click.option("--no-export", is_flag=True, help="Only train; do not export a model package.")
 @click.pass_obj
-def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, epochs, name, address, no_export) -> None:
+def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, kimg, epochs, name, address,
+          no_export) -> None:
     """Train a GAN on Ray Train workers and export its generator as a model package."""
-    from genai_ray.config import deep_merge, load_config, parse_set_option
+    from genai_ray.config import DEFAULT_KIMG, deep_merge, load_config, load_yaml, parse_set_option
 
-    flags = {k: v for k, v in {"workers": workers, "gpus_per_worker": gpus_per_worker, "epochs": epochs}.items()
-             if v is not None}
+    flags = {k: v for k, v in {"workers": workers, "gpus_per_worker": gpus_per_worker, "kimg": kimg,
+                               "epochs": epochs}.items() if v is not None}
     overrides = deep_merge(parse_set_option(sets), {"train": flags} if flags else {})
-    cfg = load_config(config_path, preset, overrides)
+    cfg = load_config(config_path, preset, overrides)  # the user's keys are checked before the dataset is read
+    if cfg.preset == "default" and not preset and not (config_path and "preset" in load_yaml(config_path)):
+        from genai_ray.data.reader import open_dataset, resolve_dataset_uri
+        from genai_ray.train.defaults import fit_to_data
+
+        manifest = open_dataset(resolve_dataset_uri(data, obj.store)).manifest
+        fitted, why = fit_to_data(manifest)
+        cfg = load_config(config_path, preset, overrides, fitted=fitted)
+        click.echo(f"default preset fitted to {manifest.name}: {'; '.join(why)}. Keys you set win; "
+                   "--preset default turns the fitting off")
     from genai_ray.train.run import fit  # TensorFlow and Ray load in seconds: only once the config is valid
 
     t = cfg.train
     click.echo(f"training {cfg.model.family}{' (conditional)' if cfg.model.conditional else ''} on {data}: "
-               f"{t.workers} worker(s), global batch {t.global_batch}, {t.epochs} epochs, loss {t.loss}")
+               f"{t.workers} worker(s), global batch {t.global_batch}, "
+               f"{f'{t.epochs} epochs' if t.epochs else f'{t.kimg or DEFAULT_KIMG:g} kimg'}, loss {t.loss}")
     result = fit(cfg, data, name=name, store=obj.store, address=address, export=not no_export)
     m = result.metrics
+    length = f"{result.epochs} epochs" if t.epochs else f"{m.get('kimg', 0):g} kimg"
     if result.already_finished:
-        click.echo(f"run {result.run_uri.rstrip('/').rsplit('/', 1)[-1]} already finished at epoch {result.epochs} "
-                   f"(train.epochs={t.epochs}): nothing to train; raise --epochs to train further")
+        where = f"epoch {result.epochs} (train.epochs={t.epochs})" if t.epochs else length
+        click.echo(f"run {result.run_uri.rstrip('/').rsplit('/', 1)[-1]} already finished at {where}: nothing to "
+                   "train; raise --kimg (or --epochs) to train further")
     else:
-        click.echo(f"finished {result.epochs} epochs: loss/d {m['loss/d']:.4f}, loss/g {m['loss/g']:.4f}, "
+        click.echo(f"finished {length}: loss/d {m['loss/d']:.4f}, loss/g {m['loss/g']:.4f}, "
                    f"{m['perf/images_per_s']:,.0f} images/s")
     click.echo(f"run: {result.run_uri}  (tensorboard --logdir {result.run_uri}/tensorboard)")
     click.echo(f"checkpoint: {result.checkpoint_uri}")
@@ -55,9 +69,11 @@ def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, epochs
 @click.option("--seed", type=int, default=0, show_default=True, help="Image i uses seed + i.")
 @click.option("--label", help="Class index or name (conditional models). Default: training proportions.")
 @click.option("--out", required=True, metavar="FILE.png|FILE.npy|DATASET_URI", help="Where to write the images.")
+@click.option("--truncation-psi", type=float, default=1.0, show_default=True,
+              help="Pull latents toward the mean, in [0, 1]: 1 = none, lower = cleaner but less varied images.")
 @click.pass_obj
-def generate(obj, model, n, seed, label, out) -> None:
+def generate(obj, model, n, seed, label, out, truncation_psi) -> None:
     """Generate images: a PNG grid, a float32 [0, 1] .npy array, or a synthetic dataset."""
     from genai_ray.generate import generate as run
 
-    click.echo(run(model, n, out, seed=seed, label=label, store=obj.store))
+    click.echo(run(model, n, out, seed=seed, label=label, store=obj.store, truncation_psi=truncation_psi))

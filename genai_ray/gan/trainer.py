@@ -17,11 +17,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from genai_ray.config import Config
+from genai_ray.config import Config, parse_augment
 from genai_ray.gan import family
+from genai_ray.gan.augment import ada_adjust, augment
 from genai_ray.gan.losses import LOSSES, gradient_penalty, mode_seeking_penalty
 
 GP_STREAM = 1_000_003  # offsets the gradient-penalty alpha stream from the noise stream
+AUG_STREAM = 2_000_003  # offsets the augmentation stream from the noise stream
 
 
 @dataclass
@@ -50,6 +52,7 @@ class GanTrainer:
         replicas = self.strategy.num_replicas_in_sync
         assert t.global_batch % replicas == 0, f"global batch {t.global_batch} does not split over {replicas} replicas"
         self.replica_batch = t.global_batch // replicas
+        self.policy = parse_augment(t.augment)
         fam = family(cfg.model.family)
         sync_bn = replicas > 1 and cfg.model.sync_batchnorm
         policy = keras.mixed_precision.global_policy()
@@ -68,12 +71,16 @@ class GanTrainer:
                 self.d_opt.build(self.d.trainable_variables)
                 self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # also the noise counter
                 self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")  # epochs completed
+                # The augmentation probability (ADA adapts it from 0) and the last step's r_t = E[sign(D(real))].
+                self.aug_p = tf.Variable(0.0 if t.ada_target else t.augment_p, dtype=tf.float32, trainable=False,
+                                         name="aug_p")
+                self.rt = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="rt")
         finally:
             keras.mixed_precision.set_global_policy(policy)
         if self.ema is not None:
             self.ema.set_weights(self.g.get_weights())
         parts = {"g": self.g, "d": self.d, "g_opt": self.g_opt, "d_opt": self.d_opt, "step": self.step,
-                 "epoch": self.epoch}
+                 "epoch": self.epoch, "aug_p": self.aug_p}
         if self.ema is not None:
             parts["ema"] = self.ema
         self.checkpoint = tf.train.Checkpoint(**parts)
@@ -106,6 +113,14 @@ class GanTrainer:
         seed = tf.stack([tf.constant(self.cfg.train.seed + GP_STREAM, tf.int64), counter])
         return self._slice(tf.random.stateless_uniform([self.global_batch], seed=seed))  # Uniform[0, 1]
 
+    def _augment(self, images: tf.Tensor, counter: tf.Tensor) -> tf.Tensor:
+        """D's view of this replica's rows: augmented like rows of the global batch (seed, counter)."""
+        if not self.policy:
+            return images
+        seed = tf.stack([tf.constant(self.cfg.train.seed + AUG_STREAM, tf.int64), counter])
+        rid = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return augment(images, self.policy, self.aug_p, seed, rid * self.replica_batch, self.global_batch)
+
     def _apply(self, opt: keras.optimizers.Optimizer, loss: tf.Tensor, tape: tf.GradientTape,
                variables: list) -> None:
         # An embedding's gradient is IndexedSlices, which MultiWorkerMirroredStrategy all-gathers (values and
@@ -113,13 +128,14 @@ class GanTrainer:
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
         opt.apply_gradients(zip(grads, variables, strict=True))
 
-    def _replica_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _replica_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         t = self.cfg.train
-        real = to_unit(images)  # (b, H, W, C)
         base = self.step * (t.d_steps + 1)
         d_loss = tf.constant(0.0)
         for k in range(t.d_steps):
+            real = self._augment(to_unit(images), 2 * (base + k))  # (b, H, W, C)
             fake = self.g(self._inputs(self._noise(base + k), labels), training=True)
+            fake = self._augment(tf.cast(fake, tf.float32), 2 * (base + k) + 1)
             with tf.GradientTape() as tape:
                 real_logits = self.d(self._inputs(real, labels), training=True)
                 fake_logits = self.d(self._inputs(fake, labels), training=True)
@@ -131,12 +147,14 @@ class GanTrainer:
                 d_loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
                 scaled = self.d_opt.scale_loss(d_loss) if t.mixed_precision else d_loss
             self._apply(self.d_opt, scaled, tape, self.d.trainable_variables)
+        signs = tf.reduce_sum(tf.sign(tf.cast(real_logits, tf.float32)))  # this replica's share of r_t (last D step)
         if t.mode_seeking:
             labels = tf.repeat(labels[0::2], 2)  # each mode-seeking pair (2j, 2j+1) shares its class
         with tf.GradientTape() as tape:
             z = self._noise(base + t.d_steps)
             fake = self.g(self._inputs(z, labels), training=True)
-            fake_logits = self.d(self._inputs(fake, labels), training=True)
+            fake_logits = self.d(self._inputs(self._augment(tf.cast(fake, tf.float32), 2 * (base + t.d_steps) + 1),
+                                              labels), training=True)
             g_loss = tf.nn.compute_average_loss(self.loss.g(fake_logits), global_batch_size=self.global_batch)
             total = g_loss
             if t.mode_seeking:
@@ -144,7 +162,7 @@ class GanTrainer:
                     mode_seeking_penalty(fake, z), global_batch_size=self.global_batch // 2)
             scaled = self.g_opt.scale_loss(total) if t.mixed_precision else total
         self._apply(self.g_opt, scaled, tape, self.g.trainable_variables)
-        return tf.cast(d_loss, tf.float32), tf.cast(g_loss, tf.float32)
+        return tf.cast(d_loss, tf.float32), tf.cast(g_loss, tf.float32), signs
 
     def _update_ema(self) -> None:
         """EMA of G's trainable weights; other state (batch-norm statistics) is copied."""
@@ -160,10 +178,20 @@ class GanTrainer:
 
     def _one(self, iterator) -> tuple:
         images, labels = next(iterator)
-        losses = self.strategy.run(self._replica_step, args=(images, labels))
+        d_loss, g_loss, signs = self.strategy.run(self._replica_step, args=(images, labels))
         self._update_ema()  # cross-replica context: every replica's copy gets the same update
+        self._update_ada(signs)
         self.step.assign_add(1)
-        return losses
+        return d_loss, g_loss
+
+    def _update_ada(self, signs) -> None:
+        """r_t = E[sign(D(real))] over the global batch; ADA moves p toward keeping it at ``ada_target``. A fixed p
+        needs neither, so it costs no extra collective."""
+        t = self.cfg.train
+        if not (self.policy and t.ada_target):
+            return
+        self.rt.assign(self.strategy.reduce(tf.distribute.ReduceOp.SUM, signs, axis=None) / self.global_batch)
+        self.aug_p.assign(ada_adjust(self.aug_p, self.rt, t.ada_target, self.global_batch, t.ada_kimg))
 
     def _steps(self, iterator, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         # One traced copy of the step, in the loop: the last step's losses leave it as loop variables. (A loop over
@@ -181,6 +209,15 @@ class GanTrainer:
         assert n >= 1, "train_steps needs at least one step"
         d_loss, g_loss = self._train_steps(iterator, tf.constant(n, tf.int64))
         return StepLosses(float(d_loss), float(g_loss))
+
+    def augment_stats(self) -> dict[str, float]:
+        """``aug/p``, and with ADA ``aug/rt`` (the last step's E[sign(D(real))]), for reports and TensorBoard."""
+        if not self.policy:
+            return {}
+        out = {"aug/p": float(self.aug_p.numpy())}
+        if self.cfg.train.ada_target:
+            out["aug/rt"] = float(self.rt.numpy())
+        return out
 
     def set_learning_rates(self, g_lr: float, d_lr: float) -> None:
         """Overwrite the (possibly restored) optimiser learning rates, e.g. after a PBT exploit."""

@@ -36,4 +36,11 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
 
 @register_metric("fd")
 def fd_metric(inputs: EvalInputs) -> dict[str, float]:
-    return {"fd": frechet_distance(inputs.fake, inputs.real)}
+    """FD over the features joined with the pixel residual (metrics/pixels.py), and each part alone."""
+    features = frechet_distance(inputs.fake, inputs.real)
+    if inputs.fake_residual is None or inputs.real_residual is None:
+        return {"fd": features}
+    joined = frechet_distance(np.concatenate([inputs.fake, inputs.fake_residual], axis=1),
+                              np.concatenate([inputs.real, inputs.real_residual], axis=1))
+    return {"fd": joined, "fd_features": features,
+            "fd_pixels": frechet_distance(inputs.fake_residual, inputs.real_residual)}

@@ -32,6 +32,8 @@ class EvalInputs:
     class_names: list[str] | None
     train_class_probs: np.ndarray | None  # (K,) class proportions of the training split
     cfg: EvalConfig
+    fake_residual: np.ndarray | None = None  # (N, R) samples' scaled pixel residual (metrics/pixels.py); None: off
+    real_residual: np.ndarray | None = None  # (M, R) the evaluation split's
 
 
 Metric = Callable[[EvalInputs], dict[str, float]]

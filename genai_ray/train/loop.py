@@ -50,6 +50,30 @@ class RunPlan:
     init_checkpoint: str | None = None  # checkpoint URI to start from when the run has none (Tune's PBT)
     launched_at: float = 0.0  # driver's wall clock when it started the run (a restarted attempt's launch includes
     # the attempts before it)
+    ticks: int = 0  # the loop's units ("epoch" in reports): about 1 kimg each with train.kimg, else epochs
+    total_steps: int = 0  # optimiser steps in the whole run (the last tick may be short)
+    in_kimg: bool = False  # the run's length was given in kimg (progress lines count kimg)
+
+
+@dataclass(frozen=True)
+class RunLength:
+    steps_per_tick: int
+    ticks: int
+    total_steps: int
+
+
+def run_length(kimg: float | None, epochs: int | None, train_count: int, global_batch: int) -> RunLength:
+    """A run's steps. With ``kimg``: ceil(kimg * 1000 / global_batch) steps, i.e. kimg * 1000 images shown (less
+    than one global batch more), whatever the dataset size, worker count and batch; a tick is about 1 kimg (at
+    least one step), the unit of checkpoint and evaluation intervals. With ``epochs``: whole passes."""
+    if epochs is not None:
+        per = train_count // global_batch
+        return RunLength(per, epochs, per * epochs)
+    from genai_ray.config import DEFAULT_KIMG
+
+    total = math.ceil((kimg or DEFAULT_KIMG) * 1000 / global_batch)
+    per = max(1, round(1000 / global_batch))
+    return RunLength(per, math.ceil(total / per), total)
 
 
 class Input(Protocol):
@@ -173,16 +197,20 @@ def open_reporting(session: Session) -> None:
 
     session.board = TensorBoard(session.plan.run_uri)
     session.grid = grid_inputs(session.cfg.model.latent_dim, session.plan.num_classes)
-    session.progress = Progress(session.start, session.cfg.train.epochs)
+    plan = session.plan
+    total_kimg = plan.total_steps * session.cfg.train.global_batch / 1000 if plan.in_kimg else None
+    session.progress = Progress(session.start, plan.ticks, total_kimg)
     if session.start:
         print(f"resumed {session.plan.run_uri} at epoch {session.start}", flush=True)
 
 
 def run_epoch(session: Session, iterator, epoch: int) -> dict[str, Any]:
-    """Train one epoch (the plan's steps, ``train.steps_per_call`` per call); returns its metrics."""
+    """Train one tick (the plan's steps, ``train.steps_per_call`` per call; the last tick may be short); returns
+    its metrics."""
     t, plan, trainer = session.cfg.train, session.plan, session.trainer
     began = time.perf_counter()
-    losses, left = [], plan.steps_per_epoch
+    steps = min(plan.steps_per_epoch, plan.total_steps - (epoch - 1) * plan.steps_per_epoch)
+    losses, left = [], steps
     while left:
         n = min(t.steps_per_call, left)
         losses.append(trainer.train_steps(iterator, n))
@@ -194,11 +222,13 @@ def run_epoch(session: Session, iterator, epoch: int) -> dict[str, Any]:
         "epoch": epoch,
         "loss/d": float(np.mean([s.d for s in losses])),
         "loss/g": float(np.mean([s.g for s in losses])),
-        "perf/images_per_s": plan.steps_per_epoch * t.global_batch / seconds,
+        "perf/images_per_s": steps * t.global_batch / seconds,
         "perf/epoch_s": seconds,
         "perf/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # this process (Linux: KiB)
         "step": int(trainer.step.numpy()),
+        "kimg": int(trainer.step.numpy()) * t.global_batch / 1000,  # real images shown to D so far, thousands
         **trainer.learning_rates(),
+        **trainer.augment_stats(),
         **session.startup,  # this attempt's, in every report: a run's result holds only its last reports
     }
     if session.exploit:
@@ -228,9 +258,10 @@ def report(session: Session, epoch: int, metrics: dict[str, Any], sink: Sink) ->
     """Rank 0 evaluates, prints, writes TensorBoard and fills the checkpoint folder; every rank then calls
     ``sink`` at epochs that checkpoint or evaluate (decided from the config alone, so all ranks agree)."""
     t = session.cfg.train
-    want_checkpoint = epoch % t.checkpoint_every == 0 or epoch == t.epochs
+    last = session.plan.ticks
+    want_checkpoint = epoch % t.checkpoint_every == 0 or epoch == last
     scored = want_checkpoint and t.keep_checkpoints_by != "latest"  # Ray ranks each checkpoint by its report
-    evaluating = bool(t.eval_every) and (epoch % t.eval_every == 0 or epoch == t.epochs or scored)
+    evaluating = bool(t.eval_every) and (epoch % t.eval_every == 0 or epoch == last or scored)
     if session.rank == 0 and evaluating:
         metrics.update(evaluate_now(session))
     with tempfile.TemporaryDirectory(prefix="genai-ray-ckpt-") as folder:
@@ -262,10 +293,10 @@ def write_checkpoint(session: Session, folder: str, epoch: int, metrics: dict[st
 
 
 def train(session: Session, data: Input, sink: Sink, before_epoch: Callable[[int], None] | None = None):
-    """The epoch loop from the session's start to ``train.epochs``; returns the last iterator (see worker.py)."""
+    """The tick loop from the session's start to the plan's last tick; returns the last iterator (see worker.py)."""
     open_reporting(session)
     iterator = None
-    for epoch in range(session.start + 1, session.cfg.train.epochs + 1):
+    for epoch in range(session.start + 1, session.plan.ticks + 1):
         if before_epoch is not None:
             before_epoch(epoch)
         iterator = data.iterator(session.trainer, epoch)
@@ -288,8 +319,8 @@ class Progress:
     The ETA extrapolates the wall time per epoch since the first epoch ended (the first one also traces).
     """
 
-    def __init__(self, start: int, epochs: int, lines: int = PROGRESS_LINES) -> None:
-        self.start, self.epochs = start, epochs
+    def __init__(self, start: int, epochs: int, total_kimg: float | None = None, lines: int = PROGRESS_LINES) -> None:
+        self.start, self.epochs, self.total_kimg = start, epochs, total_kimg  # total_kimg: the run counts in kimg
         self.every = max(1, math.ceil((epochs - start) / lines))
         self._first_done: float | None = None
 
@@ -309,8 +340,11 @@ class Progress:
         if not self.due(epoch):
             return
         fd = f"  eval/fd {metrics['eval/fd']:.3f}" if "eval/fd" in metrics else ""
-        print(f"epoch {epoch}/{self.epochs}  loss/d {metrics['loss/d']:.4f}  loss/g {metrics['loss/g']:.4f}{fd}  "
-              f"{metrics['perf/images_per_s']:,.0f} images/s  {metrics['perf/epoch_s']:.2f} s/epoch  "
+        kimg, unit = metrics["kimg"], "tick" if self.total_kimg else "epoch"
+        where, done = ((f"kimg {kimg:.1f}/{self.total_kimg:.1f}", "") if self.total_kimg
+                       else (f"epoch {epoch}/{self.epochs}", f"  kimg {kimg:.1f}"))
+        print(f"{where}  loss/d {metrics['loss/d']:.4f}  loss/g {metrics['loss/g']:.4f}{fd}{done}  "
+              f"{metrics['perf/images_per_s']:,.0f} images/s  {metrics['perf/epoch_s']:.2f} s/{unit}  "
               f"ETA {format_duration(eta)}", flush=True)
 
 

@@ -20,7 +20,7 @@ from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
 from genai_ray.gan import family
 from genai_ray.train.export import class_probs
-from genai_ray.train.loop import RunPlan
+from genai_ray.train.loop import RunPlan, run_length
 from genai_ray.train.worker import train_loop_per_worker
 
 RUN_CONFIG_FILE = "genai-ray-run.json"  # the run's resolved config, written before the first worker starts
@@ -55,14 +55,15 @@ def plan_run(cfg: Config, dataset: Dataset, run_uri: str) -> RunPlan:
     if t.keep_checkpoints_by != "latest" and not t.eval_every:
         raise UserError(f"train.keep_checkpoints_by={t.keep_checkpoints_by} ranks checkpoints by held-out "
                         f"{SCORES[t.keep_checkpoints_by][0]}, which needs in-training evaluation; set train.eval_every")
-    steps = m.train_count // t.global_batch
-    if steps < 1:
+    if m.train_count // t.global_batch < 1:
         raise UserError(f"train.global_batch={t.global_batch} is larger than the {m.train_count} training images of "
                         f"{m.name}; lower train.global_batch")
     if m.train_count // t.workers < t.global_batch // t.workers:
         raise UserError(f"dataset {m.name} is too small for {t.workers} workers at batch {t.global_batch}")
+    length = run_length(t.kimg, t.epochs, m.train_count, t.global_batch)
     return RunPlan(run_uri=run_uri, image_shape=tuple(m.shape), num_classes=max(m.num_classes, 1),
-                   steps_per_epoch=steps, dataset_name=m.name, dataset_uri=dataset.uri,
+                   steps_per_epoch=length.steps_per_tick, ticks=length.ticks, total_steps=length.total_steps,
+                   in_kimg=t.epochs is None, dataset_name=m.name, dataset_uri=dataset.uri,
                    class_probs=class_probs(dataset))
 
 
@@ -211,7 +212,7 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
     storage.check_writable(store)
     check_run_config(run_uri, cfg)
     recorded = recorded_checkpoints(run_uri)
-    finished = recorded is not None and int(recorded[0][1].get("epoch", 0)) >= cfg.train.epochs
+    finished = recorded is not None and int(recorded[0][1].get("epoch", 0)) >= plan.ticks
     if finished:
         latest, kept = recorded
     else:
@@ -235,6 +236,7 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
         if package_uri is None:
             summary = {"run": name, "run_uri": run_uri, "checkpoint": chosen_uri, "checkpoint_sha256": chosen_sha,
                        "epochs": int(chosen_meta["epoch"]), "run_epochs": epochs,
+                       "kimg": chosen_meta["metrics"].get("kimg"),  # images shown to D, thousands
                        "kept_by": cfg.train.keep_checkpoints_by, "workers": cfg.train.workers,
                        **{k: v for k, v in chosen_meta["metrics"].items() if "/" in k and not k.startswith("startup/")}}
             package_uri = export_checkpoint(chosen, cfg, dataset, name, store, summary)

@@ -178,7 +178,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     exploit = own is None and bool(plan.init_checkpoint)  # a PBT exploit: the perturbed rates win over the restored
     with local_folder(own or external_checkpoint(plan.init_checkpoint)) as folder:
         session = set_up(cfg, plan, strategy, rank, folder, exploit, loop_config["config"])
-    if session.start >= cfg.train.epochs:  # a re-run of a finished run (the driver normally answers it without workers)
+    if session.start >= plan.ticks:  # a re-run of a finished run (the driver normally answers it without workers)
         if rank == 0:
             print(f"{plan.run_uri} already finished at epoch {session.start}; nothing to train", flush=True)
         return

@@ -21,6 +21,7 @@ from genai_ray import storage
 from genai_ray.config import TuneConfig
 from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
+from genai_ray.train.loop import run_length
 from genai_ray.tune.leftovers import live_placement_groups, release_leftovers
 from genai_ray.tune.space import SearchSpace
 
@@ -183,7 +184,8 @@ def build_tuner(space: SearchSpace, dataset: Dataset, store: str, name: str, tun
     if storage.exists(storage.join(campaign_uri(store, name), "tuner.pkl")):
         raise UserError(f"campaign {name} already exists at {campaign_uri(store, name)}; pass --resume to continue "
                         "it or choose another --name")
-    max_epochs = space.config_for({}).train.epochs
+    base = space.config_for({}).train  # ticks: epochs, or about 1 kimg each with train.kimg
+    max_epochs = run_length(base.kimg, base.epochs, dataset.manifest.train_count, base.global_batch).ticks
     scheduler = make_scheduler(space, tune_cfg, max_epochs)
     needs_metric = tune_cfg.scheduler == "fifo" and tune_cfg.search == "random"
     return tune.Tuner(

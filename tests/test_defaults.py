@@ -1,0 +1,69 @@
+"""The default preset fitted to the dataset: family, widths, augmentation and kimg by image size, channels,
+labels and count; printed with its reasons; an explicit preset or key still wins."""
+
+from __future__ import annotations
+
+import pytest
+
+from genai_ray import storage
+from genai_ray.cli import main
+from genai_ray.config import build_config
+from genai_ray.data.manifest import Manifest
+from genai_ray.train.defaults import fit_to_data
+
+
+def manifest(shape: tuple[int, int, int], train: int, labelled: bool = True) -> Manifest:
+    return Manifest(name="x", shape=shape, channels=shape[2], count=train + 10, train_count=train, holdout_count=10,
+                    holdout_fraction=0.1, class_names=[str(i) for i in range(10)] if labelled else None, seed=0,
+                    shards=[], source={}, created_at="now")
+
+
+def fitted_config(m: Manifest, overrides: dict | None = None):
+    return build_config(None, overrides or {}, fitted=fit_to_data(m)[0])
+
+
+def test_small_digits_get_the_tuned_mlp_with_augmentation_and_kimg() -> None:
+    cfg = fitted_config(manifest((8, 8, 1), 807))
+    assert (cfg.model.family, cfg.model.conditional, cfg.model.g_widths) == ("mlp", True, [256, 512])
+    assert cfg.train.augment != "none" and cfg.train.kimg and cfg.train.epochs is None
+    big = fitted_config(manifest((8, 8, 1), 50_000))
+    assert big.train.augment == "none"  # enough images: no augmentation
+
+
+def test_mnist_sized_images_get_a_shorter_dense_run_and_64px_colour_a_dcgan() -> None:
+    mnist = fitted_config(manifest((28, 28, 1), 4500))
+    assert mnist.model.family == "mlp" and mnist.train.kimg < fitted_config(manifest((8, 8, 1), 4500)).train.kimg
+    photos = fitted_config(manifest((64, 64, 3), 20_000, labelled=False))
+    assert (photos.model.family, photos.model.conditional, photos.model.base_channels) == ("dcgan", False, 32)
+    odd = fitted_config(manifest((48, 40, 3), 20_000))
+    assert odd.model.family == "mlp"  # a DCGAN cannot make 48x40 images
+    assert any("--image-size 32" in line for line in fit_to_data(manifest((48, 40, 3), 20_000))[1])
+
+
+def test_keys_the_user_sets_win_over_the_fitting() -> None:
+    cfg = fitted_config(manifest((64, 64, 3), 800), {"model": {"family": "mlp"}, "train": {"epochs": 3}})
+    assert cfg.model.family == "mlp" and cfg.train.epochs == 3 and cfg.train.kimg is None
+    assert cfg.train.ada_target == 0.6  # what the user did not set stays fitted
+
+
+def test_train_prints_what_it_chose_and_why_unless_a_preset_is_named(tmp_path, capsys) -> None:
+    from genai_ray.data.prepare import prepare
+    from genai_ray.data.sources import open_source
+
+    store = str(tmp_path / "store")
+    prepare(open_source("digits"), storage.join(store, "datasets", "digits"), name="digits", progress=False)
+    # a batch larger than the dataset is refused after the fitting is printed, before Ray starts: nothing trains
+    assert main(["--store", store, "train", "--data", "digits", "--set", "train.global_batch=4096"]) == 2
+    out = capsys.readouterr()
+    assert "default preset fitted to digits: conditional=true (labelled); mlp" in out.out
+    assert "ADA augmentation" in out.out and "kimg" in out.out
+    assert main(["--store", store, "train", "--data", "digits", "--preset", "default",
+                 "--set", "train.global_batch=4096"]) == 2
+    assert "fitted" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3), (64, 64, 3), (100, 100, 1)])
+def test_every_fitted_config_validates(shape) -> None:
+    for count in (300, 5000, 100_000):
+        for labelled in (True, False):
+            fitted_config(manifest(shape, count, labelled))
