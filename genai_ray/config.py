@@ -89,6 +89,7 @@ class ServeConfig(StrictModel):
     api_key_env: str = "GENAI_RAY_API_KEY"  # env var holding the optional bearer key
     api_key_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")  # or the key's sha256, so no config holds it
     max_body_bytes: int = Field(16_384, ge=256)  # larger request bodies get 413
+    insecure_no_auth: bool = False  # allow serving beyond loopback with no API key (refused otherwise)
 
 
 class TuneConfig(StrictModel):

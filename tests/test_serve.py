@@ -171,42 +171,104 @@ def test_concurrent_requests_batch_and_keep_pixels(cond: str) -> None:
 
 
 
-def test_batches_fill_while_a_slow_model_computes(serve_root: str, tmp_path: Path) -> None:
+def test_a_poisoned_request_fails_alone_and_its_batch_mates_get_200(cond: str) -> None:
+    """Labels that pass ``str.isdigit()`` but not ``int()`` ("²", 5,000 digits), sent at once with good requests:
+    each poisoned one gets its own 422, the good ones their images, and the replica saw batches that mixed both."""
+    poisons = ["²", "9" * 5000, "٣"]
+
+    def mixed() -> int:
+        return httpx.get(f"{cond}/v1/model").json()["serving"]["mixed_batches"]
+
+    def send(body: dict, start: threading.Barrier) -> httpx.Response:
+        start.wait()
+        return post(cond, json=body)
+
+    before, rounds = mixed(), 0
+    while rounds < 3:  # 15 requests land within the 50 ms batch wait; a retry covers a slow thread start
+        rounds += 1
+        bodies = [{"n": 1, "seed": i, "label": poisons[i // 5] if i % 5 == 2 else i % 3} for i in range(15)]
+        start = threading.Barrier(len(bodies))
+        with cf.ThreadPoolExecutor(len(bodies)) as pool:
+            responses = list(pool.map(send, bodies, [start] * len(bodies)))
+        for body, r in zip(bodies, responses, strict=True):
+            if isinstance(body["label"], str):
+                assert r.status_code == 422 and "unknown label" in r.json()["detail"], r.text
+            else:
+                assert r.status_code == 200, r.text
+        if mixed() > before:
+            break
+    assert mixed() > before, f"no batch mixed a poisoned request with good ones in {rounds} rounds"
+    assert max(int(r.headers["x-batch-size"]) for r in responses if r.status_code == 200) > 1
+
+
+def test_batches_fill_while_a_slow_model_computes_and_keep_dcgan_pixels(serve_root: str, tmp_path: Path) -> None:
     """Ray's batcher forms the next batch as soon as a request arrives, so with a 1 ms wait a slow model saw
-    batches of 1-2 under load; the replica waits about one model call while busy (about 60 ms here)."""
+    batches of 1-2 under load; the replica waits about one model call while busy (about 60 ms here).
+
+    The same real generator (a DCGAN with batch norm) gives the same pixels to a request served in a batch
+    and alone: batch norm must use its moving statistics, not the batch's."""
     from ray import serve
 
     from bench.serve_load import untrained_package
 
     uri = untrained_package(str(tmp_path), "dcgan")  # the gpu preset's generator at 32x32x3
+    layers = [type(layer).__name__ for layer in load_package(uri).model.layers]
+    assert "BatchNormalization" in layers, layers
     deploy("t-slow", ServeConfig(model_uri=uri, max_batch_size=32, batch_wait_timeout_s=0.001),
            max_ongoing_requests=64)
     try:
         url = f"{serve_root}/t-slow"
+        bodies = [{"n": 1 + i % 2, "seed": 7 * i, "label": i % 10, "format": "npy"} for i in range(192)]
         with cf.ThreadPoolExecutor(32) as pool:
-            codes = list(pool.map(lambda i: post(url, json={"n": 1, "seed": i, "format": "npy"}).status_code,
-                                  range(192)))
-        assert codes == [200] * 192
+            together = list(pool.map(lambda b: post(url, json=b), bodies))
+        assert [r.status_code for r in together] == [200] * 192
         stats = httpx.get(f"{url}/v1/model").json()["serving"]
         assert stats["requests"] / stats["batches"] >= 4, stats["batch_sizes"]
+        batched = [(b, r) for b, r in zip(bodies, together, strict=True) if int(r.headers["x-batch-size"]) > 1]
+        assert len(batched) >= 8, [r.headers["x-batch-size"] for r in together]
+        for body, r in batched[:: max(1, len(batched) // 8)][:8]:
+            alone = post(url, json=body)
+            assert alone.headers["x-batch-size"] == "1"
+            np.testing.assert_array_equal(npy(r), npy(alone))  # bit-identical, not just close
     finally:
         serve.delete("t-slow")
 
-def test_fuzzed_bodies_never_get_a_500(cond: str) -> None:
+
+ROUTES = [("POST", "/v1/generate"), ("GET", "/v1/model"), ("GET", "/healthz"), ("GET", "/"), ("GET", "/docs"),
+          ("GET", "/openapi.json"), ("GET", "/v1/generate"), ("POST", "/v1/model"), ("DELETE", "/healthz"),
+          ("GET", "/v1/nothing")]
+
+
+@pytest.mark.parametrize("app", ["cond", "locked"])
+def test_fuzzed_requests_never_get_a_500(app: str, request: pytest.FixtureRequest) -> None:
+    """Bodies, headers (keys, content types) and labels (Unicode digits: "²", "٣") on every route: 4xx or 200."""
+    url = request.getfixturevalue(app)
     scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
     values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c,
                                                                                        max_size=3), max_leaves=6)
-    fields = st.fixed_dictionaries({}, optional={"n": values | st.integers(-2, 70), "seed": values,
-                                                 "label": values | st.sampled_from(["one", "zero", 2]),
-                                                 "format": values | st.sampled_from(["png", "npy", "json"])})
+    digits = st.text(st.characters(categories=["Nd", "No", "Nl"]), min_size=1, max_size=6)
+    labels = values | digits | st.sampled_from(["one", "zero", 2, "²", "-0", "9" * 5000])
+    fields = st.fixed_dictionaries({}, optional={
+        "n": values | st.integers(-2, 70), "seed": values, "label": labels,
+        "format": values | st.sampled_from(["png", "npy", "json"]), "truncation_psi": values | st.floats(-1, 2)})
+    header_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+    # The key goes only in Authorization: Serve logs a client's X-Request-ID, and the last test greps logs for it.
+    headers = st.fixed_dictionaries({}, optional={
+        "authorization": header_value | st.sampled_from([f"Bearer {KEY}", "Bearer", "Basic Zm9v", f"bearer {KEY}x"]),
+        "content-type": header_value | st.sampled_from(["application/json", "text/plain", "multipart/form-data"]),
+        "accept": header_value, "x-request-id": header_value})
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(body=fields | values, raw=st.binary(max_size=40) | st.none())
-    def check(body, raw) -> None:
-        kw = {"content": raw} if raw is not None else {"content": json.dumps(body)}
-        r = post(cond, headers={"content-type": "application/json"}, **kw)
-        assert r.status_code in (200, 422), (body, raw, r.status_code, r.text)
-        if r.status_code == 422:
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(route=st.sampled_from(ROUTES), body=fields | values, raw=st.binary(max_size=40) | st.none(),
+           extra=headers)
+    def check(route, body, raw, extra) -> None:
+        method, path = route
+        content = raw if raw is not None else json.dumps(body).encode()
+        r = httpx.request(method, f"{url}{path}", content=content if method != "GET" else None,
+                          headers={"content-type": "application/json", **extra}, timeout=120)
+        assert r.status_code < 500 or (r.status_code == 503 and path == "/healthz"), \
+            (route, body, raw, extra, r.status_code, r.text)
+        if r.status_code in (401, 413, 422):
             assert r.json()["detail"]
 
     check()
@@ -246,7 +308,16 @@ def test_auth_protects_v1_routes_and_key_is_never_logged(locked: str, ray_local)
     assert httpx.get(f"{locked}/v1/model", headers=good).json()["conditional"] is False
     r = post(locked, json={"n": 1, "label": 0}, headers=good)
     assert r.status_code == 422 and "unconditional" in r.json()["detail"]
-    assert httpx.get(f"{locked}/healthz").status_code == 200  # probes need no key
+    # 401 before the body is read or validated: a client without the key learns nothing about the API.
+    for body in (b"{not json", b'{"n": 0, "colour": "red"}', b'{"n": 1, "pad": "' + b"x" * 20_000 + b'"}'):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            r = post(locked, content=body, headers={"content-type": "application/json", **headers})
+            assert r.status_code == 401 and "colour" not in r.text and "JSON" not in r.text, r.text
+    # Probes need no key, and learn only ok or not: no model name, no URI, no load error.
+    anonymous = httpx.get(f"{locked}/healthz")
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
+    assert httpx.get(f"{locked}/healthz", headers={"Authorization": "Bearer wrong"}).json() == {"status": "ok"}
+    assert httpx.get(f"{locked}/healthz", headers=good).json()["model"] == "uncond/v0001"
     logs = Path(ray_local._private.worker._global_node.get_logs_dir_path())
     leaked = [p for p in logs.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
     assert leaked == []
@@ -352,6 +423,139 @@ def test_failed_load_marks_replica_unhealthy_naming_the_uri(serve_root: str, pac
         assert f"model {packages['corrupt']} failed to load" in status.message and "sha256" in status.message
     finally:
         serve.delete("t-bad")
+
+
+class Load:
+    """Closed-loop clients in threads, each recording (start time, status, X-Model, replica pid); resizable."""
+
+    def __init__(self, url: str, body: dict) -> None:
+        self.url, self.body = url, body
+        self.seen: list[tuple[float, int, str | None]] = []
+        self.stops: list[threading.Event] = []
+        self.threads: list[threading.Thread] = []
+
+    def _client(self, stop: threading.Event, worker: int) -> None:
+        import time
+
+        with httpx.Client(timeout=120) as client:
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                started = time.monotonic()
+                try:
+                    r = client.post(f"{self.url}/v1/generate", json={**self.body, "seed": worker * 100_000 + i})
+                    self.seen.append((started, r.status_code, r.headers.get("x-model")))
+                except httpx.HTTPError:
+                    self.seen.append((started, -1, None))  # a dropped connection or a hang is a failure too
+
+    def resize(self, clients: int) -> None:
+        while len(self.stops) < clients:
+            stop = threading.Event()
+            thread = threading.Thread(target=self._client, args=(stop, len(self.stops)), daemon=True)
+            self.stops.append(stop)
+            self.threads.append(thread)
+            thread.start()
+        while len(self.stops) > clients:
+            self.stops.pop().set()
+            self.threads.pop().join()
+
+    def wait_for(self, more: int) -> None:
+        target = len(self.seen) + more
+        while len(self.seen) < target:
+            threading.Event().wait(0.05)
+
+    def failures(self) -> list[tuple[float, int, str | None]]:
+        return [s for s in self.seen if s[1] != 200]
+
+
+def replica_states(app: str) -> dict[str, int]:
+    from ray import serve
+
+    return {str(k): v for k, v in serve.status().applications[app].deployments["Generator"].replica_states.items()}
+
+
+def wait_replicas(app: str, running: int, timeout_s: float = 180) -> float:
+    """Poll Serve until ``running`` replicas run and none starts or stops; returns the seconds it took."""
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        states = replica_states(app)
+        if states.get("RUNNING", 0) == running and sum(states.values()) == running:
+            return time.monotonic() - t0
+        threading.Event().wait(0.2)
+    raise AssertionError(f"{app} never settled at {running} replica(s): {replica_states(app)}")
+
+
+def test_autoscaling_1_to_2_and_back_with_no_failed_request_and_one_version(
+        serve_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Load scales the deployment from 1 replica to 2 and, when it drops, back to 1, with no failed request.
+    A new champion promoted meanwhile is not served: the replica added by autoscaling serves the version the
+    deployment resolved ``champion`` to, like the first one, until the next deploy."""
+    from ray import serve
+
+    from genai_ray.tune.promote import promote
+
+    store = str(tmp_path / "store")
+    monkeypatch.setenv("GENAI_RAY_STORE", store)
+    v1 = make_package(store, "cond", "v0001", True, seed=1)
+    v2 = make_package(store, "cond", "v0002", True, seed=2)
+    promote(store, "cond", v1, score=2.0)
+    # Scale out when a replica averages over 2 requests in flight; react within about a second either way.
+    auto = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2, "upscale_delay_s": 1,
+            "downscale_delay_s": 3, "look_back_period_s": 1, "metrics_interval_s": 0.5}
+    deploy("t-auto", ServeConfig(model_uri="champion:cond", batch_wait_timeout_s=0.01), max_ongoing_requests=16,
+           autoscaling_config=auto, graceful_shutdown_wait_loop_s=0.5)
+    url = f"{serve_root}/t-auto"
+    load = Load(url, {"n": 4})
+    try:
+        assert replica_states("t-auto") == {"RUNNING": 1}
+        promote(store, "cond", v2, score=1.0)  # the new champion: not for this deployment
+        load.resize(8)
+        up_s = wait_replicas("t-auto", 2)
+        pids = {httpx.get(f"{url}/v1/model", timeout=30).json()["serving"]["pid"] for _ in range(40)}
+        serving = httpx.get(f"{url}/v1/model", timeout=30).json()["serving"]
+        assert len(pids) == 2 and serving["replicas"] == {"RUNNING": 2}, (pids, serving)  # both replicas serve
+        load.wait_for(40)
+        load.resize(1)  # about one request in flight: under target, so one replica is enough
+        down_s = wait_replicas("t-auto", 1)
+        load.wait_for(10)
+    finally:
+        load.resize(0)
+        serve.delete("t-auto")
+    print(f"autoscaling: {len(load.seen)} requests, up in {up_s:.1f} s, down in {down_s:.1f} s")
+    assert load.failures() == [], load.failures()[:5]
+    assert {m for _, _, m in load.seen} == {"cond/v0001"}
+
+
+def test_hot_reload_at_load_two_replicas_32_clients(serve_root: str, packages: dict[str, str]) -> None:
+    """Reload to a new version while 32 clients hammer 2 replicas: no failed request, and every request sent
+    after the deploy returned is answered by the new version."""
+    import time
+
+    from ray import serve
+
+    options = {"autoscaling_config": {"min_replicas": 2, "max_replicas": 2}, "max_ongoing_requests": 32}
+    deploy("t-reload", ServeConfig(model_uri=packages["cond1"], batch_wait_timeout_s=0.01), **options)
+    url = f"{serve_root}/t-reload"
+    load = Load(url, {"n": 1})
+    try:
+        replicas = {httpx.get(f"{url}/v1/model", timeout=30).json()["serving"]["replica"] for _ in range(30)}
+        load.resize(32)
+        load.wait_for(64)
+        deploy("t-reload", ServeConfig(model_uri=packages["cond2"], batch_wait_timeout_s=0.01), **options)
+        reloaded_at = time.monotonic()
+        load.wait_for(128)
+        after = {httpx.get(f"{url}/v1/model", timeout=30).json()["serving"]["replica"] for _ in range(30)}
+    finally:
+        load.resize(0)
+        serve.delete("t-reload")
+    assert load.failures() == [], load.failures()[:5]
+    models = [m for _, _, m in sorted(load.seen)]
+    assert models[0] == "cond/v0001" and models[-1] == "cond/v0002"
+    late = {m for t, _, m in load.seen if t > reloaded_at}
+    assert late == {"cond/v0002"}, late
+    assert after == replicas and len(replicas) == 2  # swapped in place: the same two replicas
 
 
 def cli_serve(store: str, model: str, port: int, capsys) -> tuple[int, str, str]:

@@ -152,7 +152,8 @@ def test_concurrent_promotions_lose_no_history_entry(tmp_path, s3_bucket, where)
     champion = json.loads(storage.read_bytes(storage.join(store, "models", "digits", "champion.json")))
     assert champion["version"] == history[-1]["version"]
     # Each promotion saw the one before it: the chain of "previous" pointers is the history's order.
-    assert [h["previous"] and h["previous"]["version"] for h in history] == [None, *[h["version"] for h in history[:-1]]]
+    previous = [h["previous"] and h["previous"]["version"] for h in history]
+    assert previous == [None, *[h["version"] for h in history[:-1]]]
     assert {p["version"] for p in pointers} == {h["version"] for h in history}
     if where == "s3":  # the lock object is deleted after each promotion
         assert not storage.exists(storage.join(store, "models", "digits", "promote.lock"))
