@@ -26,6 +26,10 @@ from genai_ray.ray_runtime import free_port
 KEY_ENV = "GENAI_RAY_TEST_SERVE_KEY"
 KEY = "s3cret-test-key-7f1c9a"
 SMALL = {"ray_actor_options": {"num_cpus": 0.5}}
+# What an evaluated package records: headline scores, the KDE baseline's, and many more (class shares...).
+COND1_METRICS = {"eval/fd": 1.5, "eval/precision": 0.81, "eval/recall": 0.42, "eval/memorisation": 0.004,
+                 "baseline/kde/eval/fd": 1.05, "baseline/kde/eval/recall": 0.76,
+                 **{f"eval/class_share/{i}": 0.1 for i in range(10)}, "eval/coverage": 0.7}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,7 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     corrupt = make_package(store, "broken", "v0001", True, seed=3)
     with open(os.path.join(corrupt, "generator.keras"), "ab") as f:
         f.write(b"tampered")
-    return {"store": store, "cond1": make_package(store, "cond", "v0001", True, seed=1, metrics={"eval/fd": 1.5}),
+    return {"store": store, "cond1": make_package(store, "cond", "v0001", True, seed=1, metrics=COND1_METRICS),
             "cond2": make_package(store, "cond", "v0002", True, seed=2), "corrupt": corrupt,
             "uncond": make_package(store, "uncond", "v0001", False, seed=4)}
 
@@ -116,7 +120,7 @@ def test_generate_formats_name_model_and_seeds(cond: str, packages: dict[str, st
 
 def test_model_health_docs_and_gallery_html(cond: str) -> None:
     meta = httpx.get(f"{cond}/v1/model").json()
-    assert meta["name"] == "cond" and meta["metrics"] == {"eval/fd": 1.5} and meta["class_names"][1] == "one"
+    assert meta["name"] == "cond" and meta["metrics"] == COND1_METRICS and meta["class_names"][1] == "one"
     assert httpx.get(f"{cond}/healthz").json()["model"] == "cond/v0001"
     schema = httpx.get(f"{cond}/openapi.json").json()
     assert "/v1/generate" in schema["paths"] and "GenerateRequest" in schema["components"]["schemas"]
@@ -274,7 +278,7 @@ def test_fuzzed_requests_never_get_a_500(app: str, request: pytest.FixtureReques
     check()
 
 
-def test_gallery_renders_and_generates_in_chromium(cond: str) -> None:
+def test_gallery_renders_and_generates_in_chromium(cond: str, tmp_path: Path) -> None:
     if not Chromium.available():
         pytest.skip("chromium is not installed (Debian package 'chromium'); the gallery test needs it")
     with Chromium() as browser:
@@ -286,6 +290,19 @@ def test_gallery_renders_and_generates_in_chromium(cond: str) -> None:
         assert len(shown) == 18 and all(w == 8 for w, _ in shown)  # 3 classes x 6, all decoded
         assert sorted({lab for _, lab in shown}) == ["0", "1", "2"]
         assert "cond/v0001" in browser.eval("document.querySelector('#model').textContent")
+        # The header: a small table of key scores, the KDE baseline's beside them; the rest behind a disclosure.
+        scores = browser.eval("""[...document.querySelectorAll('#scores tbody tr')].map(
+            r => [...r.children].slice(0, 3).map(c => c.textContent))""")
+        assert scores == [["FD", "1.500", "1.050"], ["precision", "0.810", "\u2013"], ["recall", "0.420", "0.760"],
+                          ["memorisation", "0.004", "\u2013"]], scores
+        assert browser.eval("!document.querySelector('#scores').hidden && "
+                            "document.querySelector('#scores').getBoundingClientRect().height > 0")
+        assert browser.eval("document.querySelector('#all-metrics').open") is False
+        assert browser.eval("document.querySelectorAll('#all-metrics tbody tr').length") == len(COND1_METRICS)
+        shot = browser.send("Page.captureScreenshot", format="png")["data"]
+        out = Path(os.environ.get("GENAI_RAY_TEST_ARTIFACTS", tmp_path)) / "gallery.png"
+        out.write_bytes(base64.b64decode(shot))
+        print(f"gallery screenshot: {out}")
         browser.eval("""document.querySelector('#label').value = '2'; document.querySelector('#n').value = '5';
                         document.querySelector('#generate').click(); true""")
         browser.wait_for("document.querySelector('#status').dataset.images === '23' && "
