@@ -2,8 +2,8 @@
 
 It shows the model and its key scores in a small table (FD, precision, recall, memorisation, with the KDE
 baseline's where model.json records them), every metric behind an "all metrics" disclosure, samples (a row per
-class for conditional models) and a form to generate more through ``/v1/generate``. ``#status[data-state]`` turns ``ready`` when a request has finished, so headless
-browsers and tests can wait on it.
+class for conditional models) and a form to generate more through ``/v1/generate``. ``#status[data-state]``
+turns ``ready`` when a request has finished, so headless browsers and tests can wait on it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ figure img{width:64px;height:64px;image-rendering:pixelated;display:block;backgr
 table{border-collapse:collapse;font-size:.85rem}
 th,td{padding:.15rem .6rem;text-align:right;border-bottom:1px solid #ddd}
 th:first-child,td:first-child{text-align:left}
+#scores td:last-child{text-align:left;color:#888;font-size:.75rem}
 thead th{color:#555;font-weight:600}
 details{font-size:.8rem;color:#444}
 details table{margin-top:.3rem;font-size:.75rem}
@@ -115,7 +116,7 @@ function showScores(metrics) {
     cell(row, label, "th");
     cell(row, fmt(metrics[key]));
     cell(row, fmt(kde && metrics[kde]));
-    cell(row, hint).style.color = "#888";
+    cell(row, hint);
     body.appendChild(row);
   }
   $("scores").hidden = body.children.length === 0;
