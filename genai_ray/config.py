@@ -82,7 +82,7 @@ class EvalConfig(StrictModel):
 
 
 class ServeConfig(StrictModel):
-    model_uri: str = "champion"  # model package URI, or "champion" for the store's promoted model
+    model_uri: str = "champion"  # model package URI, or a reference (champion, NAME) resolved once per deploy
     max_n: int = Field(64, ge=1, le=1024)  # largest n one request may ask for
     max_batch_size: int = Field(32, ge=1)  # requests merged into one generator call
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=5.0)  # how long a batch waits to fill
