@@ -115,13 +115,14 @@ class EvalConfig(StrictModel):
 
 
 class ServeConfig(StrictModel):
-    model_uri: str = "champion"  # model package URI, or "champion" for the store's promoted model
+    model_uri: str = "champion"  # model package URI, or a reference (champion, NAME) resolved once per deploy
     max_n: int = Field(64, ge=1, le=1024)  # largest n one request may ask for
     max_batch_size: int = Field(32, ge=1)  # requests merged into one generator call
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=5.0)  # how long a batch waits to fill
     api_key_env: str = "GENAI_RAY_API_KEY"  # env var holding the optional bearer key
     api_key_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")  # or the key's sha256, so no config holds it
     max_body_bytes: int = Field(16_384, ge=256)  # larger request bodies get 413
+    insecure_no_auth: bool = False  # allow serving beyond loopback with no API key (refused otherwise)
 
 
 class TuneConfig(StrictModel):

@@ -114,9 +114,11 @@ class GeneratorPackage:
         if not self.meta.conditional:
             raise UserError(f"model {self.meta.name}/{self.meta.version} is unconditional; omit the label")
         names = self.meta.class_names or []
-        if isinstance(label, str) and not label.lstrip("-").isdigit():
+        # ASCII digits only: str.isdigit() accepts "²" and other Unicode digits that int() then refuses.
+        if isinstance(label, str) and not re.fullmatch(r"-?[0-9]{1,9}", label):
             if label not in names:
-                raise UserError(f"unknown label {label!r}; this model knows {', '.join(names)}")
+                shown = label if len(label) <= 40 else label[:40] + "..."
+                raise UserError(f"unknown label {shown!r}; this model knows {', '.join(names)}")
             return names.index(label)
         index = int(label)
         if not 0 <= index < len(names):
@@ -238,6 +240,11 @@ def read_champion(store: str, name: str) -> dict[str, Any] | None:
     return json.loads(storage.read_bytes(uri))
 
 
+def is_reference(ref: str) -> bool:
+    """True for names resolved against a store (``champion``, ``NAME``, ``NAME/vNNNN``), not package URIs."""
+    return not ("://" in ref or ref.startswith(("/", ".", "~")))
+
+
 def resolve_model_uri(ref: str, store: str | None = None) -> str:
     """A package URI from: a URI, ``NAME`` (latest version), ``NAME/vNNNN``, ``champion`` or ``champion:NAME``."""
     store = store or storage.default_store()
@@ -253,8 +260,11 @@ def resolve_model_uri(ref: str, store: str | None = None) -> str:
         pointer = read_champion(store, names[0])
         if pointer is None:
             raise UserError(f"no champion for model {names[0]!r} under {models}; promote one first")
+        if not storage.exists(storage.join(pointer["uri"], META_FILE)):
+            raise UserError(f"{champion_uri(store, names[0])} points to {pointer['uri']}, which is not a model "
+                            "package (no model.json); promote an existing package with 'genai-ray promote'")
         return pointer["uri"]
-    if "://" in ref or ref.startswith(("/", ".", "~")):
+    if not is_reference(ref):
         return ref
     parts = ref.split("/")
     if len(parts) == 2:

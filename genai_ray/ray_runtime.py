@@ -49,8 +49,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get(ADDRESS_ENV)
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GENAI_RAY_"))}
-    env_vars["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")  # keep worker logs readable
+    env_vars = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}  # keep worker logs readable
     # Ray Train's controller collects reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default), and a
     # worker's next ray.train.report blocks until its previous one was collected. With sub-second epochs that
     # capped training at one epoch per 2 s (docs/ray-notes.md).
@@ -59,11 +58,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # line appeared twice. Unpatched, a print goes to stdout once (and Ray streams it to the driver).
     env_vars[PRINT_PATCH_ENV] = os.environ.get(PRINT_PATCH_ENV, "0")
     if address:
-        # A cluster's nodes use their own AWS credential chain; secrets never travel in a runtime environment,
-        # which anyone who can open the dashboard can read (docs/security.md).
-        shared = {k: v for k, v in env_vars.items() if k not in SECRET_ENV}
+        # The store, endpoint and region travel to the cluster's workers; a cluster's nodes use their own AWS
+        # credential chain, and secrets never travel in a runtime environment, which anyone who can open the
+        # dashboard or Ray's State API can read (docs/security.md).
+        shared = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GENAI_RAY_")) and k not in SECRET_ENV}
         try:
-            ray.init(address=address, runtime_env={"env_vars": shared}, log_to_driver=True)
+            ray.init(address=address, runtime_env={"env_vars": {**shared, **env_vars}}, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise UserError(f"cannot reach the Ray cluster at {address} ({str(err).splitlines()[0][:160]}); "
                             "check the address or start one with 'genai-ray cluster up'") from None
@@ -71,6 +71,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # The dashboard serves Ray's State API, which Ray Train's PlacementGroupCleaner needs: without it a Train run
     # whose controller is killed (a trial stopped by ASHA or exploited by PBT) leaks its placement group and
     # its CPUs until the driver exits, and later trials wait for them forever. Loopback only, free port.
+    # A private Ray's processes inherit this process's environment (credentials, store, endpoint), so only Ray's
+    # and TF's own settings go in the runtime env: what is there, the dashboard and State API show to anyone.
     ray.init(address="local", num_cpus=num_cpus or local_cpus(), include_dashboard=True,
              dashboard_host="127.0.0.1", dashboard_port=free_port(),
              runtime_env={"env_vars": env_vars}, configure_logging=True, logging_level="WARNING",

@@ -26,6 +26,10 @@ from genai_ray.ray_runtime import free_port
 KEY_ENV = "GENAI_RAY_TEST_SERVE_KEY"
 KEY = "s3cret-test-key-7f1c9a"
 SMALL = {"ray_actor_options": {"num_cpus": 0.5}}
+# What an evaluated package records: headline scores, the KDE baseline's, and many more (class shares...).
+COND1_METRICS = {"eval/fd": 1.5, "eval/precision": 0.81, "eval/recall": 0.42, "eval/memorisation": 0.004,
+                 "baseline/kde/eval/fd": 1.05, "baseline/kde/eval/recall": 0.76,
+                 **{f"eval/class_share/{i}": 0.1 for i in range(10)}, "eval/coverage": 0.7}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,7 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     corrupt = make_package(store, "broken", "v0001", True, seed=3)
     with open(os.path.join(corrupt, "generator.keras"), "ab") as f:
         f.write(b"tampered")
-    return {"store": store, "cond1": make_package(store, "cond", "v0001", True, seed=1, metrics={"eval/fd": 1.5}),
+    return {"store": store, "cond1": make_package(store, "cond", "v0001", True, seed=1, metrics=COND1_METRICS),
             "cond2": make_package(store, "cond", "v0002", True, seed=2), "corrupt": corrupt,
             "uncond": make_package(store, "uncond", "v0001", False, seed=4)}
 
@@ -116,7 +120,7 @@ def test_generate_formats_name_model_and_seeds(cond: str, packages: dict[str, st
 
 def test_model_health_docs_and_gallery_html(cond: str) -> None:
     meta = httpx.get(f"{cond}/v1/model").json()
-    assert meta["name"] == "cond" and meta["metrics"] == {"eval/fd": 1.5} and meta["class_names"][1] == "one"
+    assert meta["name"] == "cond" and meta["metrics"] == COND1_METRICS and meta["class_names"][1] == "one"
     assert httpx.get(f"{cond}/healthz").json()["model"] == "cond/v0001"
     schema = httpx.get(f"{cond}/openapi.json").json()
     assert "/v1/generate" in schema["paths"] and "GenerateRequest" in schema["components"]["schemas"]
@@ -171,48 +175,111 @@ def test_concurrent_requests_batch_and_keep_pixels(cond: str) -> None:
 
 
 
-def test_batches_fill_while_a_slow_model_computes(serve_root: str, tmp_path: Path) -> None:
+def test_a_poisoned_request_fails_alone_and_its_batch_mates_get_200(cond: str) -> None:
+    """Labels that pass ``str.isdigit()`` but not ``int()`` ("²", 5,000 digits), sent at once with good requests:
+    each poisoned one gets its own 422, the good ones their images, and the replica saw batches that mixed both."""
+    poisons = ["²", "9" * 5000, "٣"]
+
+    def mixed() -> int:
+        return httpx.get(f"{cond}/v1/model").json()["serving"]["mixed_batches"]
+
+    def send(body: dict, start: threading.Barrier) -> httpx.Response:
+        start.wait()
+        return post(cond, json=body)
+
+    before, rounds = mixed(), 0
+    while rounds < 3:  # 15 requests land within the 50 ms batch wait; a retry covers a slow thread start
+        rounds += 1
+        bodies = [{"n": 1, "seed": i, "label": poisons[i // 5] if i % 5 == 2 else i % 3} for i in range(15)]
+        start = threading.Barrier(len(bodies))
+        with cf.ThreadPoolExecutor(len(bodies)) as pool:
+            responses = list(pool.map(send, bodies, [start] * len(bodies)))
+        for body, r in zip(bodies, responses, strict=True):
+            if isinstance(body["label"], str):
+                assert r.status_code == 422 and "unknown label" in r.json()["detail"], r.text
+            else:
+                assert r.status_code == 200, r.text
+        if mixed() > before:
+            break
+    assert mixed() > before, f"no batch mixed a poisoned request with good ones in {rounds} rounds"
+    assert max(int(r.headers["x-batch-size"]) for r in responses if r.status_code == 200) > 1
+
+
+def test_batches_fill_while_a_slow_model_computes_and_keep_dcgan_pixels(serve_root: str, tmp_path: Path) -> None:
     """Ray's batcher forms the next batch as soon as a request arrives, so with a 1 ms wait a slow model saw
-    batches of 1-2 under load; the replica waits about one model call while busy (about 60 ms here)."""
+    batches of 1-2 under load; the replica waits about one model call while busy (about 60 ms here).
+
+    The same real generator (a DCGAN with batch norm) gives the same pixels to a request served in a batch
+    and alone: batch norm must use its moving statistics, not the batch's."""
     from ray import serve
 
     from bench.serve_load import untrained_package
 
     uri = untrained_package(str(tmp_path), "dcgan")  # the gpu preset's generator at 32x32x3
+    layers = [type(layer).__name__ for layer in load_package(uri).model.layers]
+    assert "BatchNormalization" in layers, layers
     deploy("t-slow", ServeConfig(model_uri=uri, max_batch_size=32, batch_wait_timeout_s=0.001),
            max_ongoing_requests=64)
     try:
         url = f"{serve_root}/t-slow"
+        bodies = [{"n": 1 + i % 2, "seed": 7 * i, "label": i % 10, "format": "npy"} for i in range(192)]
         with cf.ThreadPoolExecutor(32) as pool:
-            codes = list(pool.map(lambda i: post(url, json={"n": 1, "seed": i, "format": "npy"}).status_code,
-                                  range(192)))
-        assert codes == [200] * 192
+            together = list(pool.map(lambda b: post(url, json=b), bodies))
+        assert [r.status_code for r in together] == [200] * 192
         stats = httpx.get(f"{url}/v1/model").json()["serving"]
         assert stats["requests"] / stats["batches"] >= 4, stats["batch_sizes"]
+        batched = [(b, r) for b, r in zip(bodies, together, strict=True) if int(r.headers["x-batch-size"]) > 1]
+        assert len(batched) >= 8, [r.headers["x-batch-size"] for r in together]
+        for body, r in batched[:: max(1, len(batched) // 8)][:8]:
+            alone = post(url, json=body)
+            assert alone.headers["x-batch-size"] == "1"
+            np.testing.assert_array_equal(npy(r), npy(alone))  # bit-identical, not just close
     finally:
         serve.delete("t-slow")
 
-def test_fuzzed_bodies_never_get_a_500(cond: str) -> None:
+
+ROUTES = [("POST", "/v1/generate"), ("GET", "/v1/model"), ("GET", "/healthz"), ("GET", "/"), ("GET", "/docs"),
+          ("GET", "/openapi.json"), ("GET", "/v1/generate"), ("POST", "/v1/model"), ("DELETE", "/healthz"),
+          ("GET", "/v1/nothing")]
+
+
+@pytest.mark.parametrize("app", ["cond", "locked"])
+def test_fuzzed_requests_never_get_a_500(app: str, request: pytest.FixtureRequest) -> None:
+    """Bodies, headers (keys, content types) and labels (Unicode digits: "²", "٣") on every route: 4xx or 200."""
+    url = request.getfixturevalue(app)
     scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
     values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c,
                                                                                        max_size=3), max_leaves=6)
-    fields = st.fixed_dictionaries({}, optional={"n": values | st.integers(-2, 70), "seed": values,
-                                                 "label": values | st.sampled_from(["one", "zero", 2]),
-                                                 "format": values | st.sampled_from(["png", "npy", "json"])})
+    digits = st.text(st.characters(categories=["Nd", "No", "Nl"]), min_size=1, max_size=6)
+    labels = values | digits | st.sampled_from(["one", "zero", 2, "²", "-0", "9" * 5000])
+    fields = st.fixed_dictionaries({}, optional={
+        "n": values | st.integers(-2, 70), "seed": values, "label": labels,
+        "format": values | st.sampled_from(["png", "npy", "json"]), "truncation_psi": values | st.floats(-1, 2)})
+    # Printable ASCII without edge whitespace: anything else HTTP clients refuse to send at all.
+    header_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(str.strip)
+    # The key goes only in Authorization: Serve logs a client's X-Request-ID, and the last test greps logs for it.
+    headers = st.fixed_dictionaries({}, optional={
+        "authorization": header_value | st.sampled_from([f"Bearer {KEY}", "Bearer", "Basic Zm9v", f"bearer {KEY}x"]),
+        "content-type": header_value | st.sampled_from(["application/json", "text/plain", "multipart/form-data"]),
+        "accept": header_value, "x-request-id": header_value})
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(body=fields | values, raw=st.binary(max_size=40) | st.none())
-    def check(body, raw) -> None:
-        kw = {"content": raw} if raw is not None else {"content": json.dumps(body)}
-        r = post(cond, headers={"content-type": "application/json"}, **kw)
-        assert r.status_code in (200, 422), (body, raw, r.status_code, r.text)
-        if r.status_code == 422:
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(route=st.sampled_from(ROUTES), body=fields | values, raw=st.binary(max_size=40) | st.none(),
+           extra=headers)
+    def check(route, body, raw, extra) -> None:
+        method, path = route
+        content = raw if raw is not None else json.dumps(body).encode()
+        r = httpx.request(method, f"{url}{path}", content=content if method != "GET" else None,
+                          headers={"content-type": "application/json", **extra}, timeout=120)
+        assert r.status_code < 500 or (r.status_code == 503 and path == "/healthz"), \
+            (route, body, raw, extra, r.status_code, r.text)
+        if r.status_code in (401, 413, 422):
             assert r.json()["detail"]
 
     check()
 
 
-def test_gallery_renders_and_generates_in_chromium(cond: str) -> None:
+def test_gallery_renders_and_generates_in_chromium(cond: str, tmp_path: Path) -> None:
     Chromium.require()
     with Chromium() as browser:
         browser.send("Page.enable")
@@ -223,6 +290,19 @@ def test_gallery_renders_and_generates_in_chromium(cond: str) -> None:
         assert len(shown) == 18 and all(w == 8 for w, _ in shown)  # 3 classes x 6, all decoded
         assert sorted({lab for _, lab in shown}) == ["0", "1", "2"]
         assert "cond/v0001" in browser.eval("document.querySelector('#model').textContent")
+        # The header: a small table of key scores, the KDE baseline's beside them; the rest behind a disclosure.
+        scores = browser.eval("""[...document.querySelectorAll('#scores tbody tr')].map(
+            r => [...r.children].slice(0, 3).map(c => c.textContent))""")
+        assert scores == [["FD", "1.500", "1.050"], ["precision", "0.810", "\u2013"], ["recall", "0.420", "0.760"],
+                          ["memorisation", "0.004", "\u2013"]], scores
+        assert browser.eval("!document.querySelector('#scores').hidden && "
+                            "document.querySelector('#scores').getBoundingClientRect().height > 0")
+        assert browser.eval("document.querySelector('#all-metrics').open") is False
+        assert browser.eval("document.querySelectorAll('#all-metrics tbody tr').length") == len(COND1_METRICS)
+        shot = browser.send("Page.captureScreenshot", format="png")["data"]
+        out = Path(os.environ.get("GENAI_RAY_TEST_ARTIFACTS", tmp_path)) / "gallery.png"
+        out.write_bytes(base64.b64decode(shot))
+        print(f"gallery screenshot: {out}")
         browser.eval("""document.querySelector('#label').value = '2'; document.querySelector('#n').value = '5';
                         document.querySelector('#generate').click(); true""")
         browser.wait_for("document.querySelector('#status').dataset.images === '23' && "
@@ -245,7 +325,16 @@ def test_auth_protects_v1_routes_and_key_is_never_logged(locked: str, ray_local)
     assert httpx.get(f"{locked}/v1/model", headers=good).json()["conditional"] is False
     r = post(locked, json={"n": 1, "label": 0}, headers=good)
     assert r.status_code == 422 and "unconditional" in r.json()["detail"]
-    assert httpx.get(f"{locked}/healthz").status_code == 200  # probes need no key
+    # 401 before the body is read or validated: a client without the key learns nothing about the API.
+    for body in (b"{not json", b'{"n": 0, "colour": "red"}', b'{"n": 1, "pad": "' + b"x" * 20_000 + b'"}'):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            r = post(locked, content=body, headers={"content-type": "application/json", **headers})
+            assert r.status_code == 401 and "colour" not in r.text and "JSON" not in r.text, r.text
+    # Probes need no key, and learn only ok or not: no model name, no URI, no load error.
+    anonymous = httpx.get(f"{locked}/healthz")
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
+    assert httpx.get(f"{locked}/healthz", headers={"Authorization": "Bearer wrong"}).json() == {"status": "ok"}
+    assert httpx.get(f"{locked}/healthz", headers=good).json()["model"] == "uncond/v0001"
     logs = Path(ray_local._private.worker._global_node.get_logs_dir_path())
     leaked = [p for p in logs.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
     assert leaked == []
@@ -353,6 +442,147 @@ def test_failed_load_marks_replica_unhealthy_naming_the_uri(serve_root: str, pac
         assert f"model {packages['corrupt']} failed to load" in status.message and "sha256" in status.message
     finally:
         serve.delete("t-bad")
+
+
+class Load:
+    """Closed-loop clients in threads, each recording (start time, status, X-Model, replica pid); resizable."""
+
+    def __init__(self, url: str, body: dict) -> None:
+        self.url, self.body = url, body
+        self.seen: list[tuple[float, int, str | None]] = []
+        self.stops: list[threading.Event] = []
+        self.threads: list[threading.Thread] = []
+
+    def _client(self, stop: threading.Event, worker: int) -> None:
+        import time
+
+        with httpx.Client(timeout=120) as client:
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                started = time.monotonic()
+                try:
+                    r = client.post(f"{self.url}/v1/generate", json={**self.body, "seed": worker * 100_000 + i})
+                    self.seen.append((started, r.status_code, r.headers.get("x-model")))
+                except httpx.HTTPError:
+                    self.seen.append((started, -1, None))  # a dropped connection or a hang is a failure too
+
+    def resize(self, clients: int) -> None:
+        while len(self.stops) < clients:
+            stop = threading.Event()
+            thread = threading.Thread(target=self._client, args=(stop, len(self.stops)), daemon=True)
+            self.stops.append(stop)
+            self.threads.append(thread)
+            thread.start()
+        while len(self.stops) > clients:
+            self.stops.pop().set()
+            self.threads.pop().join()
+
+    def wait_for(self, more: int) -> None:
+        target = len(self.seen) + more
+        while len(self.seen) < target:
+            threading.Event().wait(0.05)
+
+    def failures(self) -> list[tuple[float, int, str | None]]:
+        return [s for s in self.seen if s[1] != 200]
+
+
+def replica_states(app: str) -> dict[str, int]:
+    from ray import serve
+
+    return {str(k): v for k, v in serve.status().applications[app].deployments["Generator"].replica_states.items()}
+
+
+def wait_replicas(app: str, running: int, timeout_s: float = 180) -> float:
+    """Poll Serve until ``running`` replicas run and none starts or stops; returns the seconds it took."""
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        states = replica_states(app)
+        if states.get("RUNNING", 0) == running and sum(states.values()) == running:
+            return time.monotonic() - t0
+        threading.Event().wait(0.2)
+    raise AssertionError(f"{app} never settled at {running} replica(s): {replica_states(app)}")
+
+
+def test_autoscaling_1_to_2_and_back_with_no_failed_request_and_one_version(
+        serve_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Load scales the deployment from 1 replica to 2 and, when it drops, back to 1, with no failed request.
+    A new champion promoted meanwhile is not served: the replica added by autoscaling serves the version the
+    deployment resolved ``champion`` to, like the first one, until the next deploy."""
+    from ray import serve
+
+    from genai_ray.tune.promote import promote
+
+    store = str(tmp_path / "store")
+    monkeypatch.setenv("GENAI_RAY_STORE", store)
+    v1 = make_package(store, "cond", "v0001", True, seed=1)
+    v2 = make_package(store, "cond", "v0002", True, seed=2)
+    promote(store, "cond", v1, score=2.0)
+    # Scale out when a replica averages over 2 requests in flight; react within about a second either way.
+    auto = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2, "upscale_delay_s": 1,
+            "downscale_delay_s": 3, "look_back_period_s": 1, "metrics_interval_s": 0.5}
+    deploy("t-auto", ServeConfig(model_uri="champion:cond", batch_wait_timeout_s=0.01), max_ongoing_requests=16,
+           autoscaling_config=auto, graceful_shutdown_wait_loop_s=0.5)
+    url = f"{serve_root}/t-auto"
+    load = Load(url, {"n": 4})
+    try:
+        assert replica_states("t-auto") == {"RUNNING": 1}
+        promote(store, "cond", v2, score=1.0)  # the new champion: not for this deployment
+        load.resize(8)
+        up_s = wait_replicas("t-auto", 2)
+        pids = {httpx.get(f"{url}/v1/model", timeout=30).json()["serving"]["pid"] for _ in range(40)}
+        serving = httpx.get(f"{url}/v1/model", timeout=30).json()["serving"]
+        assert len(pids) == 2 and serving["replicas"] == {"RUNNING": 2}, (pids, serving)  # both replicas serve
+        load.wait_for(40)
+        load.resize(1)  # about one request in flight: under target, so one replica is enough
+        down_s = wait_replicas("t-auto", 1)
+        load.wait_for(10)
+    finally:
+        load.resize(0)
+        serve.delete("t-auto")
+    print(f"autoscaling: {len(load.seen)} requests, up in {up_s:.1f} s, down in {down_s:.1f} s")
+    assert load.failures() == [], load.failures()[:5]
+    assert {m for _, _, m in load.seen} == {"cond/v0001"}
+
+
+def test_hot_reload_at_load_two_replicas_32_clients(serve_root: str, packages: dict[str, str]) -> None:
+    """Reload to a new version the way users do (``genai-ray serve`` again) while 32 clients hammer 2 replicas:
+    no failed request, the same two replicas swap the model in place, and every request sent after the reload
+    returned is answered by the new version."""
+    import time
+
+    from ray import serve
+
+    from genai_ray.serve.app import load_serve_file, start
+
+    spec = load_serve_file(Path(__file__).resolve().parents[1] / "serve_configs" / "local.yaml")
+    spec.name, spec.route_prefix = "t-reload", "/t-reload"
+    spec.deployment.update(autoscaling_config={"min_replicas": 2, "max_replicas": 2}, max_ongoing_requests=32,
+                           ray_actor_options={"num_cpus": 0.5})
+    port = int(serve_root.rsplit(":", 1)[1])
+    _, url = start(packages["cond1"], spec, None, port, None, packages["store"])
+    url = url.rstrip("/")
+    load = Load(url, {"n": 1})
+    try:
+        replicas = {httpx.get(f"{url}/v1/model", timeout=30).json()["serving"]["replica"] for _ in range(30)}
+        load.resize(32)
+        load.wait_for(64)
+        start(packages["cond2"], spec, None, port, None, packages["store"])
+        reloaded_at = time.monotonic()
+        load.wait_for(128)
+        after = {httpx.get(f"{url}/v1/model", timeout=30).json()["serving"]["replica"] for _ in range(30)}
+    finally:
+        load.resize(0)
+        serve.delete("t-reload")
+    print(f"hot reload: {len(load.seen)} requests from 32 clients, {len(load.failures())} failed")
+    assert load.failures() == [], load.failures()[:5]
+    models = [m for _, _, m in sorted(load.seen)]
+    assert models[0] == "cond/v0001" and models[-1] == "cond/v0002"
+    late = {m for t, _, m in load.seen if t > reloaded_at}
+    assert late == {"cond/v0002"}, late
+    assert after == replicas and len(replicas) == 2  # swapped in place: the same two replicas
 
 
 def cli_serve(store: str, model: str, port: int, capsys) -> tuple[int, str, str]:

@@ -51,8 +51,11 @@ def test_serve_deploy_and_genai_ray_serve_on_a_token_auth_cluster(head, tmp_path
     serve_bin = str(Path(sys.executable).parent / "serve")
     url = f"http://127.0.0.1:{port}"
 
+    # A package URI in user_config, no reference in args: the file pins the version, and changing it hot-swaps.
+    config["applications"][0]["args"].pop("model_uri")
+
     def serve_deploy(model_uri: str) -> None:
-        deployment["user_config"]["model_uri"] = model_uri
+        deployment["user_config"] = {"model_uri": model_uri}
         path = tmp_path / "deploy.yaml"
         path.write_text(yaml.safe_dump(config))
         done = subprocess.run([serve_bin, "deploy", str(path), "-a", state.dashboard_url], env=env,

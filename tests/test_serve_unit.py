@@ -81,7 +81,8 @@ def test_serve_config_files_parse_and_are_consistent(name: str) -> None:
     assert dep["max_ongoing_requests"] >= spec.args.max_batch_size
     assert auto["min_replicas"] <= auto["max_replicas"]
     assert auto["target_ongoing_requests"] <= dep["max_ongoing_requests"]
-    assert dep["max_queued_requests"] > 0 and dep["user_config"]["model_uri"] == "champion"
+    # The reference resolves once per build; no replica resolves it on its own (a user_config reference would be).
+    assert dep["max_queued_requests"] > 0 and spec.args.model_uri == "champion" and "user_config" not in dep
     if name == "production.yaml":
         assert dep["ray_actor_options"]["num_gpus"] >= 1 and auto["max_replicas"] > auto["min_replicas"] == 1
     else:
@@ -115,3 +116,112 @@ def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(monkeypatch: pytes
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="chromium is not installed"):
         Chromium.require()
+
+
+@pytest.mark.parametrize("label", ["²", "٣", "9" * 5000, "-", "1.0", " 1"])
+def test_odd_label_strings_are_user_errors(packages: dict[str, str], label: str) -> None:
+    """``"²".isdigit()`` is True and ``int("²")`` raises; 5,000 digits pass isdigit and exceed int()'s limit."""
+    package = load_package(packages["cond"])
+    with pytest.raises(UserError, match="unknown label"):
+        package.resolve_label(label)
+    assert package.resolve_label("2") == 2 and package.resolve_label("two") == 2
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
+def test_any_error_preparing_one_job_fails_only_that_job(packages: dict[str, str], tmp_path: Path) -> None:
+    """A package whose class proportions are all zero cannot sample labels (numpy raises ValueError, not a
+    UserError): the unlabelled job fails alone, and its labelled batch-mates still get their images."""
+    import json
+
+    from genai_ray.package import META_FILE
+
+    uri = make_package(str(tmp_path), "cond", "v0001", True, seed=1)
+    meta = json.loads(Path(uri, META_FILE).read_text())
+    meta["class_probs"] = [0.0, 0.0, 0.0]
+    Path(uri, META_FILE).write_text(json.dumps(meta))
+    package = load_package(uri)
+    out = run_batch(package, [Job([1, 2], 0), Job([3], None), Job([4], "two")])
+    assert isinstance(out[1], UserError) and "cannot be used" in str(out[1])
+    assert out[0].labels == [0, 0] and out[2].labels == [2] and out[0].batch_size == 2
+    np.testing.assert_array_equal(out[2].images, run_batch(package, [Job([4], "two")])[0].images)
+
+
+def test_truncation_psi_per_job_keeps_batched_pixels(packages: dict[str, str]) -> None:
+    package = load_package(packages["cond"])
+    jobs = [Job([5, 6], 1, 0.5), Job([7], 1, 1.0), Job([8], None, 0.0), Job([9], 2, 0.5)]
+    batched = run_batch(package, jobs)
+    for job, result in zip(jobs, batched, strict=True):
+        np.testing.assert_array_equal(result.images, run_batch(package, [job])[0].images)
+        assert result.batch_size == 4
+    images, _, _ = package.sample(2, seed=5, label=1, truncation_psi=0.5)
+    np.testing.assert_array_equal(batched[0].images, images)
+    assert not np.array_equal(batched[0].images, package.sample(2, seed=5, label=1)[0])
+
+
+@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("127.8.0.2", True), ("::1", True),
+                                                 ("localhost", True), ("0.0.0.0", False), ("::", False),
+                                                 ("10.0.0.5", False), ("gen.example.com", False)])
+def test_serving_beyond_loopback_needs_a_key_or_an_explicit_opt_out(host: str, loopback: bool) -> None:
+    from genai_ray.serve.app import require_auth
+
+    if loopback:
+        require_auth(ServeConfig(), host, None, "x")
+    else:
+        with pytest.raises(UserError, match=f"refusing to serve on {host} without an API key.*--insecure-no-auth"):
+            require_auth(ServeConfig(), host, None, "x")
+    require_auth(ServeConfig(), host, "0" * 64, "x")  # a key: any host
+    require_auth(ServeConfig(insecure_no_auth=True), host, None, "x")  # said on purpose
+
+
+def test_cli_refuses_open_binds_keys_on_the_command_line_and_bad_models(
+        packages: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Each refusal is one line and exit 2, before any Ray or Serve starts (nothing half-deployed)."""
+    import json
+
+    import ray
+
+    from genai_ray.cli import main
+    from genai_ray.package import champion_uri
+
+    monkeypatch.delenv("GENAI_RAY_API_KEY", raising=False)
+    store = packages["store"]
+
+    def run(*args: str) -> str:
+        code = main(["--store", store, "serve", "--no-blocking", *args])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1, err
+        return err
+
+    assert "without an API key" in run("--model", "cond/v0001", "--host", "0.0.0.0")
+    production = str(CONFIGS / "production.yaml")
+    assert "without an API key" in run("--model", "cond/v0001", "--config", production)
+    assert "refusing a key on the command line" in run("--model", "cond/v0001", "--api-key", "k")
+    assert "cond/v0099: model.json is missing" in run("--model", "cond/v0099")
+    Path(champion_uri(store, "cond")).write_text(json.dumps({"uri": str(Path(store, "models", "cond", "v0042"))}))
+    err = run("--model", "champion:cond")
+    assert "champion.json points to" in err and "v0042" in err and "no model.json" in err
+    assert not ray.is_initialized()
+
+
+def test_model_references_and_package_uris_are_told_apart() -> None:
+    from genai_ray.package import is_reference
+
+    assert all(is_reference(r) for r in ["champion", "champion:cond", "cond", "cond/v0002"])
+    assert not any(is_reference(r) for r in ["/s/models/cond/v0002", "s3://b/models/cond/v0002", "./p", "~/p"])
+
+
+@pytest.mark.parametrize(("auto", "extra", "message"), [
+    ({"min_replicas": 3, "max_replicas": 2}, {}, "min_replicas=3 is above max_replicas=2"),
+    ({"min_replicas": 1, "max_replicas": 2, "initial_replicas": 4}, {}, "initial_replicas=4 is outside"),
+    ({"min_replicas": 1, "max_replicas": 2}, {"num_replicas": 2}, "num_replicas is not allowed when autoscal"),
+])
+def test_contradictory_autoscaling_bounds_are_one_line_errors(tmp_path: Path, auto: dict, extra: dict,
+                                                               message: str) -> None:
+    data = yaml.safe_load((CONFIGS / "local.yaml").read_text())
+    dep = data["applications"][0]["deployments"][0]
+    dep["autoscaling_config"] = auto
+    dep.update(extra)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match=message):
+        load_serve_file(bad)

@@ -128,3 +128,32 @@ def test_leaderboard_orders_by_mode_and_puts_missing_scores_last():
 def test_curves_png_is_a_png_with_content():
     png = curves_png({"t1": [(1, 3.0), (2, 2.0)], "t2": [(1, 4.0), (2, 1.5)]}, "eval/fd", "campaign")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_concurrent_promotions_lose_no_history_entry(tmp_path, s3_bucket, where):
+    """Eight promoters at once (forced, so all succeed): each read-modify-write of promotions.json runs under the
+    model's lock, so the history keeps all eight and the champion is its last entry."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = str(tmp_path) if where == "local" else s3_bucket + "/store"
+    uris = [_package(store, f"v{i:04d}", float(i)) for i in range(1, 9)]
+    start = threading.Barrier(len(uris))
+
+    def one(uri: str) -> dict:
+        start.wait()
+        return promote(store, "digits", uri, force=True)
+
+    with ThreadPoolExecutor(len(uris)) as pool:
+        pointers = list(pool.map(one, uris))
+    history = json.loads(storage.read_bytes(storage.join(store, "models", "digits", HISTORY_FILE)))
+    assert sorted(h["version"] for h in history) == [f"v{i:04d}" for i in range(1, 9)]
+    champion = json.loads(storage.read_bytes(storage.join(store, "models", "digits", "champion.json")))
+    assert champion["version"] == history[-1]["version"]
+    # Each promotion saw the one before it: the chain of "previous" pointers is the history's order.
+    previous = [h["previous"] and h["previous"]["version"] for h in history]
+    assert previous == [None, *[h["version"] for h in history[:-1]]]
+    assert {p["version"] for p in pointers} == {h["version"] for h in history}
+    if where == "s3":  # the lock object is deleted after each promotion
+        assert not storage.exists(storage.join(store, "models", "digits", "promote.lock"))

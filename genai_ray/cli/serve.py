@@ -16,17 +16,29 @@ import click
 @click.option("--host", default=None, help="HTTP host (default 127.0.0.1).")
 @click.option("--address", default=None, metavar="RAY_ADDRESS",
               help="Ray cluster to deploy on (default: $GENAI_RAY_ADDRESS, else a private local Ray).")
+@click.option("--insecure-no-auth", is_flag=True, default=False,
+              help="Serve beyond loopback without an API key (refused otherwise; config: serve.insecure_no_auth).")
+@click.option("--api-key", "api_key", default=None, hidden=True, expose_value=True,
+              help="Refused: keys on a command line leak into shell history and ps; use $GENAI_RAY_API_KEY.")
 @click.option("--blocking/--no-blocking", default=True,
               help="Keep running until Ctrl-C (default). --no-blocking returns once the app is up; use it with "
                    "--address, since a private local Ray ends with this process.")
 @click.pass_obj
 def serve(obj, model_ref: str, config_path: str | None, port: int | None, host: str | None,
-          address: str | None, blocking: bool) -> None:
-    """Serve a generator: POST /v1/generate, GET /v1/model, GET /healthz, gallery at /."""
+          address: str | None, insecure_no_auth: bool, api_key: str | None, blocking: bool) -> None:
+    """Serve a generator: POST /v1/generate, GET /v1/model, GET /healthz, gallery at /.
+
+    The API key comes from the environment ($GENAI_RAY_API_KEY, or the config's serve.api_key_env), never from
+    the command line. Without one, only loopback hosts are served unless --insecure-no-auth.
+    """
+    from genai_ray.errors import UserError
     from genai_ray.serve.app import load_serve_file, start
 
+    if api_key is not None:
+        raise UserError("--api-key: refusing a key on the command line (shell history and 'ps' keep it); "
+                        "export it as $GENAI_RAY_API_KEY (or the variable serve.api_key_env names) instead")
     serve_file = load_serve_file(config_path) if config_path else None
-    name, url = start(model_ref, serve_file, host, port, address, obj.store)
+    name, url = start(model_ref, serve_file, host, port, address, obj.store, insecure_no_auth)
     click.echo(f"serving {model_ref} at {url} (gallery: {url}, API docs: {url}docs)")
     if not blocking:
         return

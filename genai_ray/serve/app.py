@@ -2,12 +2,20 @@
 
 ``serve deploy serve_configs/FILE.yaml`` imports ``genai_ray.serve.app:build`` with the file's ``args``,
 which are validated as the ``serve:`` section of the one config model. The deployment options
-(autoscaling, max_ongoing_requests, max_queued_requests, resources, ``user_config.model_uri``) stay in
-Serve's own schema, and ``genai-ray serve --config FILE`` applies the same file the same way.
+(autoscaling, max_ongoing_requests, max_queued_requests, resources) stay in Serve's own schema, and
+``genai-ray serve --config FILE`` applies the same file the same way.
+
+One version per deployment: a model reference (``champion``, ``NAME``) is resolved once, here, to a concrete
+package URI, and that URI is the deployment's ``user_config.model_uri``. Every replica, including those added
+by autoscaling or crash replacement, loads exactly it; only a new deploy (or ``genai-ray serve`` again)
+resolves the reference anew.
+
+Fail closed: serving beyond loopback with no API key is refused unless ``serve.insecure_no_auth``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,22 +33,79 @@ def serve_config(args: dict[str, Any] | None, source: str = "args") -> ServeConf
     """Validate builder args as the ``serve:`` section; unknown keys and bad values name the key."""
     if args is not None and not isinstance(args, dict):
         raise UserError(f"{source}: the application args must be a mapping of serve settings")
+    if "api_key" in (args or {}):
+        raise UserError(f"{source}: api_key: refusing a key in a config file; set serve.api_key_env to the "
+                        "environment variable that holds it (default GENAI_RAY_API_KEY) or give api_key_sha256")
     return build_config(overrides={"serve": dict(args or {})}, source=source).serve
 
 
-def application(cfg: ServeConfig, options: dict[str, Any] | None = None) -> Any:
-    """The bound Serve application. Only the API key's sha256 travels to the replicas."""
+def is_loopback(host: str) -> bool:
+    """True for hosts only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname or 0.0.0.0-like wildcard: assume others can reach it
+
+
+def require_auth(cfg: ServeConfig, host: str, digest: str | None, source: str) -> None:
+    """Refuse to serve beyond loopback without an API key, unless the config says so explicitly."""
+    if digest is None and not cfg.insecure_no_auth and not is_loopback(host):
+        raise UserError(f"{source}: refusing to serve on {host} without an API key; set ${cfg.api_key_env} "
+                        "(or serve.api_key_sha256), bind to 127.0.0.1, or pass --insecure-no-auth "
+                        "(serve.insecure_no_auth: true) to serve unauthenticated on purpose")
+
+
+def proxy_host() -> str:
+    """The host Serve's HTTP proxies bind; Serve's own default (loopback) when Serve is not running yet."""
+    import ray
+
+    if not ray.is_initialized():
+        return "127.0.0.1"  # serve.run starts Ray and Serve with Serve's loopback default
+    from ray.serve.context import _get_global_client
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        client = _get_global_client()
+    except RayServeException:
+        return "127.0.0.1"
+    return client.http_config.host if client is not None else "127.0.0.1"
+
+
+def resolve_once(ref: str, store: str | None = None) -> str:
+    """The concrete, verified package URI a deployment serves: ``champion`` and ``NAME`` resolved now."""
+    from genai_ray.package import read_meta, resolve_model_uri
+
+    uri = local_uri(resolve_model_uri(ref, store))
+    read_meta(uri)  # a missing or broken package fails here, in one line, before anything deploys
+    return uri
+
+
+def application(cfg: ServeConfig, options: dict[str, Any] | None = None, host: str | None = None,
+                resolve: bool = True) -> Any:
+    """The bound Serve application, its model resolved once. Only the API key's sha256 travels to the replicas.
+
+    The model stays out of the replicas' init args: deploying another model changes only ``user_config``, which
+    Serve applies with ``reconfigure`` on the running replicas (a hot swap) instead of replacing them.
+    """
     from genai_ray.serve.deployment import Generator
     from genai_ray.serve.http import key_digest
 
-    opts = {"user_config": {"model_uri": cfg.model_uri}, **(options or {})}
     digest = cfg.api_key_sha256 or key_digest(os.environ.get(cfg.api_key_env))
-    return Generator.options(**opts).bind(cfg.model_dump(), digest)
+    require_auth(cfg, host or proxy_host(), digest, "serve")
+    opts = {"user_config": {"model_uri": resolve_once(cfg.model_uri)}} if resolve else {}
+    opts.update(options or {})
+    return Generator.options(**opts).bind(cfg.model_dump(exclude={"model_uri"}), digest)
 
 
 def build(args: dict[str, Any]) -> Any:
-    """Application builder for ``serve deploy`` / ``serve run`` (import path ``genai_ray.serve.app:build``)."""
-    return application(serve_config(args))
+    """Application builder for ``serve deploy`` / ``serve run`` (import path ``genai_ray.serve.app:build``).
+
+    ``args.model_uri`` resolves here, once per build. Without it the config's ``user_config.model_uri`` (a
+    concrete package URI, as ``genai-ray serve`` writes it) names the model.
+    """
+    return application(serve_config(args), resolve="model_uri" in (args or {}))
 
 
 @dataclass
@@ -69,6 +134,9 @@ def check_consistency(cfg: ServeConfig, deployment: dict[str, Any], source: str)
     if target is not None and target > max_ongoing:
         raise UserError(f"{source}: autoscaling_config.target_ongoing_requests={target} is above "
                         f"max_ongoing_requests={max_ongoing}; replicas could never reach it")
+    if "initial_replicas" in auto and not lo <= auto["initial_replicas"] <= hi:
+        raise UserError(f"{source}: autoscaling_config.initial_replicas={auto['initial_replicas']} is outside "
+                        f"min_replicas..max_replicas ({lo}..{hi})")
     unknown = set(deployment.get("user_config") or {}) - {"model_uri"}
     if unknown:
         raise UserError(f"{source}: user_config has unknown key(s) {', '.join(sorted(unknown))}; "
@@ -139,15 +207,17 @@ def deploy_schema(serve_file: ServeFile | None, uri: str, http: dict[str, Any]) 
     })
 
 
-def _health(url: str, attempts: int = 50) -> dict[str, Any]:
-    """GET /healthz, retrying while the proxies learn the new route."""
+def _health(url: str, key: str | None, attempts: int = 50) -> dict[str, Any]:
+    """GET /healthz with the key (details need it), retrying while the proxies learn the new route."""
     import json
     import time
     import urllib.error
     import urllib.request
 
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+
     def get() -> dict[str, Any]:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
             return json.load(response)
 
     for _ in range(attempts - 1):
@@ -159,7 +229,7 @@ def _health(url: str, attempts: int = 50) -> dict[str, Any]:
 
 
 def start(model_ref: str, serve_file: ServeFile | None, host: str | None, port: int | None,
-          address: str | None, store: str | None) -> tuple[str, str]:
+          address: str | None, store: str | None, insecure_no_auth: bool = False) -> tuple[str, str]:
     """Deploy ``model_ref`` the way ``serve run FILE.yaml`` does; returns (app name, URL).
 
     On a private local Ray unless ``address``. Running it again with another model hot-swaps the model.
@@ -168,13 +238,20 @@ def start(model_ref: str, serve_file: ServeFile | None, host: str | None, port: 
     from ray import serve
     from ray.serve._private import api as serve_api  # what `serve run FILE.yaml` uses
 
-    from genai_ray.package import read_meta, resolve_model_uri
     from genai_ray.ray_runtime import ensure_ray
+    from genai_ray.serve.http import key_digest
 
-    uri = local_uri(resolve_model_uri(model_ref, store))
-    read_meta(uri)  # a missing or broken package fails here, in one line, before anything deploys
+    cfg = serve_file.args if serve_file else ServeConfig()
+    if insecure_no_auth:
+        cfg = cfg.model_copy(update={"insecure_no_auth": True})
+        if serve_file:
+            serve_file.args = cfg
     http = {"host": "127.0.0.1", "port": 8000, **(serve_file.http if serve_file else {})}
     http.update({k: v for k, v in (("host", host), ("port", port)) if v is not None})
+    key = os.environ.get(cfg.api_key_env)
+    require_auth(cfg, str(http["host"]), cfg.api_key_sha256 or key_digest(key),
+                 serve_file.path if serve_file else "genai-ray serve")
+    uri = resolve_once(model_ref, store)
     schema = deploy_schema(serve_file, uri, http)
     app = schema.applications[0]
     ensure_ray(address)
@@ -188,7 +265,7 @@ def start(model_ref: str, serve_file: ServeFile | None, host: str | None, port: 
         raise UserError(f"serving {uri} failed: {detail or str(err).splitlines()[0]}") from None
     shown = "127.0.0.1" if http["host"] in ("0.0.0.0", "::") else http["host"]
     url = f"http://{shown}:{http_port(http['port'])}{app.route_prefix.rstrip('/')}/"
-    health = _health(f"{url}healthz")
+    health = _health(f"{url}healthz", key)
     if health.get("reload_error"):
         raise UserError(f"{health['reload_error']}; still serving {health['model']} at {url}")
     return app.name, url

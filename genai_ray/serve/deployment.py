@@ -21,9 +21,9 @@ from ray import serve
 from genai_ray import __version__
 from genai_ray.config import ServeConfig
 from genai_ray.errors import UserError
-from genai_ray.package import per_image_seeds
+from genai_ray.package import is_reference, per_image_seeds
 from genai_ray.serve import gallery
-from genai_ray.serve.http import GenerateRequest, authorize, install, key_digest, render
+from genai_ray.serve.http import GenerateRequest, authorize, install, key_digest, key_matches, render
 from genai_ray.serve.slot import Job, ModelSlot, Result, run_batch
 
 USER_CONFIG_KEYS = {"model_uri"}  # what reconfigure reads from user_config
@@ -34,6 +34,7 @@ class Limits:
     """Per-process settings the ASGI middleware reads (one replica per process)."""
 
     max_body_bytes: int = ServeConfig().max_body_bytes
+    key_sha256: str | None = None  # the API key's sha256; None: no key, /v1/* is open
 
 
 @dataclass
@@ -44,12 +45,35 @@ class Stats:
     requests: int = 0
     largest_batch: int = 0
     sizes: dict[int, int] = field(default_factory=dict)
+    rejected: int = 0  # requests refused inside a batch (a bad label), each alone
+    mixed_batches: int = 0  # batches in which refused requests sat next to served ones
 
-    def record(self, size: int) -> None:
+    def record(self, size: int, rejected: int = 0) -> None:
         self.batches += 1
         self.requests += size
         self.largest_batch = max(self.largest_batch, size)
         self.sizes[size] = self.sizes.get(size, 0) + 1
+        self.rejected += rejected
+        self.mixed_batches += bool(size and rejected)
+
+
+class ReplicaCount:
+    """The deployment's replicas by state, from Serve's controller, cached for a second: it is a remote call."""
+
+    TTL_S = 1.0
+
+    def __init__(self) -> None:
+        self.value: dict[str, int] = {}
+        self.at = -self.TTL_S
+
+    async def get(self, app_name: str, deployment: str) -> dict[str, int]:
+        if time.monotonic() - self.at > self.TTL_S:
+            status = await asyncio.to_thread(serve.status)
+            app_status = status.applications.get(app_name)
+            dep = app_status.deployments.get(deployment) if app_status else None
+            self.value = {str(k): v for k, v in (dep.replica_states if dep else {}).items()}
+            self.at = time.monotonic()
+        return self.value
 
 
 limits = Limits()
@@ -76,9 +100,11 @@ class Generator:
         self.cfg = ServeConfig.model_validate(config)
         # The builder passes the key's digest; a replica's own env (a Kubernetes secret) also works.
         self.key_sha256 = api_key_sha256 or key_digest(os.environ.get(self.cfg.api_key_env))
+        limits.key_sha256 = self.key_sha256
         self.slot = ModelSlot()
         self.stats = Stats()
         limits.max_body_bytes = self.cfg.max_body_bytes
+        self.replicas = ReplicaCount()
         self.call_s = 0.0  # a moving average of one generator call, for batch_wait_timeout_s while busy
         self._batched.set_max_batch_size(self.cfg.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
@@ -88,7 +114,14 @@ class Generator:
         unknown = set(user_config or {}) - USER_CONFIG_KEYS
         if unknown:
             raise UserError(f"user_config: unknown key(s) {', '.join(sorted(unknown))}; only model_uri is read")
-        ref = (user_config or {}).get("model_uri") or self.cfg.model_uri
+        ref = (user_config or {}).get("model_uri")
+        if not ref or is_reference(ref):
+            # Each replica would resolve it on its own, at its own time: after a promotion, replicas added by
+            # autoscaling or crash replacement would serve another version than the rest.
+            self.slot.error = (f"user_config.model_uri={ref!r} is not a package URI; put a model reference "
+                               "(champion, NAME) in args.model_uri, which resolves once per deploy, or name "
+                               "the package (models/NAME/vNNNN) in user_config.model_uri")
+            return
         await asyncio.to_thread(self.slot.load, ref)
 
     def check_health(self) -> None:
@@ -108,7 +141,8 @@ class Generator:
         finally:
             self.call_s = 0.8 * self.call_s + 0.2 * (time.perf_counter() - started)
             self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
-        self.stats.record(sum(not isinstance(r, UserError) for r in results))
+        refused = sum(isinstance(r, UserError) for r in results)
+        self.stats.record(len(results) - refused, refused)
         return results
 
     def _authorize(self, credentials: HTTPAuthorizationCredentials | None) -> None:
@@ -133,7 +167,7 @@ class Generator:
         if body.n > self.cfg.max_n:
             raise HTTPException(422, f"n={body.n} is over this server's limit of {self.cfg.max_n} (serve.max_n)")
         seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-        result = await self._batched(Job(per_image_seeds(seed, body.n), body.label))
+        result = await self._batched(Job(per_image_seeds(seed, body.n), body.label, body.truncation_psi))
         if isinstance(result, UserError):
             raise HTTPException(422, str(result))
         return await asyncio.to_thread(render, result, body.format, seed)
@@ -144,21 +178,28 @@ class Generator:
         self._authorize(credentials)
         self._require_model()
         package = self.slot.package
-        serving = {"replica": serve.get_replica_context().replica_id.unique_id, "pid": os.getpid(),
+        context = serve.get_replica_context()
+        serving = {"replica": context.replica_id.unique_id, "pid": os.getpid(),
+                   "replicas": await self.replicas.get(context.app_name, context.deployment),
                    "max_n": self.cfg.max_n,
                    "max_batch_size": self.cfg.max_batch_size, "batches": self.stats.batches,
                    "requests": self.stats.requests, "largest_batch": self.stats.largest_batch,
-                   "batch_sizes": {str(k): v for k, v in sorted(self.stats.sizes.items())}}
+                   "batch_sizes": {str(k): v for k, v in sorted(self.stats.sizes.items())},
+                   "rejected": self.stats.rejected, "mixed_batches": self.stats.mixed_batches}
         return {**package.meta.model_dump(mode="json"), "uri": package.uri, "reload_error": self.slot.error,
                 "serving": serving}
 
     @app.get("/healthz")
-    async def healthz(self) -> JSONResponse:
-        """200 with the model version when serving; 503 with the load error otherwise."""
+    async def healthz(self, request: Request) -> JSONResponse:
+        """200 when serving, 503 otherwise. Only callers with the key (or any caller, when the server has no key)
+        learn the model version and the latest load error: both name URIs."""
+        details = key_matches(self.key_sha256, request.headers.get("authorization"))
         try:
             self.slot.check_health()
         except RuntimeError as err:
-            return JSONResponse({"status": "unhealthy", "detail": str(err)}, 503)
+            return JSONResponse({"status": "unhealthy", **({"detail": str(err)} if details else {})}, 503)
+        if not details:
+            return JSONResponse({"status": "ok"})
         meta = self.slot.package.meta
         return JSONResponse({"status": "ok", "model": f"{meta.name}/{meta.version}", "reload_error": self.slot.error})
 

@@ -1,8 +1,9 @@
 """The gallery page at ``GET /``: one self-contained HTML file (no external assets).
 
-It shows samples (a row per class for conditional models) and a form to generate more through
-``/v1/generate``. ``#status[data-state]`` turns ``ready`` when a request has finished, so headless
-browsers and tests can wait on it.
+It shows the model and its key scores in a small table (FD, precision, recall, memorisation, with the KDE
+baseline's where model.json records them), every metric behind an "all metrics" disclosure, samples (a row per
+class for conditional models) and a form to generate more through ``/v1/generate``. ``#status[data-state]``
+turns ``ready`` when a request has finished, so headless browsers and tests can wait on it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,22 @@ section{margin:.6rem 0}h2{font-size:.9rem;margin:.2rem 0;color:#555}
 figure{display:inline-block;margin:2px;text-align:center;font-size:.7rem;color:#666}
 figure img{width:64px;height:64px;image-rendering:pixelated;display:block;background:#000}
 #status[data-state=error]{color:#b00}
+#header{display:flex;gap:2rem;align-items:flex-start;flex-wrap:wrap}
+table{border-collapse:collapse;font-size:.85rem}
+th,td{padding:.15rem .6rem;text-align:right;border-bottom:1px solid #ddd}
+th:first-child,td:first-child{text-align:left}
+#scores td:last-child{text-align:left;color:#888;font-size:.75rem}
+thead th{color:#555;font-weight:600}
+details{font-size:.8rem;color:#444}
+details table{margin-top:.3rem;font-size:.75rem}
 </style></head><body>
 <h1>genai-ray gallery</h1>
-<p id="model">loading model...</p>
+<div id="header">
+<div><p id="model">loading model...</p>
+<details id="all-metrics"><summary>all metrics</summary><table><tbody></tbody></table></details></div>
+<table id="scores" hidden><thead><tr><th>score</th><th>this model</th><th>KDE baseline</th>
+<th></th></tr></thead><tbody></tbody></table>
+</div>
 <form id="controls">
 <label>images<input id="n" type="number" min="1" value="8"></label>
 <label>class<select id="label"><option value="">any</option></select></label>
@@ -77,11 +91,51 @@ async function run(task) {
   catch (e) { st.dataset.state = "error"; st.textContent = String(e.message || e); }
 }
 
+// The headline scores, the KDE baseline's beside them where model.json records one (a key naming "kde" that ends
+// like the score's, e.g. baseline/kde/eval/fd); everything else stays behind the "all metrics" disclosure.
+const KEY_SCORES = [["FD", "eval/fd", "lower is better"], ["precision", "eval/precision", "higher is better"],
+                    ["recall", "eval/recall", "higher is better"],
+                    ["memorisation", "eval/memorisation", "share of near-copies; lower is better"]];
+
+function cell(row, text, tag = "td") {
+  const c = document.createElement(tag);
+  c.textContent = text;
+  row.appendChild(c);
+  return c;
+}
+
+function showScores(metrics) {
+  const fmt = (v) => v === undefined ? "\u2013" : Number(v).toFixed(3);
+  const body = $("scores").querySelector("tbody");
+  for (const [label, key, hint] of KEY_SCORES) {
+    if (!(key in metrics)) continue;
+    const tail = key.split("/").pop();
+    const kde = Object.keys(metrics).find((k) => k !== key && /kde/i.test(k) && k.split("/").pop() === tail);
+    const row = document.createElement("tr");
+    row.dataset.metric = key;
+    cell(row, label, "th");
+    cell(row, fmt(metrics[key]));
+    cell(row, fmt(kde && metrics[kde]));
+    cell(row, hint);
+    body.appendChild(row);
+  }
+  $("scores").hidden = body.children.length === 0;
+  const all = $("all-metrics").querySelector("tbody");
+  for (const [k, v] of Object.entries(metrics).sort()) {
+    const row = document.createElement("tr");
+    cell(row, k);
+    cell(row, fmt(v));
+    all.appendChild(row);
+  }
+  $("all-metrics").hidden = all.children.length === 0;
+  $("all-metrics").querySelector("summary").textContent = "all metrics (" + all.children.length + ")";
+}
+
 async function init() {
   const m = await api("v1/model");
   classes = m.conditional ? m.class_names : null;
-  const metrics = Object.entries(m.metrics || {}).map(([k, v]) => k + "=" + Number(v).toFixed(3)).join(", ");
-  $("model").textContent = m.name + "/" + m.version + (metrics ? " \\u2014 " + metrics : "");
+  $("model").textContent = "model " + m.name + "/" + m.version;
+  showScores(m.metrics || {});
   if (classes) {
     classes.forEach((c, i) => { const o = document.createElement("option"); o.value = i; o.textContent = c;
                                 $("label").appendChild(o); });

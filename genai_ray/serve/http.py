@@ -1,7 +1,8 @@
 """The thin HTTP layer: request schema, response rendering, bearer auth, body limit, error mapping.
 
-Client mistakes become 4xx with a one-line ``detail``: bad JSON (even non-UTF-8 bytes) or fields 422, a body over
-``serve.max_body_bytes`` 413, a missing or wrong key 401. Nothing here knows about Ray.
+Client mistakes become 4xx with a one-line ``detail``: a missing or wrong key 401 (checked first, so a client
+without the key learns nothing about the API), a body over ``serve.max_body_bytes`` 413, bad JSON (even non-UTF-8
+bytes) or fields 422. Nothing here knows about Ray.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="image i uses seed + i; random when omitted")
     label: int | str | None = Field(None, description="class index or name (conditional models only)")
     format: Literal["png", "npy", "json"] = Field("png", description="png grid, float32 .npy, or JSON of PNGs")
+    truncation_psi: float = Field(1.0, ge=0.0, le=1.0, allow_inf_nan=False,
+                                  description="pull latents toward the mean: 1 = none, lower = less diverse")
 
 
 def key_digest(key: str | None) -> str | None:
@@ -42,14 +45,25 @@ def key_digest(key: str | None) -> str | None:
     return hashlib.sha256(key.encode()).hexdigest() if key else None
 
 
+UNAUTHORIZED = "missing or wrong API key; send 'Authorization: Bearer <key>'"
+
+
+def key_matches(expected_digest: str | None, authorization: str | None) -> bool:
+    """Constant-time check of an ``Authorization`` header value; True when no key is configured."""
+    if expected_digest is None:
+        return True
+    scheme, _, token = (authorization or "").partition(" ")
+    presented = key_digest(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    return presented is not None and hmac.compare_digest(presented, expected_digest)
+
+
 def authorize(expected_digest: str | None, credentials: HTTPAuthorizationCredentials | None) -> None:
     """Constant-time bearer check; a no-op when no key is configured."""
     if expected_digest is None:
         return
-    presented = key_digest(credentials.credentials) if credentials else None
-    if presented is None or not hmac.compare_digest(presented, expected_digest):
-        raise HTTPException(401, "missing or wrong API key; send 'Authorization: Bearer <key>'",
-                            headers={"WWW-Authenticate": "Bearer"})
+    header = f"Bearer {credentials.credentials}" if credentials else None
+    if not key_matches(expected_digest, header):
+        raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
 
 def provenance(result: Result, seed: int) -> dict[str, str]:
@@ -90,6 +104,33 @@ def render(result: Result, fmt: str, seed: int) -> Response:
         "images": images,
     }
     return JSONResponse(body, headers=headers)
+
+
+class AuthGate:
+    """ASGI middleware: 401 for ``/v1/*`` without the right key, before the body is read or validated.
+
+    FastAPI parses and validates a body before a route's own checks run, so a check inside the route would hand
+    anonymous clients 422 details about the API. ``limits.key_sha256`` is None when the server has no key.
+    """
+
+    PROTECTED = "/v1/"
+
+    def __init__(self, app: Any, limits: Any):
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.limits.key_sha256 is not None:
+            path = scope.get("path", "")
+            root = scope.get("root_path", "")
+            inner = path[len(root):] if root and path.startswith(root) else path
+            if inner.startswith(self.PROTECTED):
+                header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+                if not key_matches(self.limits.key_sha256, header):
+                    response = JSONResponse({"detail": UNAUTHORIZED}, 401, headers={"WWW-Authenticate": "Bearer"})
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -152,8 +193,9 @@ def _validation_message(err: RequestValidationError) -> str:
 
 
 def install(app: FastAPI, limits: Any) -> None:
-    """Attach the body limit and the client-error mapping to ``app``."""
+    """Attach the key check, the body limit and the client-error mapping to ``app``."""
     app.add_middleware(BodyLimit, limits=limits)
+    app.add_middleware(AuthGate, limits=limits)  # added last, so it runs first
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:

@@ -24,6 +24,7 @@ class Job:
 
     seeds: list[int]
     label: int | str | None
+    truncation_psi: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,12 @@ class Result:
 
 
 def run_batch(package: GeneratorPackage, jobs: list[Job]) -> list[Result | UserError]:
-    """One generator call over every valid job's images, split back per job. Pure: no I/O.
+    """One generator call per distinct ``truncation_psi`` over every valid job's images, split back per job.
 
-    A job with a bad label gets its ``UserError`` back without failing the others. Pixels equal an
-    unbatched call because ``GeneratorPackage.generate`` runs fixed-size padded chunks and each image's
-    latent depends only on its own seed.
+    Pure: no I/O. A job whose inputs cannot be prepared (any error, not only a ``UserError``: a label that
+    ``int()`` refuses, say) gets its own ``UserError`` back; its batch-mates are unaffected. Pixels equal an
+    unbatched call because ``GeneratorPackage.generate`` runs fixed-size padded chunks and each image's latent
+    depends only on its own seed.
     """
     resolved: list[np.ndarray | None | UserError] = []
     for job in jobs:
@@ -49,21 +51,27 @@ def run_batch(package: GeneratorPackage, jobs: list[Job]) -> list[Result | UserE
             resolved.append(package.labels_for(job.seeds, package.resolve_label(job.label)))
         except UserError as err:
             resolved.append(err)
+        except Exception as err:  # noqa: BLE001 - one request's bad input must never fail its batch-mates
+            first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+            resolved.append(UserError(f"label {str(job.label)[:40]!r} cannot be used: {first}"))
     good = [i for i, r in enumerate(resolved) if not isinstance(r, UserError)]
-    seeds = [s for i in good for s in jobs[i].seeds]
-    labels = np.concatenate([resolved[i] for i in good]) if package.meta.conditional and good else None
-    images = package.generate(seeds, labels) if seeds else None
+    images: dict[int, np.ndarray] = {}
+    for psi in sorted({jobs[i].truncation_psi for i in good}):
+        group = [i for i in good if jobs[i].truncation_psi == psi]
+        seeds = [s for i in group for s in jobs[i].seeds]
+        labels = np.concatenate([resolved[i] for i in group]) if package.meta.conditional else None
+        out_images = package.generate(seeds, labels, psi)
+        start = 0
+        for i in group:
+            images[i] = out_images[start : start + len(jobs[i].seeds)]
+            start += len(jobs[i].seeds)
     out: list[Result | UserError] = []
-    start = 0
-    for job, lab in zip(jobs, resolved, strict=True):
+    for i, (job, lab) in enumerate(zip(jobs, resolved, strict=True)):
         if isinstance(lab, UserError):
             out.append(lab)
             continue
-        n = len(job.seeds)
-        assert images is not None, "a valid job always has seeds"
-        out.append(Result(images[start : start + n], job.seeds, None if lab is None else lab.tolist(),
-                          package.meta, package.uri, len(good)))
-        start += n
+        out.append(Result(images[i], job.seeds, None if lab is None else lab.tolist(), package.meta, package.uri,
+                          len(good)))
     return out
 
 
@@ -73,7 +81,8 @@ class ModelSlot:
     def __init__(self) -> None:
         self.package: GeneratorPackage | None = None
         self.requested: str | None = None  # the latest model reference asked for
-        self.error: str | None = None  # why the latest load failed, naming the URI
+        # why the latest load failed, naming the URI; None while the first load has not been asked for
+        self.error: str | None = None
 
     def load(self, ref: str) -> None:
         """Resolve, verify, load and warm ``ref``, then swap it in. A failure keeps the old model."""

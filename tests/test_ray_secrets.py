@@ -1,0 +1,76 @@
+"""No secrets in Ray: a private local Ray's workers get credentials by inheriting the driver's environment, so
+neither Ray's State API (jobs' and actors' runtime envs) nor the session's log files hold them.
+
+Runs its own private Ray in a subprocess, with secret values no other test uses, so the search is meaningful.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+
+    import ray
+    from ray.util.state import list_actors, list_jobs, list_tasks
+
+    from genai_ray.ray_runtime import ensure_ray
+
+    secrets = {name: os.environ[name] for name in sys.argv[1].split(",")}  # values only in the environment
+    ensure_ray(num_cpus=2)
+
+    @ray.remote(num_cpus=0)
+    def task_env():
+        return {k: os.environ.get(k) for k in secrets}
+
+    @ray.remote(num_cpus=0)
+    class Holder:
+        def env(self):
+            return {k: os.environ.get(k) for k in secrets}
+
+    holder = Holder.remote()
+    seen = {"task": ray.get(task_env.remote()), "actor": ray.get(holder.env.remote())}
+    state = {
+        "jobs": [j.__dict__ if hasattr(j, "__dict__") else j for j in list_jobs(detail=True)],
+        "actors": [a.__dict__ if hasattr(a, "__dict__") else a for a in list_actors(detail=True)],
+        "tasks": [t.__dict__ if hasattr(t, "__dict__") else t for t in list_tasks(detail=True)],
+    }
+    dumped = json.dumps(state, default=str)
+    context_env = json.dumps(ray.get_runtime_context().runtime_env)
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    ray.shutdown()
+    in_state = [k for k, v in secrets.items() if v in dumped or v in context_env]
+    in_logs = sorted({str(p.relative_to(session)) for p in session.rglob("*") if p.is_file()
+                      for v in secrets.values() if v.encode() in p.read_bytes()})
+    print("RESULT " + json.dumps({"seen": seen, "in_state": in_state, "in_logs": in_logs,
+                                  "state_entries": {k: len(v) for k, v in state.items()}}))
+""")
+
+
+def test_private_ray_inherits_credentials_and_never_records_them() -> None:
+    secrets = {"AWS_SECRET_ACCESS_KEY": f"aws-secret-{uuid.uuid4().hex}",
+               "AWS_SESSION_TOKEN": f"aws-token-{uuid.uuid4().hex}",
+               "GENAI_RAY_API_KEY": f"api-key-{uuid.uuid4().hex}"}
+    env = {**os.environ, **secrets, "PYTHONPATH": str(ROOT), "GENAI_RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS", None)
+    # Only the names on the command line: a driver's command line is its job's entrypoint in the State API.
+    done = subprocess.run([sys.executable, "-c", PROBE, ",".join(secrets)], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    # Workers still have the credentials they need (S3 reads in tasks and actors)...
+    assert result["seen"]["task"] == secrets and result["seen"]["actor"] == secrets
+    # ...but the runtime env that the dashboard and the State API show holds none of them, nor do the logs.
+    assert result["state_entries"]["jobs"] >= 1 and result["state_entries"]["actors"] >= 1
+    assert result["in_state"] == [], result
+    assert result["in_logs"] == [], result
