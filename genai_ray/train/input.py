@@ -385,7 +385,8 @@ def worker_memory_budget(budget_mib: int, workers: int, cpus_per_worker: float) 
 
 
 def gib(n: float) -> str:
-    return f"{n / (1 << 30):.2f} GiB"
+    """Bytes as GiB, or MiB below one GiB."""
+    return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
 
 
 def choose_mode(requested: str, need: int, budget: int, why_budget: str) -> tuple[DataMode, str]:

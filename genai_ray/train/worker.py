@@ -1,7 +1,7 @@
 """``train_loop_per_worker``: what each Ray Train worker runs. The Ray glue is marked ``# Ray:``.
 
-Each worker reads its own shard of the training split once (large batches, into memory), feeds a seeded
-tf.data pipeline, and runs the GAN step under ``MultiWorkerMirroredStrategy``. Every rank runs the same
+Each worker's batches come from ``genai_ray.train.input`` (its shard held in memory, or streamed from Parquet) as
+a seeded tf.data pipeline, and it runs the GAN step under ``MultiWorkerMirroredStrategy``. Every rank runs the same
 number of steps per epoch (computed by the driver), because a rank that stops early hangs the collectives.
 Rank 0 alone writes TensorBoard, sample grids and the checkpoint. Every rank calls ``ray.train.report``, a
 barrier, only at epochs that checkpoint or evaluate: a report waits until Ray Train's controller has collected
@@ -15,7 +15,6 @@ import json
 import os
 import resource
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -23,11 +22,11 @@ import numpy as np
 
 from genai_ray import storage
 from genai_ray.config import Config, TrainConfig
+from genai_ray.train.input import MemoryInput, StreamInput, StreamSpec
 
 STATE_DIR = "state"  # tf.train.Checkpoint files inside a checkpoint folder
 STATE_PREFIX = "ckpt"
 SAMPLES_FILE = "samples.png"
-READ_BATCH = 4096  # rows per Ray Data batch when loading a shard
 GRID_SEEDS = 64
 # The last run's distributed iterator, kept alive until the process ends. Under MultiWorkerMirroredStrategy,
 # destroying it can block for up to ~16 s (its destructor waits for a tf.data background thread; seen with gdb),
@@ -50,6 +49,8 @@ class RunPlan:
     init_checkpoint: str | None = None  # checkpoint URI to start from when the run has none (Tune's PBT)
     launched_at: float = 0.0  # driver's wall clock when it started the run (a restarted attempt's launch includes
     # the attempts before it)
+    data_mode: str = ""  # train.data_mode as the driver resolved it: "memory" or "stream" ("": not yet)
+    stream: dict | None = None  # stream mode: the StreamSpec as JSON (row groups, steps, shuffle buffer)
 
 
 def thread_counts(cfg: Config) -> tuple[int, int]:
@@ -96,68 +97,6 @@ def make_strategy(world: int):
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def read_shard(shard) -> tuple[np.ndarray, np.ndarray]:
-    """This worker's rows as (uint8 NHWC, int64 labels), read in large batches (no per-row Python)."""
-    images, labels = [], []
-    for batch in shard.iter_batches(batch_size=READ_BATCH, batch_format="numpy"):
-        images.append(batch["image"])
-        labels.append(batch["label"])
-    assert images, "this worker's shard is empty; the driver should have refused a dataset this small"
-    return np.concatenate(images), np.concatenate(labels)
-
-
-def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int):
-    """An endless tf.data stream of (uint8 images, labels) batches from arrays held in memory.
-
-    Each pass is a seeded permutation cut into whole batches (the tail is dropped), and each batch is one
-    vectorised gather: about 5x faster than shuffling and batching row by row, which on a small machine
-    competes with training for the same cores.
-    """
-    import tensorflow as tf
-
-    assert len(x) >= batch, f"{len(x)} rows cannot fill a batch of {batch}"
-    images, labels = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
-    per_pass = len(x) // batch
-
-    def one_pass(index: tf.Tensor) -> tf.data.Dataset:
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(len(x), dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), index]))
-        return tf.data.Dataset.from_tensor_slices(tf.reshape(order[: per_pass * batch], [per_pass, batch]))
-
-    ds = tf.data.Dataset.counter().flat_map(one_pass)
-    ds = ds.map(lambda rows: (tf.gather(images, rows), tf.gather(labels, rows))).prefetch(tf.data.AUTOTUNE)
-    # Declared endless: otherwise MultiWorkerMirroredStrategy all-reduces an "any worker out of data?" flag
-    # on every next(), a third collective per step (18 vs 15 ms a 2-worker digits step).
-    return ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
-
-
-class ShardReader:
-    """Reads the shard on a thread, started before TensorFlow is imported and the model is built: the read
-    mostly waits on Ray Data's processes, so the two overlap instead of adding up at every start-up."""
-
-    def __init__(self, shard) -> None:
-        self._result: dict[str, object] = {}
-        self._thread = threading.Thread(target=self._read, args=(shard,), name="genai-ray-shard-read", daemon=True)
-        self._thread.start()
-
-    def _read(self, shard) -> None:
-        try:
-            self._result["arrays"] = read_shard(shard)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the training thread by arrays()
-            self._result["error"] = err
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        self._thread.join()
-        if "error" in self._result:
-            raise self._result["error"]
-        return self._result["arrays"]
-
-
-def stream(trainer, x: np.ndarray, y: np.ndarray, seed: int):
-    """A distributed iterator over this worker's rows, held in memory."""
-    return iter(trainer.distribute(lambda batch: make_dataset(x, y, batch, seed)))
 
 
 def startup_line(startup: dict[str, float]) -> str:
@@ -243,10 +182,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
     t = cfg.train
     import ray.train
 
-    shard = ray.train.get_dataset_shard("train")  # Ray: this worker's share of the training split
-    reader = ShardReader(shard)
     ctx = ray.train.get_context()  # Ray:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if plan.data_mode == "stream":
+        data = StreamInput(StreamSpec.from_json(plan.stream), plan.image_shape, t.seed, rank, world)
+    else:  # Ray: this worker's share of the training split, read on a thread while TensorFlow starts
+        data = MemoryInput(ray.train.get_dataset_shard("train"), t.seed, rank, t.cache_in_memory)
     configure_tensorflow(cfg)
     quiet_worker_logs()
     strategy = make_strategy(world)  # the first TF op: collectives are configured here
@@ -265,18 +206,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
             print(f"{plan.run_uri} already finished at epoch {start}; nothing to train", flush=True)
         return
     set_up = time.time()
-    x, y = reader.arrays()
+    data.wait()
     startup = {"startup/launch_s": entered - plan.launched_at, "startup/setup_s": set_up - entered,
                "startup/shard_read_s": time.time() - set_up}  # the read's wait beyond the setup it overlaps
-    iterator = stream(trainer, x, y, t.seed * 1000 + rank + 7919 * start)
     board = TensorBoard(plan.run_uri) if rank == 0 else None
     z_grid, y_grid = grid_inputs(cfg.model.latent_dim, plan.num_classes)
     if rank == 0 and start:
         print(f"resumed {plan.run_uri} at epoch {start}", flush=True)
     for epoch in range(start + 1, t.epochs + 1):
         maybe_fail(t, epoch, rank, world, plan.run_uri)
-        if not t.cache_in_memory and epoch > start + 1:  # re-stream the shard each epoch
-            iterator = stream(trainer, *read_shard(shard), t.seed * 1000 + rank + 7919 * epoch)
+        iterator = data.iterator(trainer, epoch)
         began = time.perf_counter()
         losses, left = [], plan.steps_per_epoch
         while left:
