@@ -7,8 +7,8 @@ parallelism itself costs on this machine, so the ceiling for (c), and (c) agains
 For each Ray run it charges the machine's CPU over the epochs after the first to the training workers and to
 everything else (Ray's daemons and actors, the driver): where the step saturates the cores, the second is the
 CPU the workers lose.
-Every path's rate is the median over its epochs after the first (tracing). This VM's speed drifts by 10-20%
-within an hour, so ``--rounds N`` repeats every path N times, reversing their order every other round,
+Every path's rate is the median over its epochs after the first (tracing). A shared machine's speed can drift
+by 10-20% within an hour, so ``--rounds N`` repeats every path N times, reversing their order every other round,
 and each ratio is taken against the plain loop of its own round; the verdict is the median ratio. The plain
 loop always runs with no Ray on the machine (each round starts its own local Ray and shuts it down).
 
@@ -43,8 +43,8 @@ import tensorflow as tf
 from genai_ray.config import Config
 from genai_ray.data.reader import open_dataset
 from genai_ray.gan.trainer import GanTrainer
+from genai_ray.train.loop import make_strategy
 from genai_ray.train.input import make_dataset
-from genai_ray.train.worker import make_strategy
 cfg = Config.model_validate_json(cfg_json); ds = open_dataset(uri); world = max(1, len(ports))
 if threads:  # intra- and inter-op threads; without them, TensorFlow's defaults, as a user's loop has
     tf.config.threading.set_intra_op_parallelism_threads(threads[0])
@@ -144,7 +144,7 @@ PLAIN_2P_LABEL = "plain TF, 2 processes (MultiWorkerMirroredStrategy, no Ray)"
 
 def worker_threads(cfg, workers: int = 1) -> tuple[int, int]:
     """(intra-op, inter-op) threads of each worker of a ``workers``-worker run, which splits the cores."""
-    from genai_ray.train.worker import thread_counts
+    from genai_ray.train.loop import thread_counts
 
     run = cfg.model_copy(deep=True)
     run.train.cpus_per_worker = max(1, (os.cpu_count() or 1) // workers)

@@ -14,7 +14,7 @@ PROBE = """
 import sys
 import tensorflow as tf
 from genai_ray.config import Config
-from genai_ray.train.worker import configure_tensorflow
+from genai_ray.train.loop import configure_tensorflow
 configure_tensorflow(Config.model_validate_json(sys.argv[1]))
 tf.constant(1.0) + 1.0  # the pools are built now, with what was set
 threading = tf.config.threading

@@ -15,7 +15,7 @@ from genai_ray.config import Config
 from genai_ray.data.manifest import now_iso
 from genai_ray.data.reader import Dataset
 from genai_ray.images import grid_png
-from genai_ray.train.worker import STATE_DIR, STATE_PREFIX, grid_inputs
+from genai_ray.train.loop import STATE_DIR, STATE_PREFIX, grid_inputs
 
 
 def load_sampler(folder: str, cfg: Config, image_shape: tuple[int, int, int], num_classes: int):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -103,31 +103,27 @@ def memory_iterator(trainer, x: np.ndarray, y: np.ndarray, seed: int):
 
 
 class MemoryInput:
-    """The memory path behind the loop's ``iterator(trainer, epoch)`` seam.
+    """Rows held in memory as arrays: one endless seeded stream, reused across epochs (the loop's input).
 
-    One endless iterator serves every epoch (seeded by the epoch the attempt starts at); with
-    ``train.cache_in_memory=false`` the shard is read again, and a new iterator made, for each later epoch.
+    With ``reload`` (``train.cache_in_memory=false``), every later epoch reads the rows again and starts a new
+    stream from them. A run resumed at epoch e+1 seeds its stream from e, so it does not replay the order an
+    uninterrupted run had (stream mode does: docs/data.md).
     """
 
-    def __init__(self, shard, seed: int, rank: int, cache_in_memory: bool = True) -> None:
-        self._shard, self._seed, self._rank, self._cache = shard, seed, rank, cache_in_memory
-        self._reader = ShardReader(shard)
+    def __init__(self, arrays: tuple[np.ndarray, np.ndarray], seed: int, rank: int,
+                 reload: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        self._arrays, self._reload = arrays, reload
+        self._seed, self._rank = seed, rank
         self._iterator = None
-        self._first_epoch: int | None = None
 
-    def wait(self) -> None:
-        """Block until the shard is in memory (the start-up's shard read)."""
-        self._reader.arrays()
-
-    def _seed_for(self, epoch: int) -> int:
-        return self._seed * 1000 + self._rank + 7919 * (epoch - 1)
+    def _stream(self, trainer, arrays: tuple[np.ndarray, np.ndarray], salt: int):
+        return memory_iterator(trainer, *arrays, self._seed * 1000 + self._rank + 7919 * salt)
 
     def iterator(self, trainer, epoch: int):
         if self._iterator is None:
-            self._first_epoch = epoch
-            self._iterator = memory_iterator(trainer, *self._reader.arrays(), self._seed_for(epoch))
-        elif not self._cache and epoch > self._first_epoch:
-            self._iterator = memory_iterator(trainer, *read_shard(self._shard), self._seed_for(epoch))
+            self._iterator = self._stream(trainer, self._arrays, epoch - 1)
+        elif self._reload is not None:
+            self._iterator = self._stream(trainer, self._reload(), epoch)
         return self._iterator
 
 
@@ -342,9 +338,6 @@ class StreamInput:
         self._spec, self._shape, self._seed, self._rank, self._world = spec, image_shape, seed, rank, world
         self._iterator = None
         self._next_epoch: int | None = None
-
-    def wait(self) -> None:
-        """Nothing to read before the first step: the stream starts with it."""
 
     def iterator(self, trainer, epoch: int):
         if self._iterator is None:

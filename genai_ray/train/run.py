@@ -20,7 +20,8 @@ from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
 from genai_ray.gan import family
 from genai_ray.train.export import class_probs
-from genai_ray.train.worker import RunPlan, train_loop_per_worker
+from genai_ray.train.loop import RunPlan
+from genai_ray.train.worker import train_loop_per_worker
 
 RUN_CONFIG_FILE = "genai-ray-run.json"  # the run's resolved config, written before the first worker starts
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's registered checkpoints

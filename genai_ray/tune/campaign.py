@@ -1,7 +1,7 @@
 """A search campaign: Ray Tune trials, each a real Ray Train run, then the leaderboard and promotion.
 
 Train V2 can't be passed to a Tuner, so each trial is a function that builds and fits the same
-``TensorflowTrainer`` as ``genai-ray train`` (RAY_NOTES.md). A small callback forwards rank 0's evaluation
+``TensorflowTrainer`` as ``genai-ray train`` (docs/ray-notes.md). A small callback forwards rank 0's evaluation
 reports, with their checkpoint paths, from the Train controller to the trial through a Ray queue; the
 trial reports them to Tune as real Tune checkpoints. That is what lets PBT exploit: a losing trial is
 restarted from the winner's checkpoint (weights and optimiser state) and its perturbed learning rates are
@@ -116,7 +116,7 @@ def _scalar(value: Any) -> bool:
 
 
 def check_resources(tune_cfg: TuneConfig, cpus_per_worker: float, gpus_per_worker: float) -> None:
-    """Refuse a campaign that can never be scheduled, or that would starve Ray Data of CPUs (RAY_NOTES.md)."""
+    """Refuse a campaign that can never be scheduled, or that would starve Ray Data of CPUs (docs/ray-notes.md)."""
     from genai_ray.ray_runtime import cluster_resources
 
     have = cluster_resources()
