@@ -20,7 +20,7 @@ def run(mixed: bool, steps: int, batch: int) -> tuple[float, float]:
     from genai_ray.config import build_config
     from genai_ray.data.sources import render_shapes
     from genai_ray.gan.trainer import GanTrainer
-    from genai_ray.train.worker import make_dataset
+    from genai_ray.train.input import make_dataset
 
     cfg = build_config("gpu", {"train": {"global_batch": batch, "mixed_precision": mixed, "workers": 1,
                                          "steps_per_call": 20}})

@@ -44,7 +44,7 @@ from genai_ray.config import Config
 from genai_ray.data.reader import open_dataset
 from genai_ray.gan.trainer import GanTrainer
 from genai_ray.train.loop import make_strategy
-from genai_ray.train.worker import make_dataset
+from genai_ray.train.input import make_dataset
 cfg = Config.model_validate_json(cfg_json); ds = open_dataset(uri); world = max(1, len(ports))
 if threads:  # intra- and inter-op threads; without them, TensorFlow's defaults, as a user's loop has
     tf.config.threading.set_intra_op_parallelism_threads(threads[0])

@@ -89,7 +89,11 @@ class TrainConfig(StrictModel):
     eval_every: int = Field(0, ge=0)  # ticks between cheap in-training evaluations; 0 = off
     eval_samples: int = Field(500, ge=50)  # samples per in-training evaluation
     max_failures: int = Field(2, ge=0)  # worker-group restarts before the run fails
-    cache_in_memory: bool = True  # keep each worker's shard in memory after the first epoch
+    data_mode: Literal["auto", "memory", "stream"] = "auto"  # hold each worker's shard in memory, or stream it from
+    # Parquet; auto: memory when it fits train.memory_budget_mib (docs/data.md)
+    memory_budget_mib: int = Field(0, ge=0)  # a worker's in-memory shard limit; 0 = 25% of its share of its node
+    shuffle_buffer: int = Field(4096, ge=0)  # stream mode: rows in each worker's local shuffle buffer
+    cache_in_memory: bool = True  # memory mode: keep the shard after the first epoch (false: re-read it each epoch)
     fail_at_epoch: int | None = None  # test hook: rank 1 dies once at this epoch (fault injection)
 
 

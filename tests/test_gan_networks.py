@@ -15,7 +15,8 @@ def _cfg(fam: str, conditional: bool, **model):
 
 
 @pytest.mark.parametrize("fam,shape", [("mlp", (8, 8, 1)), ("mlp", (6, 10, 3)), ("dcgan", (8, 8, 1)),
-                                       ("dcgan", (16, 16, 3)), ("dcgan", (32, 32, 1))])
+                                       ("dcgan", (16, 16, 3)), ("dcgan", (32, 32, 1)), ("dcgan", (28, 28, 1)),
+                                       ("dcgan", (12, 12, 3))])
 @pytest.mark.parametrize("conditional", [False, True])
 def test_generator_and_discriminator_shapes(fam, shape, conditional, tmp_path):
     import keras
@@ -54,10 +55,27 @@ def test_mlp_default_mirrors_the_classic_architecture():
     assert g.input_shape == (None, 100) and dense == [256, 512, 1024, 784]
 
 
-@pytest.mark.parametrize("shape", [(12, 12, 1), (4, 4, 1), (16, 8, 1), (16, 16, 2)])
+@pytest.mark.parametrize("shape", [(4, 4, 1), (7, 7, 1), (18, 18, 1), (36, 36, 3), (16, 8, 1), (16, 16, 2)])
 def test_dcgan_refuses_sizes_it_cannot_make(shape):
     with pytest.raises(UserError, match="dcgan"):
         dcgan.check_image_shape(shape)
+
+
+def test_dcgan_refusal_lists_the_sizes_it_can_make():
+    with pytest.raises(UserError, match=r"s\*2\^k pixels \(s in 4\.\.7, k >= 1: 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, "
+                                        r"48, 56, 64, \.\.\.\), but the dataset is 18x18"):
+        dcgan.check_image_shape((18, 18, 1))
+
+
+@pytest.mark.parametrize(("side", "maps"), [(28, [7, 14, 28]), (64, [4, 8, 16, 32, 64]), (48, [6, 12, 24, 48])])
+def test_dcgan_generator_doubles_from_s_to_the_side(side, maps):
+    """28 = 7 * 4 grows 7 -> 14 -> 28 as the classic MNIST DCGAN does; powers of two still start at 4x4."""
+    from keras import layers
+
+    g = dcgan.build_generator(_cfg("dcgan", False), (side, side, 1), 1)
+    sizes = [g.layers[i].output.shape[1] for i, layer in enumerate(g.layers)
+             if isinstance(layer, layers.Reshape | layers.Conv2DTranspose)]
+    assert sizes == maps
 
 
 def test_registry_holds_both_families():

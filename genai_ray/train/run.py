@@ -95,6 +95,23 @@ def check_run_config(run_uri: str, cfg: Config) -> None:
     storage.write_bytes(uri, cfg.model_dump_json(indent=2).encode())
 
 
+def plan_input(cfg: Config, dataset: Dataset, plan: RunPlan) -> RunPlan:
+    """Resolve train.data_mode against the workers' memory (Ray must be up), say which mode and why, and add
+    what stream mode's workers need. ``memory`` over budget raises ``UserError``."""
+    from genai_ray.train import input as data_input
+
+    t, m = cfg.train, dataset.manifest
+    budget, why_budget = data_input.worker_memory_budget(t.memory_budget_mib, t.workers, t.cpus_per_worker)
+    need = data_input.shard_bytes(m.train_count, tuple(m.shape), t.workers)
+    mode, why = data_input.choose_mode(t.data_mode, need, budget, why_budget)
+    print(f"data: {mode} mode ({why})", flush=True)
+    if mode == "memory":
+        return replace(plan, data_mode="memory", stream=None)
+    groups = data_input.row_groups(dataset.shard_uris("train"))
+    spec = data_input.StreamSpec(groups, plan.steps_per_epoch, t.shuffle_buffer)
+    return replace(plan, data_mode="stream", stream=spec.to_json())
+
+
 def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store: str, callbacks: list | None = None):
     """The ``TensorflowTrainer`` for one run (storage, failures and checkpoint retention from the config)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -103,6 +120,7 @@ def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store
     from genai_ray.train.backend import TensorflowConfig
 
     t = cfg.train
+    plan = plan if plan.data_mode else plan_input(cfg, dataset, plan)
     fs, runs_path = storage.resolve(runs_uri(store))
     resources = {"CPU": t.cpus_per_worker}
     scored = {}  # keep the best train.keep_checkpoints by score; Ray also always keeps the latest (for resume)
@@ -118,7 +136,7 @@ def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store
         tensorflow_config=TensorflowConfig(),  # sets up the same workers without TensorFlow in the controller
         scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.gpus_per_worker > 0,
                                      resources_per_worker=resources, placement_strategy=t.placement),
-        datasets={"train": dataset.to_ray("train")},
+        datasets={"train": dataset.to_ray("train")} if plan.data_mode == "memory" else None,
         run_config=RunConfig(
             name=name,
             storage_path=runs_path,
@@ -209,6 +227,7 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
     plan = plan_run(cfg, dataset, run_uri)
     ensure_ray(address)
     check_resources(cfg)
+    plan = plan_input(cfg, dataset, plan)  # may refuse train.data_mode=memory: before anything is written
     storage.check_writable(store)
     check_run_config(run_uri, cfg)
     recorded = recorded_checkpoints(run_uri)

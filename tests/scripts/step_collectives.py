@@ -18,8 +18,8 @@ import tensorflow as tf  # noqa: E402
 
 from genai_ray.config import build_config  # noqa: E402
 from genai_ray.gan.trainer import GanTrainer  # noqa: E402
+from genai_ray.train.input import make_dataset  # noqa: E402
 from genai_ray.train.loop import make_strategy  # noqa: E402
-from genai_ray.train.worker import make_dataset  # noqa: E402
 
 cfg = build_config("tiny", {"model": {"conditional": True}, "train": {"global_batch": 16, "workers": 2}})
 trainer = GanTrainer(cfg, (8, 8, 1), 10, make_strategy(2))
