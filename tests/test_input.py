@@ -13,6 +13,7 @@ from genai_ray.data.reader import open_dataset
 from genai_ray.data.sources import open_source
 from genai_ray.errors import IntegrityError, UserError
 from genai_ray.train.input import (
+    StreamInput,
     StreamSpec,
     choose_mode,
     epoch_batches,
@@ -123,6 +124,19 @@ def test_tf_stream_resumed_at_an_epoch_gives_the_batches_of_an_uninterrupted_run
     resumed = take(3, steps)
     assert all(np.array_equal(a, b) for a, b in zip(uninterrupted[2 * steps :], resumed, strict=True))
     assert not np.array_equal(uninterrupted[0], uninterrupted[steps]), "epoch 2 starts with other rows than epoch 1"
+
+
+def test_a_stream_resumed_at_a_kimg_tick_inside_an_epoch_continues_where_the_run_was(numbered_spec):
+    """kimg ticks don't line up with data epochs: a tick of 3 steps against epochs of ``steps`` steps. An attempt
+    starting at tick 4 must see exactly the batches from step 9 of the uninterrupted stream on."""
+    spec, _ = numbered_spec
+    steps, per_tick = spec.steps_per_epoch, 3
+    assert steps >= 9 and steps % per_tick, "the fixture's epoch must be 9+ steps, not a whole number of ticks"
+    uninterrupted = [ids(x.numpy()) for x, _ in stream_dataset(spec, (SIDE, SIDE, 3), 3, 1, 1, 2, 32).take(2 * steps)]
+    epoch, skip = StreamInput(spec, (SIDE, SIDE, 3), 3, 1, 2, steps_per_tick=per_tick).start(4)
+    assert (epoch, skip) == (1 + 9 // steps, 9 % steps)
+    resumed = stream_dataset(spec, (SIDE, SIDE, 3), 3, epoch, 1, 2, 32, skip).take(steps)
+    assert all(np.array_equal(a, ids(x.numpy())) for a, (x, _) in zip(uninterrupted[9:], resumed, strict=False))
 
 
 def test_auto_keeps_a_shard_that_fits_streams_one_that_does_not_and_memory_over_budget_is_refused():

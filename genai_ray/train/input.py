@@ -310,8 +310,9 @@ def epoch_batches(spec: StreamSpec, seed: int, epoch: int, rank: int, world: int
 
 
 def stream_dataset(spec: StreamSpec, image_shape: tuple[int, int, int], seed: int, first_epoch: int, rank: int,
-                   world: int, batch: int):
-    """An endless tf.data stream of this rank's batches, epoch ``first_epoch`` onwards, epoch after epoch.
+                   world: int, batch: int, skip: int = 0):
+    """An endless tf.data stream of this rank's batches, epoch ``first_epoch`` onwards (its first ``skip``
+    batches left out), epoch after epoch.
 
     One dataset (and one distributed iterator) for the whole attempt, so the next epoch's first batches are
     read while the current epoch ends. Declared endless, as the memory path is (see ``make_dataset``).
@@ -325,27 +326,36 @@ def stream_dataset(spec: StreamSpec, image_shape: tuple[int, int, int], seed: in
             lambda e: epoch_batches(spec, seed, int(e), rank, world, batch), output_signature=signature,
             args=(epoch,))
 
-    ds = tf.data.Dataset.counter(first_epoch).flat_map(one_epoch).prefetch(PREFETCH)
+    ds = tf.data.Dataset.counter(first_epoch).flat_map(one_epoch).skip(skip).prefetch(PREFETCH)
     return ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
 
 
 class StreamInput:
-    """The stream path behind the loop's ``iterator(trainer, epoch)`` seam: one iterator from the attempt's
-    first epoch on, whose batches for epoch e depend only on (seed, e, rank, workers)."""
+    """The stream path behind the loop's ``iterator(trainer, tick)`` seam: one iterator from the attempt's
+    first tick on. Batches follow data epochs (whole passes of ``spec.steps_per_epoch`` steps, each depending
+    only on (seed, epoch, rank, workers)); a loop tick of ``steps_per_tick`` steps (about 1 kimg) is cut from
+    that sequence, so an attempt starting at any tick continues exactly where an uninterrupted run would be."""
 
     def __init__(self, spec: StreamSpec, image_shape: tuple[int, int, int], seed: int, rank: int,
-                 world: int) -> None:
+                 world: int, steps_per_tick: int | None = None) -> None:
         self._spec, self._shape, self._seed, self._rank, self._world = spec, image_shape, seed, rank, world
+        self._steps_per_tick = steps_per_tick or spec.steps_per_epoch
         self._iterator = None
-        self._next_epoch: int | None = None
+        self._next_tick: int | None = None
 
-    def iterator(self, trainer, epoch: int):
+    def start(self, tick: int) -> tuple[int, int]:
+        """(data epoch, batches of it already used) at the start of loop tick ``tick`` (1-based)."""
+        done = (tick - 1) * self._steps_per_tick
+        return done // self._spec.steps_per_epoch + 1, done % self._spec.steps_per_epoch
+
+    def iterator(self, trainer, tick: int):
         if self._iterator is None:
+            epoch, skip = self.start(tick)
             self._iterator = iter(trainer.distribute(lambda batch: stream_dataset(
-                self._spec, self._shape, self._seed, epoch, self._rank, self._world, batch)))
+                self._spec, self._shape, self._seed, epoch, self._rank, self._world, batch, skip)))
         else:
-            assert epoch == self._next_epoch, f"stream epochs run in order: expected {self._next_epoch}, got {epoch}"
-        self._next_epoch = epoch + 1
+            assert tick == self._next_tick, f"stream ticks run in order: expected {self._next_tick}, got {tick}"
+        self._next_tick = tick + 1
         return self._iterator
 
 

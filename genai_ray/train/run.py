@@ -108,7 +108,7 @@ def plan_input(cfg: Config, dataset: Dataset, plan: RunPlan) -> RunPlan:
     if mode == "memory":
         return replace(plan, data_mode="memory", stream=None)
     groups = data_input.row_groups(dataset.shard_uris("train"))
-    spec = data_input.StreamSpec(groups, plan.steps_per_epoch, t.shuffle_buffer)
+    spec = data_input.StreamSpec(groups, m.train_count // t.global_batch, t.shuffle_buffer)  # whole data epochs
     return replace(plan, data_mode="stream", stream=spec.to_json())
 
 

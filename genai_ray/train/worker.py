@@ -121,7 +121,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         return
     set_up_done = time.time()
     if streaming:  # nothing to read before the first step: the stream starts with it
-        data = StreamInput(StreamSpec.from_json(plan.stream), plan.image_shape, cfg.train.seed, rank, world)
+        data = StreamInput(StreamSpec.from_json(plan.stream), plan.image_shape, cfg.train.seed, rank, world,
+                           steps_per_tick=plan.steps_per_epoch)
     else:
         data = MemoryInput(reader.arrays(), cfg.train.seed, rank,
                            None if cfg.train.cache_in_memory else lambda: read_shard(shard))
