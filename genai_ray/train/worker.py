@@ -11,17 +11,15 @@ digits epoch to 0.2 s when each epoch reported.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 
 from genai_ray import storage
 from genai_ray.config import Config, TrainConfig
-from genai_ray.train.loop import MemoryInput, RunPlan, configure_tensorflow, make_strategy, set_up, train
+from genai_ray.train.loop import MemoryInput, RunPlan, configure_tensorflow, local_folder, make_strategy, set_up, train
 
 READ_BATCH = 4096  # rows per Ray Data batch when loading a shard
 # The last run's distributed iterator, kept alive until the process ends. Under MultiWorkerMirroredStrategy,
@@ -139,16 +137,6 @@ def external_checkpoint(uri: str | None):
 
     fs, path = storage.resolve(uri)
     return ray.train.Checkpoint(path, filesystem=fs)
-
-
-@contextlib.contextmanager
-def local_folder(checkpoint) -> Iterator[str | None]:
-    """A Ray checkpoint as a local folder (downloaded from S3 when remote), or None."""
-    if checkpoint is None:
-        yield None
-        return
-    with checkpoint.as_directory() as folder:
-        yield folder
 
 
 def report_to_train(metrics: dict, folder: str | None) -> None:
