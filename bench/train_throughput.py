@@ -7,8 +7,8 @@ parallelism itself costs on this machine, so the ceiling for (c), and (c) agains
 For each Ray run it charges the machine's CPU over the epochs after the first to the training workers and to
 everything else (Ray's daemons and actors, the driver): where the step saturates the cores, the second is the
 CPU the workers lose.
-Every path's rate is the median over its epochs after the first (tracing). This VM's speed drifts by 10-20%
-within an hour, so ``--rounds N`` repeats every path N times, reversing their order every other round,
+Every path's rate is the median over its epochs after the first (tracing). A shared machine's speed can drift
+by 10-20% within an hour, so ``--rounds N`` repeats every path N times, reversing their order every other round,
 and each ratio is taken against the plain loop of its own round; the verdict is the median ratio. The plain
 loop always runs with no Ray on the machine (each round starts its own local Ray and shuts it down).
 

@@ -3,7 +3,7 @@
 ``ray.init()`` without an address attaches to any Ray already running on the machine, so the embedded
 default starts its own (``address="local"``). On a small machine it advertises more logical CPUs than
 cores: training workers reserve one logical CPU each and would otherwise leave none for Ray Data's read
-tasks, which starved a 2-core run to 516 s for 1,797 rows (RAY_NOTES.md).
+tasks, which starves a small run (docs/ray-notes.md).
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ ADDRESS_ENV = "GENAI_RAY_ADDRESS"
 MIN_LOGICAL_CPUS = 8
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
 PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
-# Ray starts its workers at nice 15, below its own daemons. Training workers are the job here: at nice 0 a
-# 1-worker digits MLP ran about 10% faster and 2 workers 4-5% (bench results in BENCHMARKS.md).
+# Ray starts its workers at nice 15, below its own daemons. Training workers are the job here, so they run at
+# nice 0 (docs/ray-notes.md; the gain is in BENCHMARKS.md).
 WORKER_NICENESS = 0
 # A private Ray's ~30 processes (daemons, idle pooled workers, Ray Train's and Ray Data's helper actors) each
 # export metrics every 10 s and flush task events every second; on 2 cores that is CPU the training workers lose.
 # Nothing reads those metrics on a private Ray (no Prometheus), and the dashboard's task list is as useful 10 s
-# behind. Side by side, DCGAN training ran 1.2-8.2% faster without them in 6 of 6 pairs (BENCHMARKS.md). Clusters
-# keep Ray's defaults. Start-up costs nothing measurable: in 6 Latin-square rounds, runs with both settings, each
-# alone, and neither had medians of 33.2-36.1 s (both against neither: 0.5 s apart), inside their 28-45 s spread.
+# behind. Training runs faster without them and starts no slower (BENCHMARKS.md). Clusters keep Ray's defaults.
 PRIVATE_RAY_CONFIG = {"worker_niceness": WORKER_NICENESS, "enable_metrics_collection": False,
                       "task_events_report_interval_ms": 10_000}
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GENAI_RAY_API_KEY"}
@@ -55,14 +53,14 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     env_vars["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")  # keep worker logs readable
     # Ray Train's controller collects reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default), and a
     # worker's next ray.train.report blocks until its previous one was collected. With sub-second epochs that
-    # capped training at one epoch per 2 s: the demo spent two thirds of its time waiting (BENCHMARKS.md).
+    # capped training at one epoch per 2 s (docs/ray-notes.md).
     env_vars[TRAIN_POLL_ENV] = os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)
     # Ray Train sends a worker's print() both to stdout and to its logger's console handler: every progress
     # line appeared twice. Unpatched, a print goes to stdout once (and Ray streams it to the driver).
     env_vars[PRINT_PATCH_ENV] = os.environ.get(PRINT_PATCH_ENV, "0")
     if address:
         # A cluster's nodes use their own AWS credential chain; secrets never travel in a runtime environment,
-        # which anyone who can open the dashboard can read (README: Security).
+        # which anyone who can open the dashboard can read (docs/security.md).
         shared = {k: v for k, v in env_vars.items() if k not in SECRET_ENV}
         try:
             ray.init(address=address, runtime_env={"env_vars": shared}, log_to_driver=True)

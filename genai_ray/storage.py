@@ -3,7 +3,7 @@
 This module is the only place that turns a URI into a (pyarrow filesystem, path) pair. S3-compatible
 endpoints (MinIO, moto, Ceph) come from the standard ``AWS_ENDPOINT_URL``; credentials come from the
 standard AWS chain, which pyarrow's S3 client reads itself. We pass the endpoint explicitly because
-``FileSystem.from_uri("s3://...")`` resolves the bucket region against real AWS (RAY_NOTES.md).
+``FileSystem.from_uri("s3://...")`` resolves the bucket region against real AWS (docs/ray-notes.md).
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def test_checkpoint_restores_every_part(tmp_path):
 
 
 def test_several_steps_per_call_trace_the_step_once_and_return_the_last_steps_losses():
-    """Tracing is most of a run's first call (2.9 -> 1.9 s for the digits MLP when the step was traced twice)."""
+    """Tracing is most of a run's first call, so the step must be traced once, not twice."""
     fused = _trainer()
     traced = []
     step = fused._replica_step

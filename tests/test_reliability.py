@@ -48,7 +48,7 @@ def train_worker_pids() -> list[int]:
     import ray
     from ray.util.state import list_actors
 
-    actors = list_actors(address=ray.get_runtime_context().gcs_address,  # this session's Ray, not another's
+    actors = list_actors(address=ray.get_runtime_context().gcs_address,  # this test run's Ray, not another's
                          filters=[("class_name", "=", WORKER_CLASS), ("state", "=", "ALIVE")],
                          raise_on_missing_output=False)
     return sorted(a.pid for a in actors if a.pid)

@@ -97,7 +97,7 @@ def submit(ctx: click.Context, address, wait, working_dir, no_upload, job_id, ar
     """Run any genai-ray command as a Ray Job: genai-ray submit [OPTIONS] -- COMMAND [ARGS]...
 
     The command is checked here first. Storage settings (AWS_ENDPOINT_URL, AWS_REGION, --store) go with the
-    job; credentials do not: the cluster uses its own (see README, "Clusters and jobs").
+    job; credentials do not: the cluster uses its own (see docs/clusters.md).
     """
     from genai_ray.cluster import jobs
 

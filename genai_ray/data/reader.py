@@ -49,8 +49,8 @@ class Dataset:
             raise UserError(f"{self.uri}: the {split} split is empty; re-prepare with a larger --holdout")
         fs, _ = storage.resolve(self.uri)
         paths = [storage.resolve(u)[1] for u in uris]
-        # Ray Data 2.60's default Parquet path (DataSourceV2) starts a FooterReader actor for every read: 7-9 s
-        # of a new process per training run, against 0.2 s for the whole read on the V1 path (BENCHMARKS.md).
+        # Ray Data 2.60's default Parquet path (DataSourceV2) starts a FooterReader actor, a new process, for every
+        # read: seconds of start-up per training run that the V1 path doesn't pay (docs/ray-notes.md).
         ray.data.DataContext.get_current().use_datasource_v2 = False
         return ray.data.read_parquet(paths, filesystem=fs, columns=["image", "label"])
 

@@ -167,7 +167,7 @@ class GanTrainer:
 
     def _steps(self, iterator, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         # One traced copy of the step, in the loop: the last step's losses leave it as loop variables. (A loop over
-        # n - 1 steps and then a last step traced the whole GAN step twice: 2x the tracing at every start-up.)
+        # n - 1 steps and then a last step traces the whole GAN step twice, doubling the tracing at start-up.)
         zero = lambda: (tf.constant(0.0), tf.constant(0.0))  # noqa: E731 - per replica, like the step's losses
         d_loss, g_loss = self.strategy.run(zero)
         for _ in tf.range(n):

@@ -2,7 +2,7 @@
 
 Ray's own ``TensorflowConfig`` lives in the ``ray.train.tensorflow`` package, whose ``__init__`` imports
 TensorFlow. Ray Train's controller unpickles the backend config, so every run's controller imported
-TensorFlow (about 3 s here) before it started a single worker, and it never uses it. This config does what
+TensorFlow (seconds) before it started a single worker, and it never uses it. This config does what
 Ray's does, TF_CONFIG on each worker for ``MultiWorkerMirroredStrategy``, and the controller stays light.
 Unlike Ray's, it does not set ``TF_USE_LEGACY_KERAS=1``: genai-ray uses Keras 3 and never ``tf.keras``.
 """

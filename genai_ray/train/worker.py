@@ -5,8 +5,8 @@ single-worker trials. Here: each worker reads its own shard of the training spli
 memory) and feeds a seeded tf.data pipeline under ``MultiWorkerMirroredStrategy``. Every rank runs the same
 number of steps per epoch (computed by the driver), because a rank that stops early hangs the collectives.
 Every rank calls ``ray.train.report``, a barrier, only at epochs that checkpoint or evaluate: a report waits
-until Ray Train's controller has collected the previous one (it polls every 0.2 s), which held every 0.14 s
-digits epoch to 0.2 s when each epoch reported.
+until Ray Train's controller has collected the previous one, so reporting every epoch would hold short epochs
+to the controller's poll interval (docs/ray-notes.md).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from genai_ray.train.loop import MemoryInput, RunPlan, configure_tensorflow, loc
 
 READ_BATCH = 4096  # rows per Ray Data batch when loading a shard
 # The last run's distributed iterator, kept alive until the process ends. Under MultiWorkerMirroredStrategy,
-# destroying it can block for up to ~16 s (its destructor waits for a tf.data background thread; seen with gdb),
+# destroying it can block for many seconds (its destructor waits for a tf.data background thread),
 # and Ray Train ends a run only when every worker's function has returned. Ray kills the worker process after
 # the run, so nothing is lost by not destroying it first.
 _PARKED_ITERATOR: list = []
