@@ -158,7 +158,7 @@ def s3_checkpoints(campaign: str) -> dict[str, dict[str, dict]]:
 
 
 @pytest.mark.timeout(900)
-def test_sigkilled_campaign_driver_resumes_on_s3(ray_local, digits_uri, tmp_path, s3_bucket):
+def test_sigkilled_campaign_driver_resumes_on_s3(ray_local, digits_uri, tmp_path, s3_bucket, capsys):
     """Fault: SIGKILL the `genai-ray tune` driver while one trial has finished and the next is mid-run.
     Expect from `genai-ray tune --resume`: the finished trial writes nothing more; the running trial continues
     from one of its checkpoints (never from scratch) and every trial reaches the last epoch."""
@@ -194,7 +194,10 @@ def test_sigkilled_campaign_driver_resumes_on_s3(ray_local, digits_uri, tmp_path
         os.killpg(driver.pid, signal.SIGKILL)  # then its private local Ray, which would linger
     before = s3_checkpoints(campaign)
     done = {t for t, c in before.items() if any(m["epoch"] == epochs for m in c.values())}
-    assert main([*args, "--resume"]) == 0
+    capsys.readouterr()
+    code = main([*args, "--resume"])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
     after = s3_checkpoints(campaign)
     for trial in done:
         assert after[trial] == before[trial], f"finished trial {trial} trained again after the resume"
