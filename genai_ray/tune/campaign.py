@@ -219,7 +219,7 @@ def make_search(tune_cfg: TuneConfig):
 def tuner_path(store: str, name: str) -> tuple[str, Any]:
     """Where Tune keeps the campaign's state, and the filesystem to pass for it (None: local)."""
     fs, root = storage.resolve(storage.join(store, "campaigns"))
-    return f"{'s3://' if storage.is_s3(store) else ''}{root}/{name}", fs if storage.is_s3(store) else None
+    return f"{root}/{name}", fs if storage.is_s3(store) else None  # with a filesystem: a path in it, no scheme
 
 
 def check_resume(space: SearchSpace, store: str, name: str) -> None:
