@@ -1,4 +1,5 @@
-"""``python -m bench.search_efficiency``: how soon a campaign finds a good generator, ASHA against FIFO.
+"""``python -m bench.search_efficiency``: how soon a campaign finds a good generator, ASHA against FIFO, and
+what inline trials save over a Ray Train run per trial.
 
 For each search seed, both campaigns run in this process, one after the other, on the same local Ray: the
 same space, the same seeded random search (so the same trials in the same order), the same number of
@@ -9,6 +10,12 @@ target" is the wall time from the campaign's start to the first report at or bel
 every report and every trial's timeline is saved as JSON after each campaign, so other targets can be
 scored without rerunning and a run cut short keeps what it measured. "Trial time before 1st report" is where
 a campaign's time goes that a scheduler can't save: a stopped trial has paid it in full.
+
+Trials run inline (``--runner inline``, each in a reused Tune actor) unless told otherwise. With
+``--compare-runners``, the first seed's ASHA campaign also runs with a Ray Train run per trial, at the same
+settings and epochs, and the two campaigns' wall times are compared. Every inline trial's time from its start
+to its first step (set-up plus the first traced call, as it reports) is listed, marked by whether its actor
+had run a trial before.
 
 Time to target depends on where the good trials fall in the order, which the seed decides: that is why the
 verdict is the median over seeds, not one run.
@@ -29,17 +36,20 @@ from genai_ray.tune.campaign import METRIC
 SPACE = Path(__file__).resolve().parent / "search_space.yaml"
 
 
-def run(scheduler: str, seed: int, space, dataset, store: str, samples: int, concurrent: int) -> dict:
+def run(scheduler: str, seed: int, space, dataset, store: str, samples: int, concurrent: int,
+        runner: str = "inline") -> dict:
     """One campaign: its wall time, every (seconds since start, fd) report of every trial, and each trial's
-    timeline (start, first report, end, epochs: seconds since the campaign's start)."""
+    timeline (start, first report, end, epochs: seconds since the campaign's start; its process and its time
+    to the first step)."""
     from genai_ray.config import build_config
     from genai_ray.tune.campaign import build_tuner
 
     tune = {**space.base.get("tune", {}), "samples": samples, "scheduler": scheduler, "max_concurrent": concurrent,
-            "seed": seed}
+            "seed": seed, "trial_runner": runner}
     tune_cfg = build_config(space.preset, {"tune": tune}).tune
     started = time.time()
-    results = build_tuner(space, dataset, store, f"bench-{scheduler}-{seed}", tune_cfg, resume=False).fit()
+    name = f"bench-{scheduler}-{seed}-{runner}"
+    results = build_tuner(space, dataset, store, name, tune_cfg, resume=False).fit()
     wall = time.time() - started
     reports, trials = [], []
     for result in results:
@@ -48,8 +58,11 @@ def run(scheduler: str, seed: int, space, dataset, store: str, samples: int, con
             continue
         times = [float(t) - started for t in history["timestamp"]]
         # time_total_s counts from the trial's own start, so the first row dates the trial's launch
-        trials.append({"start": times[0] - float(history["time_total_s"].iloc[0]), "first_report": times[0],
-                       "end": times[-1], "epochs": int(history["epoch"].max())})
+        first = history.iloc[0]
+        to_step = sum(float(first[k]) for k in ("startup/setup_s", "startup/first_call_s") if k in history)
+        trials.append({"start": times[0] - float(first["time_total_s"]), "first_report": times[0],
+                       "end": times[-1], "epochs": int(history["epoch"].max()), "pid": int(first["pid"]),
+                       "first_step_s": to_step})
         reports += [(t, float(v)) for t, v in zip(times, history[METRIC], strict=True) if v == v]
     return {"wall": wall, "reports": sorted(reports), "trials": sorted(trials, key=lambda t: t["start"]),
             "epochs": sum(t["epochs"] for t in trials), "best": min(v for _, v in reports)}
@@ -71,6 +84,15 @@ def save(path: str, runs: dict[tuple[int, str], dict]) -> None:
     partial.replace(out)
 
 
+def first_steps(trials: list[dict]) -> list[tuple[float, bool]]:
+    """(time from a trial's start to its first step, whether its actor had already run a trial), in start order."""
+    seen, out = set(), []
+    for trial in sorted(trials, key=lambda t: t["start"]):
+        out.append((trial["first_step_s"], trial["pid"] in seen))
+        seen.add(trial["pid"])
+    return out
+
+
 def time_to(target: float, reports: list[tuple[float, float]]) -> float | None:
     return next((t for t, v in reports if v <= target), None)
 
@@ -82,6 +104,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="search seeds, comma-separated: one ASHA/FIFO pair each")
     parser.add_argument("--target", type=float, help="FD to reach (default: per seed, the worse campaign's best)")
     parser.add_argument("--space", default=str(SPACE))
+    parser.add_argument("--runner", choices=["inline", "train"], default="inline", help="how trials run")
+    parser.add_argument("--compare-runners", action="store_true",
+                        help="also run the first seed's ASHA campaign with the other runner")
     parser.add_argument("--out", help="JSON file for every report, e.g. bench/results/search_efficiency.json")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -103,11 +128,19 @@ def main() -> None:
         prepare_features(dataset, space.config_for({}).eval)  # trained once, outside every timing
         for i, seed in enumerate(seeds):
             for scheduler in ("asha", "fifo") if i % 2 == 0 else ("fifo", "asha"):
-                runs[seed, scheduler] = run(scheduler, seed, space, dataset, store, args.samples, args.max_concurrent)
+                runs[seed, scheduler] = run(scheduler, seed, space, dataset, store, args.samples, args.max_concurrent,
+                                            args.runner)
                 print(f"seed {seed} {scheduler}: best fd {runs[seed, scheduler]['best']:.2f}, "
                       f"{runs[seed, scheduler]['wall']:.0f} s", flush=True)
                 if args.out:
                     save(args.out, runs)
+        other = "train" if args.runner == "inline" else "inline"
+        if args.compare_runners:
+            runs[seeds[0], other] = run("asha", seeds[0], space, dataset, store, args.samples, args.max_concurrent,
+                                        other)
+            print(f"seed {seeds[0]} asha, {other} runner: {runs[seeds[0], other]['wall']:.0f} s", flush=True)
+            if args.out:
+                save(args.out, runs)
     rows, ratios = [], []
     for seed in seeds:
         target = args.target if args.target is not None else max(runs[seed, s]["best"] for s in ("asha", "fifo"))
@@ -122,6 +155,18 @@ def main() -> None:
     print(f"\nsearch efficiency on digits, {args.space}; {machine()}")
     print(table(["seed", "scheduler", "trials", "epochs trained", "best fd", "target fd", "s to target",
                  "campaign s", "trial time before 1st report"], rows))
+    print(f"\ntime from trial start to first step ({args.runner} runner), in start order; * = a reused actor:")
+    for (seed, scheduler), r in runs.items():
+        if scheduler in ("asha", "fifo"):
+            steps = first_steps(r["trials"])
+            reused = [s for s, again in steps if again]
+            print(f"  seed {seed} {scheduler}: " + ", ".join(f"{s:.1f}{'*' if again else ''}" for s, again in steps)
+                  + (f"; median on reused actors {statistics.median(reused):.2f} s (target <= 3 s)" if reused else ""))
+    if args.compare_runners:
+        inline_wall = runs[seeds[0], "asha" if args.runner == "inline" else other]["wall"]
+        train_wall = runs[seeds[0], other if args.runner == "inline" else "asha"]["wall"]
+        print(f"{args.samples}-trial ASHA campaign, seed {seeds[0]}: inline {inline_wall:.0f} s, Ray Train per trial "
+              f"{train_wall:.0f} s: inline is {train_wall / inline_wall:.2f}x faster end to end (target >= 2.5x)")
     walls = [runs[s, "asha"]["wall"] / runs[s, "fifo"]["wall"] for s in seeds]
     if ratios:
         print(f"ASHA reaches the target in {statistics.median(ratios):.2f}x FIFO's time, median over {len(ratios)} "

@@ -134,6 +134,10 @@ class TuneConfig(StrictModel):
     scheduler: Literal["asha", "pbt", "fifo"] = "asha"
     search: Literal["random", "optuna"] = "random"
     workers_per_trial: int = Field(1, ge=1)
+    # inline: a 1-worker trial trains inside its own (reused) Tune actor; train: every trial starts a Ray Train
+    # run (always the case with workers_per_trial > 1)
+    trial_runner: Literal["inline", "train"] = "inline"
+    reuse_actors: bool = True  # inline trials run one after another in the same Tune actors (false: a fresh one each)
     max_concurrent: int = Field(2, ge=1)
     grace_epochs: int = Field(2, ge=1)  # ASHA: epochs before a trial can be stopped
     perturbation_interval: int = Field(2, ge=1)  # PBT: epochs between exploit/explore

@@ -189,7 +189,10 @@ def test_bad_campaign_requests_fail_before_any_trial(ray_local, digits_uri, tmp_
         run_campaign(space, digits_uri, name="big", store=str(tmp_path / "s"),
                      tune_cfg=tune_cfg(workers_per_trial=64))
     with pytest.raises(UserError, match="lower --max-concurrent"):
-        run_campaign(space, digits_uri, name="wide", store=str(tmp_path / "s"), tune_cfg=tune_cfg(max_concurrent=8))
+        run_campaign(space, digits_uri, name="wide", store=str(tmp_path / "s"), tune_cfg=tune_cfg(max_concurrent=64))
+    with pytest.raises(UserError, match="leave one for Ray Data"):  # Ray Train trials: Ray Data needs a CPU
+        run_campaign(space, digits_uri, name="wide", store=str(tmp_path / "s"),
+                     tune_cfg=tune_cfg(max_concurrent=8, trial_runner="train"))
     with pytest.raises(UserError, match="nothing to resume"):
         run_campaign(space, digits_uri, name="never", store=str(tmp_path / "s"), tune_cfg=tune_cfg(), resume=True)
     assert not (tmp_path / "s" / "runs").exists(), "no trial may start for a refused campaign"

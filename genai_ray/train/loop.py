@@ -15,13 +15,15 @@ every few epochs (about 30 lines a run, always the first and the last epoch), wi
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
 import resource
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -142,6 +144,17 @@ class Session:
     board: Any = None  # rank 0's TensorBoard
     grid: tuple[np.ndarray, np.ndarray] | None = None
     progress: Progress | None = None
+    started_from: dict | None = None  # the restored checkpoint's epoch and weight digests (meta.json)
+
+
+@contextlib.contextmanager
+def local_folder(checkpoint) -> Iterator[str | None]:
+    """A Ray Train or Tune checkpoint as a local folder (downloaded when remote), or None."""
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint.as_directory() as folder:
+        yield folder
 
 
 def restore(trainer, folder: str | None) -> int:
@@ -163,11 +176,22 @@ def set_up(cfg: Config, plan: RunPlan, strategy, rank: int, checkpoint_folder: s
     start = restore(trainer, checkpoint_folder)
     if exploit:
         trainer.set_learning_rates(t.g_lr, t.d_lr)
-    return Session(cfg, plan, trainer, rank, start, exploit, config_json or cfg.model_dump(mode="json"))
+    session = Session(cfg, plan, trainer, rank, start, exploit, config_json or cfg.model_dump(mode="json"))
+    if checkpoint_folder is not None and rank == 0:
+        session.started_from = {"epoch": start, "weights_sha256": weights_digest(trainer)}
+    return session
 
 
-def open_reporting(session: Session) -> None:
-    """Rank 0's TensorBoard writer, sample-grid inputs and progress printer, opened once before the first epoch."""
+def weights_digest(trainer) -> dict[str, str]:
+    """sha256 of each network's weights: proves which checkpoint a run started from (a PBT exploit's winner)."""
+    nets = {"g": trainer.g, "d": trainer.d, **({"ema": trainer.ema} if trainer.ema is not None else {})}
+    return {name: hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in net.get_weights())).hexdigest()
+            for name, net in nets.items()}
+
+
+def open_reporting(session: Session, progress: bool = True) -> None:
+    """Rank 0's TensorBoard writer, sample-grid inputs and progress printer, opened once before the first epoch.
+    Without ``progress`` (a Tune trial, whose campaign prints its reports) nothing is printed."""
     if session.rank != 0:
         return
     from genai_ray.train.tensorboard import TensorBoard
@@ -176,8 +200,8 @@ def open_reporting(session: Session) -> None:
     session.grid = grid_inputs(session.cfg.model.latent_dim, session.plan.num_classes)
     plan = session.plan
     total_kimg = plan.total_steps * session.cfg.train.global_batch / 1000 if plan.in_kimg else None
-    session.progress = Progress(session.start, plan.ticks, total_kimg)
-    if session.start:
+    session.progress = Progress(session.start, plan.ticks, total_kimg) if progress else None
+    if session.start and progress:
         print(f"resumed {session.plan.run_uri} at epoch {session.start}", flush=True)
 
 
@@ -245,9 +269,10 @@ def report(session: Session, epoch: int, metrics: dict[str, Any], sink: Sink) ->
         filled = None
         if session.rank == 0:
             first = epoch == session.start + 1
-            if first:
-                print(startup_line(session.startup), flush=True)
-            session.progress.line(epoch, metrics)
+            if session.progress is not None:
+                if first:
+                    print(startup_line(session.startup), flush=True)
+                session.progress.line(epoch, metrics)
             session.board.scalars(epoch, {k: v for k, v in metrics.items()
                                           if "/" in k and (first or not k.startswith("startup/"))})
             if want_checkpoint:
@@ -265,13 +290,14 @@ def write_checkpoint(session: Session, folder: str, epoch: int, metrics: dict[st
     session.board.image(epoch, "samples", grid(samples, scale=1))
     run_uri = session.plan.run_uri
     save(session.trainer, folder, grid_png(samples, {"run": run_uri, "epoch": str(epoch)}),
-         {"epoch": epoch, "resumed_from": session.start, "metrics": metrics, "plan": asdict(session.plan),
-          "config": session.config_json})
+         {"epoch": epoch, "resumed_from": session.start, "started_from": session.started_from, "metrics": metrics,
+          "plan": asdict(session.plan), "config": session.config_json})
 
 
-def train(session: Session, data: Input, sink: Sink, before_epoch: Callable[[int], None] | None = None):
+def train(session: Session, data: Input, sink: Sink, before_epoch: Callable[[int], None] | None = None,
+          progress: bool = True):
     """The tick loop from the session's start to the plan's last tick; returns the last iterator (see worker.py)."""
-    open_reporting(session)
+    open_reporting(session, progress)
     iterator = None
     for epoch in range(session.start + 1, session.plan.ticks + 1):
         if before_epoch is not None:

@@ -12,15 +12,13 @@ to the controller's poll interval (docs/ray-notes.md).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Iterator
 
 from genai_ray import storage
 from genai_ray.config import Config, TrainConfig
 from genai_ray.train.input import MemoryInput, ShardReader, StreamInput, StreamSpec, read_shard
-from genai_ray.train.loop import RunPlan, configure_tensorflow, make_strategy, set_up, train
+from genai_ray.train.loop import RunPlan, configure_tensorflow, local_folder, make_strategy, set_up, train
 
 # The last run's distributed iterator, kept alive until the process ends. Under MultiWorkerMirroredStrategy,
 # destroying it can block for many seconds (its destructor waits for a tf.data background thread),
@@ -75,16 +73,6 @@ def external_checkpoint(uri: str | None):
 
     fs, path = storage.resolve(uri)
     return ray.train.Checkpoint(path, filesystem=fs)
-
-
-@contextlib.contextmanager
-def local_folder(checkpoint) -> Iterator[str | None]:
-    """A Ray checkpoint as a local folder (downloaded from S3 when remote), or None."""
-    if checkpoint is None:
-        yield None
-        return
-    with checkpoint.as_directory() as folder:
-        yield folder
 
 
 def report_to_train(metrics: dict, folder: str | None) -> None:

@@ -1,18 +1,25 @@
-"""A search campaign: Ray Tune trials, each a real Ray Train run, then the leaderboard and promotion.
+"""A search campaign: Ray Tune trials, then the leaderboard and promotion.
 
-Train V2 can't be passed to a Tuner, so each trial is a function that builds and fits the same
-``TensorflowTrainer`` as ``genai-ray train`` (docs/ray-notes.md). A small callback forwards rank 0's evaluation
-reports, with their checkpoint paths, from the Train controller to the trial through a Ray queue; the
-trial reports them to Tune as real Tune checkpoints. That is what lets PBT exploit: a losing trial is
-restarted from the winner's checkpoint (weights and optimiser state) and its perturbed learning rates are
-applied after the restore.
+Two ways to run a trial, sharing one training loop (``train/loop.py``):
+
+- inline (``tune.trial_runner=inline``, single-worker trials, the default): the trial trains inside its own
+  Tune actor, and actors are reused between trials (``tune/inline.py``);
+- a Ray Train run per trial (multi-worker trials, or ``tune.trial_runner=train``). Train V2 can't be passed to
+  a Tuner, so the trial is a function that builds and fits the same ``TensorflowTrainer`` as ``genai-ray
+  train`` (docs/ray-notes.md). A small callback forwards rank 0's evaluation reports, with their checkpoint
+  paths, from the Train controller to the trial through a Ray queue; the trial reports them to Tune as real
+  Tune checkpoints.
+
+Either way every evaluation is a Tune checkpoint. That is what lets PBT exploit: a losing trial is restarted
+from the winner's checkpoint (weights and optimiser state) and its perturbed learning rates are applied after
+the restore.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
+import os
 import threading
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,12 +29,18 @@ from genai_ray.config import TuneConfig
 from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
 from genai_ray.train.loop import run_length
+from genai_ray.tune.inline import scalar as _scalar
 from genai_ray.tune.leftovers import live_placement_groups, release_leftovers
 from genai_ray.tune.space import SearchSpace
 
 METRIC, MODE = "eval/fd", "min"
 POLL_S = 0.5
 TRIAL_DRIVER_CPU = 0.01  # a trial only waits on its Train run; its workers reserve the real CPUs
+SPACE_FILE = "space.json"  # the campaign's search space as it started, checked by --resume
+# Seconds between uploads of Tune's experiment state (trial statuses and their latest checkpoints), which is
+# what --resume restores: Tune's default (10 s at least) let a killed campaign forget that many seconds of
+# checkpoints. The upload runs in the background.
+STATE_SYNC_ENV, STATE_SYNC_S = "TUNE_GLOBAL_CHECKPOINT_S", "2"
 
 
 @dataclass
@@ -65,46 +78,65 @@ def trial_overrides(tune_cfg: TuneConfig, base_train: dict[str, Any]) -> dict[st
                       "max_failures": base_train.get("max_failures", 2)}}
 
 
+def runs_inline(tune_cfg: TuneConfig) -> bool:
+    return tune_cfg.trial_runner == "inline" and tune_cfg.workers_per_trial == 1
+
+
 def make_trainable(space: SearchSpace, dataset: Dataset, store: str, campaign: str, tune_cfg: TuneConfig):
-    """The Tune function trainable: one Ray Train run per trial (re)start."""
+    """The Tune function trainable: the trial trains inline, or fits one Ray Train run per trial (re)start."""
+    inline = runs_inline(tune_cfg)
 
     def trial(params: dict[str, Any]) -> None:
         import ray.tune
-        from ray.util.queue import Empty, Queue
 
-        from genai_ray.train.run import build_trainer, plan_run, runs_uri
+        from genai_ray.train.run import plan_run, runs_uri
 
         cfg = space.config_for(params, trial_overrides(tune_cfg, space.base.get("train", {})))
         start = ray.tune.get_checkpoint()  # set after a PBT exploit or a campaign resume
         run_name = f"tune-{campaign}-{ray.tune.get_context().get_trial_id()}-{_restart_tag(start)}"
         plan = plan_run(cfg, dataset, storage.join(runs_uri(store), run_name))
-        if start is not None:  # weights and optimiser state from the checkpoint; rates from this trial's config
-            plan = replace(plan, init_checkpoint=("s3://" if storage.is_s3(store) else "") + start.path)
-        queue = Queue(maxsize=0, actor_options={"num_cpus": 0})
-        trainer = build_trainer(cfg, dataset, plan, run_name, store, callbacks=[_forwarding_callback(queue)])
-        outcome: dict[str, Any] = {}
+        if inline:
+            from genai_ray.tune.inline import run_inline
 
-        def fit() -> None:
-            try:
-                outcome["result"] = trainer.fit()
-            except BaseException as err:  # noqa: BLE001 - re-raised in the trial thread below
-                outcome["error"] = err
-
-        runner = threading.Thread(target=fit, daemon=True)
-        runner.start()
-        fs = storage.resolve(store)[0] if storage.is_s3(store) else None
-        while runner.is_alive() or not queue.empty():
-            try:
-                metrics, ckpt_path = queue.get(timeout=POLL_S)
-            except Empty:
-                continue
-            checkpoint = ray.tune.Checkpoint(ckpt_path, filesystem=fs) if ckpt_path else None
-            ray.tune.report({k: v for k, v in metrics.items() if _scalar(v)}, checkpoint=checkpoint)
-        runner.join()
-        if "error" in outcome:
-            raise outcome["error"]
+            run_inline(cfg, plan, dataset, start)
+        else:
+            _fit_train_run(cfg, plan, dataset, store, run_name, start)
 
     return trial
+
+
+def _fit_train_run(cfg, plan, dataset: Dataset, store: str, run_name: str, start) -> None:
+    """One Ray Train run for a trial, its evaluation reports forwarded to Tune as they come."""
+    import ray.tune
+    from ray.util.queue import Empty, Queue
+
+    from genai_ray.train.run import build_trainer
+
+    if start is not None:  # weights and optimiser state from the checkpoint; rates from this trial's config
+        plan = replace(plan, init_checkpoint=("s3://" if storage.is_s3(store) else "") + start.path)
+    queue = Queue(maxsize=0, actor_options={"num_cpus": 0})
+    trainer = build_trainer(cfg, dataset, plan, run_name, store, callbacks=[_forwarding_callback(queue)])
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the trial thread below
+            outcome["error"] = err
+
+    runner = threading.Thread(target=fit, daemon=True)
+    runner.start()
+    fs = storage.resolve(store)[0] if storage.is_s3(store) else None
+    while runner.is_alive() or not queue.empty():
+        try:
+            metrics, ckpt_path = queue.get(timeout=POLL_S)
+        except Empty:
+            continue
+        checkpoint = ray.tune.Checkpoint(ckpt_path, filesystem=fs) if ckpt_path else None
+        ray.tune.report({k: v for k, v in metrics.items() if _scalar(v)}, checkpoint=checkpoint)
+    runner.join()
+    if "error" in outcome:
+        raise outcome["error"]
 
 
 def _restart_tag(start) -> str:
@@ -112,12 +144,9 @@ def _restart_tag(start) -> str:
     return "r0" if start is None else "r" + hashlib.sha256(start.path.encode()).hexdigest()[:8]
 
 
-def _scalar(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_resources(tune_cfg: TuneConfig, cpus_per_worker: float, gpus_per_worker: float) -> None:
-    """Refuse a campaign that can never be scheduled, or that would starve Ray Data of CPUs (docs/ray-notes.md)."""
+    """Refuse a campaign that can never be scheduled, or whose Train runs would starve Ray Data of CPUs
+    (docs/ray-notes.md). Inline trials read their data themselves, so they may use every CPU."""
     from genai_ray.ray_runtime import cluster_resources
 
     have = cluster_resources()
@@ -129,11 +158,31 @@ def check_resources(tune_cfg: TuneConfig, cpus_per_worker: float, gpus_per_worke
             f"one trial needs {per_trial_cpu:g} CPUs and {per_trial_gpu:g} GPUs ({tune_cfg.workers_per_trial} "
             f"workers), but the cluster has {cpus:g} CPUs and {gpus:g} GPUs; lower --workers-per-trial"
         )
-    if tune_cfg.max_concurrent * per_trial_cpu > cpus - 1:
+    spare = 0.0 if runs_inline(tune_cfg) else 1.0
+    if tune_cfg.max_concurrent * per_trial_cpu > cpus - spare + 1e-9:
+        fits = max(1, int((cpus - spare) // per_trial_cpu))
+        why = "than the cluster has" if runs_inline(tune_cfg) else "than leave one for Ray Data"
         raise UserError(
-            f"--max-concurrent {tune_cfg.max_concurrent} x {per_trial_cpu:g} CPUs per trial leaves no CPU for Ray "
-            f"Data on a {cpus:g}-CPU cluster; lower --max-concurrent to {max(1, int((cpus - 1) // per_trial_cpu))}"
+            f"--max-concurrent {tune_cfg.max_concurrent} x {per_trial_cpu:g} CPUs per trial is more CPUs {why} "
+            f"on a {cpus:g}-CPU cluster; lower --max-concurrent to {fits}"
         )
+
+
+def check_thread_settings(space: SearchSpace, tune_cfg: TuneConfig) -> None:
+    """Inline trials share reused actors, and TensorFlow sets its thread pools once per process: refuse a space
+    whose trials would need different ones."""
+    from genai_ray.train.loop import thread_counts
+    from genai_ray.tune.space import candidate_values
+
+    if not runs_inline(tune_cfg):
+        return
+    overrides = trial_overrides(tune_cfg, space.base.get("train", {}))
+    base = thread_counts(space.config_for({}, overrides))
+    for key, value in candidate_values(space):
+        if thread_counts(space.config_for({key: value}, overrides)) != base:
+            raise UserError(f"{space.source}: params.{key}={value!r} changes TensorFlow's thread settings, which "
+                            "a reused trial actor can't; fix train.intra_op_threads and train.inter_op_threads in "
+                            "base, or set tune.trial_runner=train")
 
 
 def make_scheduler(space: SearchSpace, tune_cfg: TuneConfig, max_epochs: int):
@@ -168,17 +217,44 @@ def make_search(tune_cfg: TuneConfig):
     return ConcurrencyLimiter(search, max_concurrent=tune_cfg.max_concurrent)
 
 
-def build_tuner(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg: TuneConfig, resume: bool):
+def tuner_path(store: str, name: str) -> tuple[str, Any]:
+    """Where Tune keeps the campaign's state, and the filesystem to pass for it (None: local)."""
+    fs, root = storage.resolve(storage.join(store, "campaigns"))
+    return f"{root}/{name}", fs if storage.is_s3(store) else None  # with a filesystem: a path in it, no scheme
+
+
+def check_resume(space: SearchSpace, store: str, name: str) -> None:
+    """``--resume`` continues the campaign that exists, with the space it started with."""
+    from ray import tune
+
+    path, fs_arg = tuner_path(store, name)
+    if not tune.Tuner.can_restore(path, storage_filesystem=fs_arg):
+        raise UserError(f"nothing to resume at {campaign_uri(store, name)}; run without --resume to start it")
+    saved_uri = storage.join(campaign_uri(store, name), SPACE_FILE)
+    if storage.exists(saved_uri):
+        saved = json.loads(storage.read_bytes(saved_uri))
+        if saved["space"] != space_record(space)["space"]:
+            raise UserError(f"campaign {name} was started with the space {saved['source']}, not {space.source} "
+                            f"(they differ); resume it with --space {saved['source']} or start a new --name")
+
+
+def space_record(space: SearchSpace) -> dict[str, Any]:
+    return {"source": space.source, "space": {"preset": space.preset, "base": space.base, "params": space.params}}
+
+
+def build_tuner(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg: TuneConfig, resume: bool,
+                callbacks: list | None = None):
     from ray import tune
 
     fs, root = storage.resolve(storage.join(store, "campaigns"))
     fs_arg = fs if storage.is_s3(store) else None
-    trainable = tune.with_resources(make_trainable(space, dataset, store, name, tune_cfg),
-                                     {"CPU": TRIAL_DRIVER_CPU})
-    path = f"{'s3://' if storage.is_s3(store) else ''}{root}/{name}"
+    inline = runs_inline(tune_cfg)
+    base = space.config_for({}, trial_overrides(tune_cfg, space.base.get("train", {}))).train
+    resources = {"CPU": base.cpus_per_worker, "GPU": base.gpus_per_worker} if inline else {"CPU": TRIAL_DRIVER_CPU}
+    trainable = tune.with_resources(make_trainable(space, dataset, store, name, tune_cfg), resources)
+    path, _ = tuner_path(store, name)
     if resume:
-        if not tune.Tuner.can_restore(path, storage_filesystem=fs_arg):
-            raise UserError(f"nothing to resume at {campaign_uri(store, name)}; run without --resume to start it")
+        check_resume(space, store, name)
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
                                   param_space=space.tune_space(), storage_filesystem=fs_arg)
     if storage.exists(storage.join(campaign_uri(store, name), "tuner.pkl")):
@@ -188,17 +264,21 @@ def build_tuner(space: SearchSpace, dataset: Dataset, store: str, name: str, tun
     max_epochs = run_length(base.kimg, base.epochs, dataset.manifest.train_count, base.global_batch).ticks
     scheduler = make_scheduler(space, tune_cfg, max_epochs)
     needs_metric = tune_cfg.scheduler == "fifo" and tune_cfg.search == "random"
-    return tune.Tuner(
+    tuner = tune.Tuner(
         trainable,
         param_space=space.tune_space(),
         tune_config=tune.TuneConfig(
             num_samples=tune_cfg.samples, scheduler=scheduler, search_alg=make_search(tune_cfg),
-            max_concurrent_trials=tune_cfg.max_concurrent,
+            max_concurrent_trials=tune_cfg.max_concurrent, reuse_actors=inline and tune_cfg.reuse_actors,
             **({"metric": METRIC, "mode": MODE} if needs_metric else {}),
         ),
         run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs_arg,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=None), verbose=1),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=None), verbose=0,
+                                  callbacks=callbacks),
     )
+    storage.write_bytes(storage.join(campaign_uri(store, name), SPACE_FILE),
+                        json.dumps(space_record(space), indent=2).encode())
+    return tuner
 
 
 def summarise(results, space: SearchSpace) -> tuple[list[dict[str, Any]], dict[str, list[tuple[float, float]]]]:
@@ -226,17 +306,25 @@ def run_campaign(space: SearchSpace, data: str, *, name: str, tune_cfg: TuneConf
     from genai_ray.evaluate import prepare_features
     from genai_ray.ray_runtime import ensure_ray
     from genai_ray.train.run import plan_run, runs_uri
+    from genai_ray.tune.progress import CampaignProgress
 
     store = store or storage.default_store()
     dataset = open_dataset(resolve_dataset_uri(data, store))
     base = space.config_for({}, trial_overrides(tune_cfg, space.base.get("train", {})))
     plan_run(base, dataset, storage.join(runs_uri(store), "check"))  # refuse a bad base before any trial
+    check_thread_settings(space, tune_cfg)
+    make_scheduler(space, tune_cfg, base.train.epochs)  # these two refuse combinations Tune can't run
+    make_search(tune_cfg)
+    if resume:
+        check_resume(space, store, name)
     ensure_ray(address)
     check_resources(tune_cfg, base.train.cpus_per_worker, base.train.gpus_per_worker)
     storage.check_writable(store)
     prepare_features(dataset, base.eval)  # every trial's rank 0 then only loads the feature model
     before = live_placement_groups()
-    results = build_tuner(space, dataset, store, name, tune_cfg, resume).fit()
+    os.environ.setdefault(STATE_SYNC_ENV, STATE_SYNC_S)  # read by the Tuner's controller in this process
+    progress = CampaignProgress(list(space.params), tune_cfg.samples, base.train.epochs, METRIC, MODE)
+    results = build_tuner(space, dataset, store, name, tune_cfg, resume, callbacks=[progress]).fit()
     if released := release_leftovers(before):
         print(f"released {released} placement group(s) that trials stopped during start-up left reserved", flush=True)
     trials, curves = summarise(results, space)

@@ -77,6 +77,12 @@ def _candidates(key: str, kind: str, args: Any, source: str) -> list[Any]:
     return [low, high - 1 if kind == "randint" else high]
 
 
+def candidate_values(space: SearchSpace) -> list[tuple[str, Any]]:
+    """(key, value) for each end of every range and each choice: what ``load_space`` checked."""
+    return [(key, value) for key, spec in space.params.items() for kind, args in spec.items()
+            for value in _candidates(key, kind, args, space.source)]
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Read and fully validate a space file. Raises ``UserError`` naming the key."""
     source = str(path)
