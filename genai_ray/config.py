@@ -184,9 +184,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval": {"n_samples": 300, "classifier_epochs": 5},
     },
     # The demo path on digits: conditional hinge GAN with spectral-norm D, an EMA generator and a mode-seeking
-    # term (0.2), which lifts held-out recall above the KDE baseline's. Batch 64 and 480 epochs (12k steps):
-    # precision keeps rising until then. All four seeds tried beat the KDE on FD, precision and recall by a
-    # margin (0.16 and 400 epochs once tied it on recall). No normalisation in G: nothing to synchronise
+    # term (0.2), which lifts held-out recall above the KDE baseline's. Batch 64 and 768 kimg (12k steps):
+    # precision keeps rising until then, and a length in kimg gives a small dataset as many steps as a large
+    # one (counted in epochs, half the data got half the steps). No normalisation in G: nothing to synchronise
     # between workers (synced batch norm costs all-reduces every step), so 1 and 2 workers make the same
     # updates up to float rounding (BENCHMARKS.md).
     "default": {

@@ -79,8 +79,8 @@ def test_stream_mode_two_workers_from_s3_run_the_same_steps_and_export(ray_local
 @pytest.mark.timeout(900)
 def test_stream_mode_resumes_after_a_worker_sigkill(ray_local, tmp_path):
     """Fault: SIGKILL rank 0 once a checkpoint is registered, in stream mode. Expect: the group restarts from
-    that checkpoint, streams from the next epoch on (the order an uninterrupted run has: tests/test_input.py),
-    and the run ends at its last epoch with every checkpoint complete."""
+    that checkpoint, streams on from the resumed tick with the batches an uninterrupted run has
+    (tests/test_input.py), and the run ends at its last epoch with every checkpoint complete."""
     from tests.test_reliability import (
         in_background,
         incomplete_checkpoints,

@@ -93,7 +93,7 @@ Sink = Callable[[dict[str, Any], "str | None"], None]  # (metrics, filled checkp
 def thread_counts(cfg: Config) -> tuple[int, int]:
     """(intra-op, inter-op) threads: as configured, else from the CPUs the worker reserved, so that 2 workers on
     2 cores don't oversubscribe them. An MLP's dense ops are too small to split: it gets one thread per op and
-    runs ops side by side, about 1.5x faster on 2 CPUs; the DCGAN's convolutions want every thread
+    runs ops side by side, which is faster on few CPUs; the DCGAN's convolutions want every thread
     (BENCHMARKS.md)."""
     t = cfg.train
     cpus = max(1, int(t.cpus_per_worker))
