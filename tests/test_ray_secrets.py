@@ -39,10 +39,11 @@ PROBE = textwrap.dedent("""
 
     holder = Holder.remote()
     seen = {"task": ray.get(task_env.remote()), "actor": ray.get(holder.env.remote())}
+    here = ray.get_runtime_context().gcs_address  # this Ray, not another one on the machine (the suite's)
     state = {
-        "jobs": [j.__dict__ if hasattr(j, "__dict__") else j for j in list_jobs(detail=True)],
-        "actors": [a.__dict__ if hasattr(a, "__dict__") else a for a in list_actors(detail=True)],
-        "tasks": [t.__dict__ if hasattr(t, "__dict__") else t for t in list_tasks(detail=True)],
+        "jobs": [j.__dict__ if hasattr(j, "__dict__") else j for j in list_jobs(address=here, detail=True)],
+        "actors": [a.__dict__ if hasattr(a, "__dict__") else a for a in list_actors(address=here, detail=True)],
+        "tasks": [t.__dict__ if hasattr(t, "__dict__") else t for t in list_tasks(address=here, detail=True)],
     }
     dumped = json.dumps(state, default=str)
     context_env = json.dumps(ray.get_runtime_context().runtime_env)
