@@ -75,7 +75,7 @@ def test_augmentation_is_differentiable():
 
 def test_ada_raises_p_when_the_discriminator_overfits_a_tiny_dataset():
     from genai_ray.gan.trainer import GanTrainer
-    from genai_ray.train.worker import make_dataset
+    from genai_ray.train.input import make_dataset
 
     cfg = build_config("tiny", {"train": {"global_batch": 16, "augment": "translation,cutout", "ada_target": 0.6,
                                           "ada_kimg": 0.5, "d_lr": 2e-3}})

@@ -178,13 +178,14 @@ def test_cli_refuses_open_binds_keys_on_the_command_line_and_bad_models(
     """Each refusal is one line and exit 2, before any Ray or Serve starts (nothing half-deployed)."""
     import json
 
-    import ray
-
+    from genai_ray import ray_runtime
     from genai_ray.cli import main
     from genai_ray.package import champion_uri
 
     monkeypatch.delenv("GENAI_RAY_API_KEY", raising=False)
     store = packages["store"]
+    started: list = []  # every refusal must come before the CLI asks for a Ray (another test's may already run)
+    monkeypatch.setattr(ray_runtime, "ensure_ray", lambda *args, **kwargs: started.append(args))
 
     def run(*args: str) -> str:
         code = main(["--store", store, "serve", "--no-blocking", *args])
@@ -200,7 +201,7 @@ def test_cli_refuses_open_binds_keys_on_the_command_line_and_bad_models(
     Path(champion_uri(store, "cond")).write_text(json.dumps({"uri": str(Path(store, "models", "cond", "v0042"))}))
     err = run("--model", "champion:cond")
     assert "champion.json points to" in err and "v0042" in err and "no model.json" in err
-    assert not ray.is_initialized()
+    assert started == []
 
 
 def test_model_references_and_package_uris_are_told_apart() -> None:
