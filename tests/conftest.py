@@ -57,6 +57,17 @@ def s3_bucket(s3_endpoint: str) -> str:
     return f"s3://{name}"
 
 
+@pytest.fixture(scope="module")
+def digits_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The bundled digits prepared once per test module, for campaigns and training runs to share."""
+    from genai_ray.data.prepare import prepare
+    from genai_ray.data.sources import open_source
+
+    uri = str(tmp_path_factory.mktemp("digits-data") / "digits")
+    prepare(open_source("digits"), uri, name="digits", progress=False)
+    return uri
+
+
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A private local store root, also set as the default for the CLI."""

@@ -14,8 +14,6 @@ import pytest
 
 from genai_ray import storage
 from genai_ray.config import build_config
-from genai_ray.data.prepare import prepare
-from genai_ray.data.sources import open_source
 from genai_ray.errors import UserError
 from genai_ray.package import read_champion, read_meta
 from genai_ray.tune.campaign import run_campaign
@@ -42,13 +40,6 @@ def space_file(tmp_path: Path, epochs: int, batch: int = 128) -> Path:
     path = tmp_path / "space.yaml"
     path.write_text(TINY_SPACE.replace("EPOCHS", str(epochs)).replace("BATCH", str(batch)))
     return path
-
-
-@pytest.fixture(scope="module")
-def digits_uri(tmp_path_factory) -> str:
-    uri = str(tmp_path_factory.mktemp("tune-data") / "digits")
-    prepare(open_source("digits"), uri, name="digits", progress=False)
-    return uri
 
 
 def tune_cfg(**kw):

@@ -17,8 +17,6 @@ import pytest
 
 from genai_ray import storage
 from genai_ray.config import build_config
-from genai_ray.data.prepare import prepare
-from genai_ray.data.sources import open_source
 from genai_ray.tune.campaign import run_campaign
 from genai_ray.tune.space import load_space
 
@@ -39,13 +37,6 @@ def space_file(tmp_path: Path, epochs: int) -> Path:
     path = tmp_path / "space.yaml"
     path.write_text(SPACE.replace("EPOCHS", str(epochs)))
     return path
-
-
-@pytest.fixture(scope="module")
-def digits_uri(tmp_path_factory) -> str:
-    uri = str(tmp_path_factory.mktemp("inline-data") / "digits")
-    prepare(open_source("digits"), uri, name="digits", progress=False)
-    return uri
 
 
 def tune_cfg(**kw):
