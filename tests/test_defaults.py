@@ -67,3 +67,33 @@ def test_every_fitted_config_validates(shape) -> None:
     for count in (300, 5000, 100_000):
         for labelled in (True, False):
             fitted_config(manifest(shape, count, labelled))
+
+
+def test_a_space_file_without_a_preset_is_fitted_to_the_dataset_and_its_keys_win(tmp_path, capsys) -> None:
+    from genai_ray.data.prepare import prepare
+    from genai_ray.data.sources import open_source
+    from genai_ray.tune.space import load_space
+
+    store = str(tmp_path / "store")
+    prepare(open_source("digits"), storage.join(store, "datasets", "digits"), name="digits", progress=False)
+    body = "base: {train: {epochs: 3, ada_target: 0.3}}\nparams:\n  train.g_lr: {loguniform: [1.0e-4, 1.0e-3]}\n"
+    (tmp_path / "fitted.yaml").write_text(body)
+    (tmp_path / "named.yaml").write_text("preset: default\n" + body)
+    # nothing to resume is refused after the space is fitted and printed, before Ray starts
+    for name, fitted in (("fitted", True), ("named", False)):
+        args = ["--store", store, "tune", "--data", "digits", "--space", str(tmp_path / f"{name}.yaml"), "--resume"]
+        assert main(args) == 2
+        out = capsys.readouterr()
+        assert ("default preset fitted to digits" in out.out) == fitted, out.out
+        assert "nothing to resume" in out.err
+
+    space = load_space(tmp_path / "fitted.yaml")
+    digits = manifest((8, 8, 1), 1618)
+    space.fitted = fit_to_data(digits)[0]
+    cfg = space.config_for({"train.g_lr": 5e-4})
+    assert cfg.model.conditional and cfg.train.augment == "translation"  # fitted: labelled, under 2,000 images
+    assert cfg.train.ada_target == 0.3 and cfg.train.epochs == 3 and cfg.train.kimg is None  # the space's keys win
+    assert cfg.train.g_lr == 5e-4
+    named = load_space(tmp_path / "named.yaml")
+    named.fitted = space.fitted  # ignored: the file names its preset
+    assert named.config_for({}).train.augment == "none"  # the default preset as it is

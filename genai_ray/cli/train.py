@@ -29,14 +29,11 @@ def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, kimg, 
     overrides = deep_merge(parse_set_option(sets), {"train": flags} if flags else {})
     cfg = load_config(config_path, preset, overrides)  # the user's keys are checked before the dataset is read
     if cfg.preset == "default" and not preset and not (config_path and "preset" in load_yaml(config_path)):
-        from genai_ray.data.reader import open_dataset, resolve_dataset_uri
-        from genai_ray.train.defaults import fit_to_data
+        from genai_ray.train.defaults import fitted_for
 
-        manifest = open_dataset(resolve_dataset_uri(data, obj.store)).manifest
-        fitted, why = fit_to_data(manifest)
+        fitted, line = fitted_for(data, obj.store)
         cfg = load_config(config_path, preset, overrides, fitted=fitted)
-        click.echo(f"default preset fitted to {manifest.name}: {'; '.join(why)}. Keys you set win; "
-                   "--preset default turns the fitting off")
+        click.echo(line)
     from genai_ray.train.run import fit  # TensorFlow and Ray load in seconds: only once the config is valid
 
     t = cfg.train

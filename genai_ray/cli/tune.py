@@ -30,6 +30,12 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
     from genai_ray.tune.space import load_space
 
     space = load_space(space_path)
+    if not space.preset_named:
+        from genai_ray.train.defaults import fitted_for
+
+        space.fitted, line = fitted_for(data_ref, obj.store)
+        space.config_for({})  # the space's keys over the fitted defaults must still make a valid config
+        click.echo(line.replace("--preset default", "'preset: default' in the space file"))
     flags = {"samples": samples, "scheduler": scheduler, "search": search, "workers_per_trial": workers_per_trial,
              "trial_runner": trial_runner, "max_concurrent": max_concurrent, "seed": seed}
     base_tune = space.base.get("tune", {})

@@ -233,13 +233,14 @@ def check_resume(space: SearchSpace, store: str, name: str) -> None:
     saved_uri = storage.join(campaign_uri(store, name), SPACE_FILE)
     if storage.exists(saved_uri):
         saved = json.loads(storage.read_bytes(saved_uri))
-        if saved["space"] != space_record(space)["space"]:
+        if {"fitted": None, **saved["space"]} != space_record(space)["space"]:  # older records lack "fitted"
             raise UserError(f"campaign {name} was started with the space {saved['source']}, not {space.source} "
                             f"(they differ); resume it with --space {saved['source']} or start a new --name")
 
 
 def space_record(space: SearchSpace) -> dict[str, Any]:
-    return {"source": space.source, "space": {"preset": space.preset, "base": space.base, "params": space.params}}
+    return {"source": space.source, "space": {"preset": space.preset, "base": space.base, "params": space.params,
+                                              "fitted": None if space.preset_named else space.fitted}}
 
 
 def build_tuner(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg: TuneConfig, resume: bool,

@@ -1,6 +1,7 @@
 """Search-space files: which config fields a campaign varies, and over what.
 
-A space file names a base preset, fixed overrides, and distributions over dotted config keys::
+A space file names a base preset (without one, the default preset fitted to the dataset, as ``genai-ray
+train`` does), fixed overrides, and distributions over dotted config keys::
 
     preset: default
     base: {train: {epochs: 8}}
@@ -32,6 +33,8 @@ class SearchSpace:
     base: dict[str, Any]
     params: dict[str, dict[str, Any]]  # dotted key -> {distribution: args}
     source: str
+    preset_named: bool = True  # False: the file names no preset, so the default is fitted to the dataset
+    fitted: dict[str, Any] | None = None  # that fitting (genai_ray/train/defaults.py), under base and params
 
     def tune_space(self) -> dict[str, Any]:
         """The Ray Tune param space: dotted key -> tune.loguniform(...)/choice(...)."""
@@ -48,7 +51,8 @@ class SearchSpace:
     def config_for(self, sample: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
         """The full config of one trial: preset, base, then the sampled values, then run overrides."""
         merged = deep_merge(copy.deepcopy(self.base), nested(sample))
-        return build_config(self.preset, deep_merge(merged, overrides or {}), source=self.source)
+        return build_config(self.preset, deep_merge(merged, overrides or {}), source=self.source,
+                            fitted=None if self.preset_named else self.fitted)
 
 
 def nested(flat: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +101,7 @@ def load_space(path: str | Path) -> SearchSpace:
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise UserError(f"{source}: 'base' must be a mapping of config sections")
-    space = SearchSpace(str(data.get("preset", "default")), base, {}, source)
+    space = SearchSpace(str(data.get("preset", "default")), base, {}, source, preset_named="preset" in data)
     space.config_for({})  # the base alone must be valid
     for key, spec in params.items():
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
