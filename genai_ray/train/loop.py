@@ -291,7 +291,8 @@ def write_checkpoint(session: Session, folder: str, epoch: int, metrics: dict[st
     run_uri = session.plan.run_uri
     save(session.trainer, folder, grid_png(samples, {"run": run_uri, "epoch": str(epoch)}),
          {"epoch": epoch, "resumed_from": session.start, "started_from": session.started_from, "metrics": metrics,
-          "plan": asdict(session.plan), "config": session.config_json})
+          "weights_sha256": weights_digest(session.trainer), "plan": asdict(session.plan),
+          "config": session.config_json})
 
 
 def train(session: Session, data: Input, sink: Sink, before_epoch: Callable[[int], None] | None = None,
