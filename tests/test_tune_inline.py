@@ -124,18 +124,19 @@ def test_pbt_exploit_starts_from_the_winners_weights_at_the_perturbed_rates(ray_
     assert set(started["weights_sha256"]) == {"g", "d", "ema"}
     assert started["weights_sha256"] == winner_digest, (
         "the exploiting trial's first step did not start from the winner's checkpoint tensors")
-    # The trial's own state at the exploit, as its checkpoint folder or its report recorded it. Ray keeps one of
-    # the two, depending on which trial reported last (docs/tuning.md): the last reporter's folder is overwritten
-    # by its continuation; a trial paused earlier can lose that report from result.json on its restart.
-    history = next(v for k, v in histories(root).items() if loser_id in k)
-    own = {json.dumps(r["weights_sha256"], sort_keys=True) for r in history
-           if r["epoch"] == interval and not r.get("init/epoch")}
-    own |= {json.dumps(m["weights_sha256"], sort_keys=True) for _, m in loser.get(interval, [])
-            if m.get("started_from") is None}
-    [own_digest] = [json.loads(d) for d in own]
+    # The trial's own state at the exploit, from its first run's record: Tune may have replaced the checkpoint
+    # folder of that report (docs/tuning.md).
+    def recorded(trial_id: str) -> dict[str, str]:
+        first_run = Path(store) / "runs" / f"tune-pbt-{trial_id}-r0"
+        return json.loads((first_run / "digests" / f"{interval:05d}.json").read_text())["weights_sha256"]
+
+    winner_id = winner_dir.name.split("_")[1] + "_" + winner_dir.name.split("_")[2]
+    assert recorded(winner_id) == winner_digest, "a run's digest record is not its checkpoint's tensors"
+    own_digest = recorded(loser_id)
     assert set(own_digest) == {"g", "d", "ema"}
     assert started["weights_sha256"] != own_digest, (
         "the check cannot tell the winner's checkpoint from the trial's own: it proves nothing")
+    history = next(v for k, v in histories(root).items() if loser_id in k)
     first_after = next(h for h in history if h.get("init/epoch"))
     assert first_after["hp/g_lr"] == pytest.approx(new_config["train.g_lr"], rel=1e-5)
     assert first_after["hp/d_lr"] == pytest.approx(new_config["train.d_lr"], rel=1e-5)

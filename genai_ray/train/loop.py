@@ -35,6 +35,7 @@ from genai_ray.train.input import MemoryInput  # noqa: F401 - the memory input, 
 STATE_DIR = "state"  # tf.train.Checkpoint files inside a checkpoint folder
 STATE_PREFIX = "ckpt"
 SAMPLES_FILE = "samples.png"
+DIGESTS_DIR = "digests"  # <run>/digests/NNNNN.json: the weight digests of the checkpoint at tick NNNNN
 GRID_SEEDS = 64
 PROGRESS_LINES = 30  # progress lines a run prints, about
 
@@ -284,15 +285,20 @@ def report(session: Session, epoch: int, metrics: dict[str, Any], sink: Sink) ->
 
 
 def write_checkpoint(session: Session, folder: str, epoch: int, metrics: dict[str, Any]) -> None:
+    from genai_ray import storage
     from genai_ray.images import grid, grid_png
 
     samples = session.trainer.sample(*session.grid)
     session.board.image(epoch, "samples", grid(samples, scale=1))
     run_uri = session.plan.run_uri
+    digests = weights_digest(session.trainer)
     save(session.trainer, folder, grid_png(samples, {"run": run_uri, "epoch": str(epoch)}),
          {"epoch": epoch, "resumed_from": session.start, "started_from": session.started_from, "metrics": metrics,
-          "weights_sha256": weights_digest(session.trainer), "plan": asdict(session.plan),
-          "config": session.config_json})
+          "weights_sha256": digests, "plan": asdict(session.plan), "config": session.config_json})
+    # The run's own record of what each checkpoint held: checkpoint folders can be pruned or replaced (Tune
+    # reuses a folder it never registered in a synchronous PBT round, docs/tuning.md), this file is not.
+    storage.write_bytes(storage.join(run_uri, DIGESTS_DIR, f"{epoch:05d}.json"),
+                        json.dumps({"epoch": epoch, "weights_sha256": digests}).encode())
 
 
 def train(session: Session, data: Input, sink: Sink, before_epoch: Callable[[int], None] | None = None,

@@ -16,7 +16,6 @@ only be set once per process; the campaign refuses a space whose trials would ne
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -58,20 +57,11 @@ def fresh_process_state(cfg: Config) -> None:
 
 
 def report_to_tune(metrics: dict[str, Any], folder: str | None) -> None:
-    """The loop's sink for an inline trial: Tune copies the checkpoint folder into the trial's storage.
-
-    A report with a checkpoint also names the checkpoint's weight digests. The trial's history keeps them even
-    where its folder does not: in a synchronous PBT round, the trial whose report triggers an exploit writes
-    its continuation into the folder of that report's checkpoint, which Tune never registered
-    (docs/tuning.md)."""
+    """The loop's sink for an inline trial: Tune copies the checkpoint folder into the trial's storage."""
     import ray.tune
 
-    checkpoint, lineage = None, {}
-    if folder:
-        checkpoint = ray.tune.Checkpoint.from_directory(folder)
-        with open(os.path.join(folder, "meta.json")) as f:
-            lineage = {"weights_sha256": json.load(f)["weights_sha256"]}
-    ray.tune.report({k: v for k, v in metrics.items() if scalar(v)} | lineage, checkpoint=checkpoint)
+    checkpoint = ray.tune.Checkpoint.from_directory(folder) if folder else None
+    ray.tune.report({k: v for k, v in metrics.items() if scalar(v)}, checkpoint=checkpoint)
 
 
 def run_inline(cfg: Config, plan: RunPlan, dataset: Dataset, checkpoint) -> None:
