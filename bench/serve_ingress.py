@@ -79,7 +79,8 @@ def haproxy_servers() -> dict[str, int]:
         for row in rows:
             r = dict(zip(head, row, strict=False))
             if r.get("svname") not in ("FRONTEND", "BACKEND", None) and r.get("stot", "0") != "0":
-                totals[f"{r['pxname']}/{r['svname']}"] = totals.get(f"{r['pxname']}/{r['svname']}", 0) + int(r["stot"])
+                server = f"{r['pxname']}/{r['svname']}"
+                totals[server] = totals.get(server, 0) + int(r["stot"])
     return totals
 
 
@@ -102,17 +103,15 @@ def run_mode(mode: str, uri: str, seconds: float, clients: list[int]) -> dict[st
     serve.run(application(cfg, {**OPTIONS, "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}}),
               name="mlp", route_prefix="/mlp")
     serve.run(NoOp.options(num_replicas=1, **OPTIONS).bind(), name="ceiling", route_prefix="/ceiling")
-    urls = {}
-    for app in ("ceiling", "mlp"):
-        app_port = port
-        if mode == "direct":  # the replica's own port, as Serve's controller hands it to a load balancer
+    ports = {"ceiling": port, "mlp": port}
+    if mode == "direct":  # each replica's own port, as Serve's controller hands it to a load balancer
+        for app in ports:
             [group] = [g for g in ray.get(_get_global_client()._controller.get_target_groups.remote(app))
                        if g.protocol == "HTTP"]
-            app_port = group.targets[0].port
-        urls[app] = f"http://127.0.0.1:{app_port}/{app}/v1/generate"
+            ports[app] = group.targets[0].port
+    urls = {app: f"http://127.0.0.1:{p}/{app}/v1/generate" for app, p in ports.items()}
     result: dict[str, object] = {"mode": mode, "env": MODES[mode], "cells": [],
-                                 "listeners": {app: listener(int(u.split(":")[2].split("/")[0]))
-                                               for app, u in urls.items()}}
+                                 "listeners": {app: listener(p) for app, p in ports.items()}}
     for url in urls.values():  # warm: replicas, connections and (HAProxy) health checks of the replica ports
         asyncio.run(closed_loop(url, 8, 1, 3.0, headers))
     for c in clients:
@@ -128,12 +127,13 @@ def run_mode(mode: str, uri: str, seconds: float, clients: list[int]) -> dict[st
 
 def child(mode: str, uri: str, seconds: float, clients: list[int]) -> dict[str, object]:
     """One mode in a subprocess; on failure, its last error line instead of numbers."""
-    out = tempfile.mktemp(prefix=f"ingress-{mode}-", suffix=".json")
+    fd, out = tempfile.mkstemp(prefix=f"ingress-{mode}-", suffix=".json")
+    os.close(fd)
     cmd = [sys.executable, "-m", "bench.serve_load", "--ingress", mode, "--model", uri, "--seconds", str(seconds),
            "--clients", ",".join(map(str, clients)), "--json", out]
     env = {**os.environ, **MODES[mode], **NO_DRAIN}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    if proc.returncode == 0 and os.path.exists(out):
+    if proc.returncode == 0 and os.path.getsize(out):
         with open(out) as f:
             return json.load(f)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
