@@ -43,7 +43,7 @@ SERVICE_ABOUT = ("RayService: the generator endpoint on port 8000 (serveConfigV2
                  "needs Secret genai-ray-api.")
 API_KEY_ENV = {"name": "GENAI_RAY_API_KEY",  # protects /v1/*; the RayService fails closed without it
                "valueFrom": {"secretKeyRef": {"name": "genai-ray-api", "key": "api-key"}}}
-# HAProxy takes HTTP instead of Serve's proxy actor: 2.2x the requests/s (serve_configs/production.yaml). Serve
+# HAProxy takes HTTP instead of Serve's proxy actor: 2.0x the requests/s (serve_configs/production.yaml). Serve
 # reads it when imported, in the controller, the proxies and the replicas alike, so every container gets it.
 HA_PROXY_ENV = {"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"}
 
