@@ -7,12 +7,17 @@ trained one: ``mlp`` is the ``default`` preset's (conditional MLP, 8x8x1), ``dcg
 last one returns, for a fixed time, at C = 1, 8 and 32, with n = 1 and n = 16, against two apps deployed side
 by side: batching on (``max_batch_size`` 32) and off (``max_batch_size`` 1). It prints one table with the
 machine and its load average.
+
+``--compare-ingress [--clients 1,8,32]``: genai-ray's endpoint (batching on) against a no-op FastAPI app on Serve
+(the ceiling), under Serve's default proxy, direct ingress and HAProxy, each mode on its own private Ray
+(``bench/serve_ingress.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import tempfile
 import time
@@ -51,14 +56,15 @@ def untrained_package(store: str, family_name: str) -> str:
     return uri
 
 
-async def closed_loop(url: str, concurrency: int, n: int, seconds: float) -> dict[str, float]:
+async def closed_loop(url: str, concurrency: int, n: int, seconds: float,
+                      headers: dict[str, str] | None = None) -> dict[str, float]:
     """C clients in a closed loop for ``seconds``; latencies of requests that finished in the window."""
     import httpx
 
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as client:
 
         async def one(seed: int) -> None:
             nonlocal errors
@@ -80,8 +86,8 @@ async def closed_loop(url: str, concurrency: int, n: int, seconds: float) -> dic
         start = time.perf_counter()
         await asyncio.gather(*(client_loop(w, start + seconds) for w in range(concurrency)))
         elapsed = time.perf_counter() - start
-    lat = np.asarray(latencies) * 1000
-    return {"rps": len(lat) / elapsed, "ips": len(lat) * n / elapsed, "p50": float(np.percentile(lat, 50)),
+    lat = np.asarray(latencies or [np.nan]) * 1000  # nan: every request failed
+    return {"rps": len(latencies) / elapsed, "ips": len(latencies) * n / elapsed, "p50": float(np.percentile(lat, 50)),
             "p99": float(np.percentile(lat, 99)), "errors": errors}
 
 
@@ -145,7 +151,28 @@ def main() -> None:
                         help="untrained model: mlp (the default preset's, 8x8x1) or dcgan (the gpu preset's, 32x32x3)")
     parser.add_argument("--sizes", default="1,16", help="comma-separated n per request")
     parser.add_argument("--soak", type=int, default=10_000, help="requests for the replica-memory check (0: skip)")
+    parser.add_argument("--compare-ingress", action="store_true",
+                        help="the endpoint against a no-op app on Serve, under each HTTP ingress mode")
+    parser.add_argument("--clients", default=",".join(map(str, CONCURRENCY)), help="concurrencies, --compare-ingress")
+    parser.add_argument("--ingress", choices=["proxy", "direct", "haproxy"], help=argparse.SUPPRESS)  # one mode
+    parser.add_argument("--json", help=argparse.SUPPRESS)  # where --ingress writes its cells
     args = parser.parse_args()
+    clients = [int(c) for c in args.clients.split(",")]
+    if args.ingress or args.compare_ingress:
+        from bench import serve_ingress
+
+        uri = args.model or untrained_package(tempfile.mkdtemp(prefix="serve-bench-"), args.family)
+        if args.ingress:
+            result = serve_ingress.run_mode(args.ingress, uri, args.seconds, clients)
+            with open(args.json, "w") as f:
+                json.dump(result, f)
+            return
+        print(f"Serve ingress modes ({args.model or 'untrained ' + args.family}), closed loop, n = 1, "
+              f"{args.seconds:.0f} s per cell, PNG responses, each mode run twice (A B C C B A). "
+              f"Machine: {machine()}\n")
+        serve_ingress.compare(uri, args.seconds, clients)
+        print(f"\nload average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        return
 
     from ray import serve
 

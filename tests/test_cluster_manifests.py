@@ -153,6 +153,11 @@ def test_rayservice_serves_the_production_config():
     key_env = {e["name"]: e for c in doc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
                ["containers"] for e in c["env"]}["GENAI_RAY_API_KEY"]
     assert key_env["valueFrom"]["secretKeyRef"]["name"]
+    # HAProxy ingress: Serve reads the switch in every Ray process, so every pod of the service must have it.
+    cluster = doc["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        for c in group["template"]["spec"]["containers"]:
+            assert {e["name"]: e.get("value") for e in c["env"]}.get("RAY_SERVE_ENABLE_HA_PROXY") == "1", c["name"]
 
 
 def test_generated_manifests_are_up_to_date():

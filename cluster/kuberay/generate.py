@@ -43,6 +43,9 @@ SERVICE_ABOUT = ("RayService: the generator endpoint on port 8000 (serveConfigV2
                  "needs Secret genai-ray-api.")
 API_KEY_ENV = {"name": "GENAI_RAY_API_KEY",  # protects /v1/*; the RayService fails closed without it
                "valueFrom": {"secretKeyRef": {"name": "genai-ray-api", "key": "api-key"}}}
+# HAProxy takes HTTP instead of Serve's proxy actor: 2.0x the requests/s (serve_configs/production.yaml). Serve
+# reads it when imported, in the controller, the proxies and the replicas alike, so every container gets it.
+HA_PROXY_ENV = {"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"}
 
 
 class _Dumper(yaml.SafeDumper):
@@ -87,7 +90,7 @@ def rayservice() -> dict:
     spec = cluster_spec()
     for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
         for container in group["template"]["spec"]["containers"]:
-            container.setdefault("env", []).append(copy.deepcopy(API_KEY_ENV))
+            container.setdefault("env", []).extend([copy.deepcopy(API_KEY_ENV), dict(HA_PROXY_ENV)])
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
