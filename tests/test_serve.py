@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures as cf
+import hashlib
 import io
 import itertools
 import json
@@ -585,10 +586,12 @@ def test_hot_reload_at_load_two_replicas_32_clients(serve_root: str, packages: d
     assert after == replicas and len(replicas) == 2  # swapped in place: the same two replicas
 
 
-def cli_serve(store: str, model: str, port: int, capsys) -> tuple[int, str, str]:
+LOCAL_CONFIG = Path(__file__).resolve().parents[1] / "serve_configs" / "local.yaml"
+
+
+def cli_serve(store: str, model: str, port: int, capsys, config: str = str(LOCAL_CONFIG)) -> tuple[int, str, str]:
     from genai_ray.cli import main
 
-    config = str(Path(__file__).resolve().parents[1] / "serve_configs" / "local.yaml")
     code = main(["--store", store, "serve", "--model", model, "--config", config, "--port", str(port),
                  "--no-blocking"])
     out = capsys.readouterr()
@@ -597,7 +600,7 @@ def cli_serve(store: str, model: str, port: int, capsys) -> tuple[int, str, str]
 
 @pytest.mark.slow  # minutes of load against Serve
 def test_cli_serves_and_hot_swaps_under_load_with_zero_failed_requests(
-        serve_root: str, packages: dict[str, str], capsys) -> None:
+        serve_root: str, packages: dict[str, str], capsys, tmp_path: Path, monkeypatch) -> None:
     """`genai-ray serve` deploys the way `serve deploy` does; a second run only changes user_config.model_uri."""
     from ray import serve
 
@@ -644,6 +647,18 @@ def test_cli_serves_and_hot_swaps_under_load_with_zero_failed_requests(
         assert code == 2 and f"model {packages['corrupt']} failed to load" in err
         assert "still serving cond/v0002" in err
         assert post(base, json={"n": 1}).headers["x-model"] == "cond/v0002"
+
+        # A config holding only the key's hash, and no key in this shell: /healthz hides load details from an
+        # anonymous caller, so the CLI says it could not check the load instead of reporting success.
+        monkeypatch.delenv("GENAI_RAY_API_KEY", raising=False)
+        hashed = tmp_path / "hashed.yaml"
+        digest = hashlib.sha256(b"k").hexdigest()
+        hashed.write_text(LOCAL_CONFIG.read_text().replace(
+            "api_key_env: GENAI_RAY_API_KEY", f"api_key_env: GENAI_RAY_API_KEY\n      api_key_sha256: {digest}"))
+        code, _, err = cli_serve(store, "cond/v0001", port, capsys, config=str(hashed))
+        assert code == 0 and "not checked that the replicas loaded" in err, err
+        assert post(base, json={"n": 1}).status_code == 401
+        assert post(base, json={"n": 1}, headers={"Authorization": "Bearer k"}).headers["x-model"] == "cond/v0001"
     finally:
         serve.delete("genai-ray")
     code, _, err = cli_serve(store, "nothing-here", port, capsys)

@@ -38,8 +38,10 @@ def serve(obj, model_ref: str, config_path: str | None, port: int | None, host: 
         raise UserError("--api-key: refusing a key on the command line (shell history and 'ps' keep it); "
                         "export it as $GENAI_RAY_API_KEY (or the variable serve.api_key_env names) instead")
     serve_file = load_serve_file(config_path) if config_path else None
-    name, url = start(model_ref, serve_file, host, port, address, obj.store, insecure_no_auth)
+    name, url, caveat = start(model_ref, serve_file, host, port, address, obj.store, insecure_no_auth)
     click.echo(f"serving {model_ref} at {url} (gallery: {url}, API docs: {url}docs)")
+    if caveat:
+        click.echo(f"warning: {caveat}", err=True)
     if not blocking:
         return
     try:

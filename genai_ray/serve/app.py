@@ -229,8 +229,8 @@ def _health(url: str, key: str | None, attempts: int = 50) -> dict[str, Any]:
 
 
 def start(model_ref: str, serve_file: ServeFile | None, host: str | None, port: int | None,
-          address: str | None, store: str | None, insecure_no_auth: bool = False) -> tuple[str, str]:
-    """Deploy ``model_ref`` the way ``serve run FILE.yaml`` does; returns (app name, URL).
+          address: str | None, store: str | None, insecure_no_auth: bool = False) -> tuple[str, str, str | None]:
+    """Deploy ``model_ref`` the way ``serve run FILE.yaml`` does; returns (app name, URL, a caveat or None).
 
     On a private local Ray unless ``address``. Running it again with another model hot-swaps the model.
     Like ``serve deploy``, it replaces other config-deployed apps on the cluster.
@@ -268,4 +268,8 @@ def start(model_ref: str, serve_file: ServeFile | None, host: str | None, port: 
     health = _health(f"{url}healthz", key)
     if health.get("reload_error"):
         raise UserError(f"{health['reload_error']}; still serving {health['model']} at {url}")
-    return app.name, url
+    if "model" not in health:  # the config holds only the key's hash: anonymous callers get no load details
+        return app.name, url, (f"not checked that the replicas loaded {uri}: ${cfg.api_key_env} is not set here, "
+                               f"and /healthz gives details only with the key; check with curl -H "
+                               f"'Authorization: Bearer ...' {url}healthz")
+    return app.name, url, None
