@@ -33,9 +33,9 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
     if not space.preset_named:
         from genai_ray.train.defaults import fitted_for
 
-        space.fitted, line = fitted_for(data_ref, obj.store)
+        space.fitted, line = fitted_for(data_ref, obj.store, turn_off="'preset: default' in the space file")
         space.config_for({})  # the space's keys over the fitted defaults must still make a valid config
-        click.echo(line.replace("--preset default", "'preset: default' in the space file"))
+        click.echo(line)
     flags = {"samples": samples, "scheduler": scheduler, "search": search, "workers_per_trial": workers_per_trial,
              "trial_runner": trial_runner, "max_concurrent": max_concurrent, "seed": seed}
     base_tune = space.base.get("tune", {})

@@ -52,11 +52,12 @@ def kimg_for(family: str, pixels: int) -> float:
     return 768.0 if pixels <= 256 else 400.0
 
 
-def fitted_for(data: str, store: str) -> tuple[dict[str, Any], str]:
-    """(the fitted overrides, the line that says what was chosen and why) for a dataset URI or store name."""
+def fitted_for(data: str, store: str, turn_off: str = "--preset default") -> tuple[dict[str, Any], str]:
+    """(the fitted overrides, the line that says what was chosen, why, and how to ``turn_off`` the fitting)
+    for a dataset URI or store name."""
     from genai_ray.data.reader import open_dataset, resolve_dataset_uri
 
     manifest = open_dataset(resolve_dataset_uri(data, store)).manifest
     fitted, why = fit_to_data(manifest)
     return fitted, (f"default preset fitted to {manifest.name}: {'; '.join(why)}. Keys you set win; "
-                    "--preset default turns the fitting off")
+                    f"{turn_off} turns the fitting off")
