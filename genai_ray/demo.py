@@ -113,7 +113,7 @@ def run(out_dir: Path, workers: int, epochs: int | None, keep_serving: bool) -> 
 
     step("serve it on Ray Serve and send a few requests")
     serve_file = load_serve_file(Path(__file__).resolve().parent.parent / "serve_configs" / "local.yaml")
-    _, url = start(result.package_uri, serve_file, host="127.0.0.1", port=free_port(), address=None, store=store)
+    _, url, _ = start(result.package_uri, serve_file, host="127.0.0.1", port=free_port(), address=None, store=store)
     body, headers = post_json(url + "v1/generate", {"n": 16, "seed": 7, "format": "png"})
     served = out_dir / "served.png"
     served.write_bytes(body)

@@ -563,7 +563,7 @@ def test_hot_reload_at_load_two_replicas_32_clients(serve_root: str, packages: d
     spec.deployment.update(autoscaling_config={"min_replicas": 2, "max_replicas": 2}, max_ongoing_requests=32,
                            ray_actor_options={"num_cpus": 0.5})
     port = int(serve_root.rsplit(":", 1)[1])
-    _, url = start(packages["cond1"], spec, None, port, None, packages["store"])
+    _, url, _ = start(packages["cond1"], spec, None, port, None, packages["store"])
     url = url.rstrip("/")
     load = Load(url, {"n": 1})
     try:
