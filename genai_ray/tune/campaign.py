@@ -240,7 +240,7 @@ def check_resume(space: SearchSpace, store: str, name: str) -> None:
 
 def space_record(space: SearchSpace) -> dict[str, Any]:
     return {"source": space.source, "space": {"preset": space.preset, "base": space.base, "params": space.params,
-                                              "fitted": None if space.preset_named else space.fitted}}
+                                              "fitted": space.fitted_in_use()}}
 
 
 def build_tuner(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg: TuneConfig, resume: bool,

@@ -52,7 +52,11 @@ class SearchSpace:
         """The full config of one trial: preset, base, then the sampled values, then run overrides."""
         merged = deep_merge(copy.deepcopy(self.base), nested(sample))
         return build_config(self.preset, deep_merge(merged, overrides or {}), source=self.source,
-                            fitted=None if self.preset_named else self.fitted)
+                            fitted=self.fitted_in_use())
+
+    def fitted_in_use(self) -> dict[str, Any] | None:
+        """The fitting under ``base``: none when the file names its preset."""
+        return None if self.preset_named else self.fitted
 
 
 def nested(flat: dict[str, Any]) -> dict[str, Any]:
