@@ -63,6 +63,7 @@ class TrainConfig(StrictModel):
     global_batch: int = Field(128, ge=1)  # images per step over all workers (split evenly)
     loss: LossName = "bce"  # adversarial loss
     gp_weight: float = Field(10.0, ge=0.0)  # wgan-gp: gradient penalty weight
+    r1_gamma: float = Field(0.0, ge=0.0)  # R1 penalty on D's gradient at real images (StyleGAN2's gamma); 0 = off
     g_lr: float = Field(2e-4, gt=0.0, lt=1.0)  # generator Adam learning rate
     d_lr: float = Field(2e-4, gt=0.0, lt=1.0)  # discriminator Adam learning rate
     beta1: float = Field(0.5, ge=0.0, lt=1.0)  # Adam beta1 (both nets)

@@ -30,7 +30,11 @@ COLLECTIVES = Path(__file__).parent / "scripts" / "step_collectives.py"
     {"model": {"conditional": True, "g_norm": "none", "d_norm": "spectral"},
      "train": {"loss": "hinge", "augment": "translation,cutout,color", "ada_target": 0.6, "ada_kimg": 0.01,
                "global_batch": 16, "workers": 1}},
-], ids=["mlp-wgan-gp", "dcgan-conditional-hinge", "mlp-conditional-mode-seeking", "mlp-augment-ada"])
+    # R1 on augmented reals: a gradient of D's input gradient, per replica
+    {"model": {"conditional": True, "g_norm": "none", "d_norm": "none"},
+     "train": {"loss": "hinge", "r1_gamma": 1.0, "augment": "translation", "augment_p": 0.5, "global_batch": 16,
+               "workers": 1}},
+], ids=["mlp-wgan-gp", "dcgan-conditional-hinge", "mlp-conditional-mode-seeking", "mlp-augment-ada", "mlp-r1"])
 def test_one_and_two_replicas_make_the_same_first_update(overrides):
     out = subprocess.run([sys.executable, str(SCRIPT), json.dumps(overrides)], capture_output=True, text=True,
                          timeout=300)
@@ -179,6 +183,39 @@ def test_mode_seeking_penalty_punishes_pairs_that_collapse_to_one_image():
     # Halving the pixel distance doubles 1 / (ratio + eps) up to eps / ratio ~ 2e-5 (eps = 1e-5, ratio ~ 0.5);
     # rtol=1e-3 leaves 50x, while a penalty that is not 1/ratio (1/ratio^2, ratio) is off by 2x.
     assert np.allclose(mode_seeking_penalty(base * 0.5, z).numpy(), 2 * diverse, rtol=1e-3), "1/ratio scaling"
+
+
+def test_r1_penalty_is_the_squared_norm_of_ds_gradient_at_each_real_image():
+    import tensorflow as tf
+
+    from genai_ray.gan.losses import r1_penalty
+
+    w = tf.constant(np.random.default_rng(0).normal(size=(1, 4, 4, 1)), tf.float32)
+    real = tf.constant(np.random.default_rng(1).uniform(-1, 1, (3, 4, 4, 1)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        logits = tf.reduce_sum(w * real, axis=[1, 2, 3]) + tf.reduce_sum(real**2, axis=[1, 2, 3])  # grad w + 2x
+    expected = tf.reduce_sum(tf.square(w + 2 * real), axis=[1, 2, 3]).numpy()
+    np.testing.assert_allclose(r1_penalty(tape, logits, real).numpy(), expected, rtol=1e-5)
+
+
+def test_r1_gamma_reaches_ds_update():
+    import tensorflow as tf
+
+    from genai_ray.gan.trainer import GanTrainer
+
+    batch = (np.random.default_rng(0).integers(0, 256, (8, 8, 8, 1), dtype=np.uint8), np.zeros(8, np.int64))
+
+    def d_after_one_step(gamma: float) -> np.ndarray:
+        cfg = build_config("tiny", {"model": {"d_norm": "none"},
+                                    "train": {"r1_gamma": gamma, "global_batch": 8, "workers": 1}})
+        trainer = GanTrainer(cfg, (8, 8, 1), 1)
+        trainer.train_steps(iter(trainer.distribute(lambda b: tf.data.Dataset.from_tensors(batch).repeat())), 1)
+        return trainer.d.get_weights()[0]
+
+    # Adam's first step moves each weight by the learning rate along its gradient's sign, so a penalty that
+    # reaches D flips some signs: a 2e-4 jump, far above float noise between two identical runs (0 here).
+    assert np.abs(d_after_one_step(100.0) - d_after_one_step(0.0)).max() > 1e-4
 
 
 def test_mode_seeking_needs_even_batches_per_worker():

@@ -75,6 +75,15 @@ def gradient_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor, 
     return tf.square(norms - 1.0)
 
 
+def r1_penalty(real_tape: tf.GradientTape, real_logits: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
+    """||grad_x D(x)||^2 per real example (Mescheder et al. 2018, arXiv:1801.04406): StyleGAN2's D regulariser.
+
+    ``real_tape`` must have watched ``real`` and recorded ``real_logits``; the caller scales it by gamma / 2.
+    """
+    grads = real_tape.gradient(real_logits, real)  # a non-scalar target is summed: row i gives dD(x_i)/dx_i
+    return tf.reduce_sum(tf.square(tf.cast(grads, tf.float32)), axis=[1, 2, 3])
+
+
 def mode_seeking_penalty(images: tf.Tensor, z: tf.Tensor, eps: float = 1e-5) -> tf.Tensor:
     """1 / (|G(z_a) - G(z_b)| / |z_a - z_b|) per pair of rows (2j, 2j+1): mode-seeking regularisation (Mao et al.
     2019, arXiv:1903.05628). Large when two different latents give nearly the same image, i.e. when G collapses a

@@ -20,7 +20,7 @@ import tensorflow as tf
 from genai_ray.config import Config, parse_augment
 from genai_ray.gan import family
 from genai_ray.gan.augment import ada_adjust, augment
-from genai_ray.gan.losses import LOSSES, gradient_penalty, mode_seeking_penalty
+from genai_ray.gan.losses import LOSSES, gradient_penalty, mode_seeking_penalty, r1_penalty
 
 GP_STREAM = 1_000_003  # offsets the gradient-penalty alpha stream from the noise stream
 AUG_STREAM = 2_000_003  # offsets the augmentation stream from the noise stream
@@ -137,9 +137,14 @@ class GanTrainer:
             fake = self.g(self._inputs(self._noise(base + k), labels), training=True)
             fake = self._augment(tf.cast(fake, tf.float32), 2 * (base + k) + 1)
             with tf.GradientTape() as tape:
-                real_logits = self.d(self._inputs(real, labels), training=True)
+                with tf.GradientTape(watch_accessed_variables=False) as real_tape:
+                    if t.r1_gamma:  # unwatched, the inner tape records nothing
+                        real_tape.watch(real)
+                    real_logits = self.d(self._inputs(real, labels), training=True)
                 fake_logits = self.d(self._inputs(fake, labels), training=True)
                 per_example = self.loss.d(real_logits, fake_logits)
+                if t.r1_gamma:
+                    per_example += 0.5 * t.r1_gamma * r1_penalty(real_tape, real_logits, real)
                 if self.loss.gradient_penalty:
                     critic = lambda x: self.d(self._inputs(x, labels), training=True)  # noqa: E731
                     penalty = gradient_penalty(critic, real, tf.cast(fake, tf.float32), self._alpha(base + k))
