@@ -30,11 +30,14 @@ def test_small_digits_get_the_tuned_mlp_with_augmentation_and_kimg() -> None:
     assert big.train.augment == "none"  # enough images: no augmentation
 
 
-def test_mnist_sized_images_get_a_shorter_dense_run_and_64px_colour_a_dcgan() -> None:
-    mnist = fitted_config(manifest((28, 28, 1), 4500))
-    assert mnist.model.family == "mlp" and mnist.train.kimg < fitted_config(manifest((8, 8, 1), 4500)).train.kimg
+def test_mnist_sized_images_get_a_longer_dense_run_without_mode_seeking_and_64px_colour_a_dcgan() -> None:
+    mnist, digits = fitted_config(manifest((28, 28, 1), 4500)), fitted_config(manifest((8, 8, 1), 4500))
+    assert mnist.model.family == "mlp" and mnist.train.kimg > digits.train.kimg
+    assert (mnist.train.mode_seeking, digits.train.mode_seeking) == (0.0, 0.2)
+    assert mnist.train.workers == digits.train.workers == 1  # dense GANs: one worker
     photos = fitted_config(manifest((64, 64, 3), 20_000, labelled=False))
     assert (photos.model.family, photos.model.conditional, photos.model.base_channels) == ("dcgan", False, 32)
+    assert photos.train.workers == 2  # convolutions: the preset's data parallelism
     odd = fitted_config(manifest((48, 40, 3), 20_000))
     assert odd.model.family == "mlp"  # a DCGAN cannot make 48x40 images
     assert any("--image-size 32" in line for line in fit_to_data(manifest((48, 40, 3), 20_000))[1])

@@ -13,6 +13,7 @@ from genai_ray.data.manifest import Manifest
 
 SMALL_DATA = 2000  # training images below which D overfits without augmentation (the limited-data regime)
 MLP_MAX_SIDE = 32  # images up to this side (grayscale) train well as dense GANs on CPUs
+DIGITS_PIXELS = 256  # up to 16x16 grayscale the default preset applies as tuned on 8x8 digits
 
 
 def fit_to_data(m: Manifest) -> tuple[dict[str, Any], list[str]]:
@@ -25,8 +26,13 @@ def fit_to_data(m: Manifest) -> tuple[dict[str, Any], list[str]]:
     pow2 = h == w and h >= 8 and not h & (h - 1)
     if (c == 1 and side <= MLP_MAX_SIDE) or not pow2:
         model["family"] = "mlp"
+        train["workers"] = 1
         why.append(f"mlp with the preset's widths ({h}x{w}x{c}: small grayscale images train fastest as dense GANs "
-                   "on CPUs)")
+                   "on CPUs), 1 worker (a dense GAN's step is shorter than its gradient all-reduce: a second worker "
+                   "slows it down)")
+        if h * w * c > DIGITS_PIXELS:
+            train["mode_seeking"] = 0.0
+            why.append("mode seeking off (above 16x16 it costs precision and adds no recall)")
         if not pow2 and side > MLP_MAX_SIDE:
             size = 1 << (side.bit_length() - 1)
             why.append(f"(a DCGAN needs square power-of-two images: re-prepare with --image-size {size} for one)")
@@ -49,7 +55,7 @@ def kimg_for(family: str, pixels: int) -> float:
     """Run length that fits about 10 minutes on 2 CPU cores for the chosen network."""
     if family == "dcgan":
         return 200.0
-    return 768.0 if pixels <= 256 else 400.0
+    return 768.0 if pixels <= DIGITS_PIXELS else 1600.0
 
 
 def fitted_for(data: str, store: str, turn_off: str = "--preset default") -> tuple[dict[str, Any], str]:
