@@ -32,7 +32,7 @@ def fit_to_data(m: Manifest) -> tuple[dict[str, Any], list[str]]:
                    "slows it down)")
         if h * w * c > DIGITS_PIXELS:
             train["mode_seeking"] = 0.0
-            why.append("mode seeking off (above 16x16 it costs precision and adds no recall)")
+            why.append(f"mode seeking off (above {DIGITS_PIXELS} pixel values it costs precision and adds no recall)")
         if not pow2 and side > MLP_MAX_SIDE:
             size = 1 << (side.bit_length() - 1)
             why.append(f"(a DCGAN needs square power-of-two images: re-prepare with --image-size {size} for one)")
