@@ -50,6 +50,7 @@ class ModelConfig(StrictModel):
     g_norm: NormName = "batch"  # normalisation inside the generator
     d_norm: NormName = "none"  # normalisation inside the discriminator ("spectral" stabilises)
     label_embed_dim: int = Field(16, ge=1, le=512)  # conditional: size of the label embedding
+    output_activation: Literal["tanh", "linear"] = "tanh"  # G's last layer; linear outputs are clipped at sampling
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # D dropout after each hidden layer
     sync_batchnorm: bool = True  # batch-norm statistics over all workers: exact N-worker updates, costs all-reduces
 

@@ -45,6 +45,20 @@ def test_conditional_generator_depends_on_label():
     assert not np.allclose(x[0], x[1])  # default tolerances (1e-5): an ignored label gives bit-equal rows
 
 
+@pytest.mark.parametrize("fam", ["mlp", "dcgan"])
+def test_a_linear_output_reaches_past_tanhs_range_and_sampling_clips_it(fam):
+    from genai_ray.evaluate import keras_generate, latents
+
+    cfg = _cfg(fam, False, output_activation="linear")
+    g = family(fam).build_generator(cfg, (8, 8, 1), 1)
+    last = g.layers[-2 if fam == "mlp" else -1]  # the mlp reshapes after its last dense layer
+    last.kernel.assign(last.kernel * 1000.0)  # far past +-1 before any activation
+    raw = np.asarray(g(latents(list(range(4)), cfg.latent_dim), training=False))
+    assert np.abs(raw).max() > 1.0  # no tanh: unbounded
+    images = keras_generate(g, cfg.latent_dim, False)(list(range(4)), None)
+    assert images.min() >= 0.0 and images.max() <= 1.0  # clipped where samples leave G
+
+
 def test_mlp_default_mirrors_the_classic_architecture():
     from keras import layers
 

@@ -56,7 +56,7 @@ def _channels(cfg: ModelConfig, level: int, k: int) -> int:
 
 def build_generator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_classes: int,
                     sync_bn: bool = False) -> keras.Model:
-    """z (B, latent) [, labels int32 (B,)] -> tanh images (B, H, W, C)."""
+    """z (B, latent) [, labels int32 (B,)] -> images (B, H, W, C), in [-1, 1] with the default tanh output."""
     check_image_shape(image_shape)
     k = upsamplings(image_shape)
     z = keras.Input(shape=(cfg.latent_dim,), name="z")
@@ -77,7 +77,8 @@ def build_generator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_cla
     if (n := norm(cfg.g_norm, sync_bn)) is not None:
         x = n(x)
     x = act(x)
-    out = layers.Conv2D(image_shape[2], 3, padding="same", activation="tanh", dtype="float32", name="image")(x)
+    out = layers.Conv2D(image_shape[2], 3, padding="same", activation=cfg.output_activation, dtype="float32",
+                        name="image")(x)
     return keras.Model([z, y] if cfg.conditional else z, out, name="generator")
 
 

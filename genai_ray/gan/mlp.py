@@ -21,7 +21,7 @@ def check_image_shape(image_shape: tuple[int, int, int]) -> None:
 
 def build_generator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_classes: int,
                     sync_bn: bool = False) -> keras.Model:
-    """z (B, latent) [, labels int32 (B,)] -> tanh images (B, H, W, C)."""
+    """z (B, latent) [, labels int32 (B,)] -> images (B, H, W, C), in [-1, 1] with the default tanh output."""
     z = keras.Input(shape=(cfg.latent_dim,), name="z")
     inputs = [z]
     x = z
@@ -34,7 +34,7 @@ def build_generator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_cla
         if (n := norm(cfg.g_norm, sync_bn)) is not None:
             x = n(x)
         x = act(x)
-    x = layers.Dense(math.prod(image_shape), activation="tanh", dtype="float32", name="pixels")(x)
+    x = layers.Dense(math.prod(image_shape), activation=cfg.output_activation, dtype="float32", name="pixels")(x)
     out = layers.Reshape(image_shape, dtype="float32", name="image")(x)
     return keras.Model(inputs if cfg.conditional else z, out, name="generator")
 
