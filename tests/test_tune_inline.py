@@ -159,6 +159,21 @@ def s3_checkpoints(campaign: str) -> dict[str, dict[str, dict]]:
     return out
 
 
+def state_records_a_checkpoint(campaign: str, trial_folders: list[str]) -> bool:
+    """Whether the campaign state Tune last uploaded has a checkpoint of one of these trials: Tune resumes a trial
+    from what that state records (saved every campaign.STATE_SYNC_S), not from its folder."""
+    states = sorted(n for n in storage.list_dir(campaign) if n.startswith("experiment_state-"))
+    if not states:
+        return False
+    data = json.loads(storage.read_bytes(storage.join(campaign, states[-1])))
+    for trial_state, runtime in data["trial_data"]:
+        trial_id = json.loads(trial_state)["trial_id"]
+        recorded = json.loads(runtime)["last_result"].get("checkpoint_dir_name")
+        if recorded and any(folder.startswith(f"trial_{trial_id}_") for folder in trial_folders):
+            return True
+    return False
+
+
 @pytest.mark.timeout(900)
 def test_sigkilled_campaign_driver_resumes_on_s3(ray_local, digits_uri, tmp_path, s3_bucket, capsys):
     """Fault: SIGKILL the `genai-ray tune` driver while one trial has finished and the next is mid-run.
@@ -175,17 +190,16 @@ def test_sigkilled_campaign_driver_resumes_on_s3(ray_local, digits_uri, tmp_path
     driver = subprocess.Popen([sys.executable, "-m", "genai_ray", *args], stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     campaign = f"{store}/campaigns/killed"
-    deadline, finished_at = time.monotonic() + 420, None
+    deadline = time.monotonic() + 420
     before: dict[str, dict[str, dict]] = {}
     while time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.5)
         before = s3_checkpoints(campaign) if storage.exists(campaign) else {}
         done = [t for t, c in before.items() if any(m["epoch"] == epochs for m in c.values())]
         running = [t for t, c in before.items() if c and t not in done]
-        if done and finished_at is None:
-            finished_at = time.monotonic()
-        # Give Tune's state upload (every 2 s, campaign.STATE_SYNC_S) time to record the finished trial.
-        if finished_at and time.monotonic() - finished_at > 5 and running:
+        # Kill once Tune's uploaded state holds the finished trial and a checkpoint of the running one: a checkpoint
+        # written after the last upload is retrained on resume, and a trial with none recorded starts afresh.
+        if done and running and state_records_a_checkpoint(campaign, running):
             break
     tail = (tmp_path / "driver.log").read_text()[-3000:]
     assert driver.poll() is None, f"the campaign ended before the fault: {tail}"
