@@ -71,6 +71,7 @@ class TrainConfig(StrictModel):
     beta2: float = Field(0.999, ge=0.0, lt=1.0)  # Adam beta2 (both nets)
     d_steps: int = Field(1, ge=1, le=10)  # discriminator updates per generator update
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # EMA of G weights; 0 turns EMA off
+    ema_rampup: float = Field(0.05, ge=0.0)  # EMA half-life at most this fraction of the steps so far; 0 = off
     mode_seeking: float = Field(0.0, ge=0.0)  # weight of the mode-seeking term in G's loss (diversity); 0 = off
     augment: str = "none"  # D's input augmentation (DiffAugment/ADA): comma-separated translation, cutout, color; none
     augment_p: float = Field(1.0, ge=0.0, le=1.0)  # probability each transform applies (ignored with ada_target)

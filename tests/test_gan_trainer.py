@@ -137,6 +137,20 @@ def test_ema_lags_the_generator_and_training_moves_the_losses():
     assert _trainer(ema_decay=0.0).sampler.name == "generator"
 
 
+def test_ema_rampup_caps_the_half_life_early_and_leaves_the_decay_later():
+    ramped, plain = _trainer(ema_decay=0.999), _trainer(ema_decay=0.999, ema_rampup=0.0)
+    for t in (ramped, plain):
+        t.train_steps(_iterator(t), 1)
+    # after one step the ramped EMA is G (half-life 0.05 steps: decay 0.5**20); the plain one still holds the init
+    np.testing.assert_allclose(ramped.ema.get_weights()[0], ramped.g.get_weights()[0], atol=1e-7)
+    assert not np.allclose(plain.ema.get_weights()[0], plain.g.get_weights()[0], atol=1e-6)
+    ramped.step.assign(99)  # half-life 100 x 0.05 = 5 steps
+    assert float(ramped._ema_decay()) == pytest.approx(0.5 ** (1 / 5), rel=1e-6)
+    ramped.step.assign(20_000)  # past 693 steps (0.999's half-life) / 0.05: the configured decay
+    assert float(ramped._ema_decay()) == pytest.approx(0.999, rel=1e-7)
+    assert float(plain._ema_decay()) == pytest.approx(0.999, rel=1e-7)
+
+
 def test_mixed_precision_step_runs_with_float32_outputs():
     t = _trainer(mixed_precision=True)
     losses = t.train_steps(_iterator(t), 2)

@@ -169,11 +169,22 @@ class GanTrainer:
         self._apply(self.g_opt, scaled, tape, self.g.trainable_variables)
         return tf.cast(d_loss, tf.float32), tf.cast(g_loss, tf.float32), signs
 
+    def _ema_decay(self) -> tf.Tensor:
+        """``train.ema_decay``, with its half-life capped at ``ema_rampup`` x the steps so far (StyleGAN2-ADA's
+        ema_rampup): early in a run the EMA follows G instead of dragging its initial weights along, so short
+        runs and early evaluations (the ones ASHA ranks trials by) score G's progress, not the EMA's lag."""
+        t = self.cfg.train
+        decay = tf.constant(t.ema_decay, tf.float32)
+        if not t.ema_rampup:
+            return decay
+        half_life = tf.cast(self.step + 1, tf.float32) * t.ema_rampup  # in steps
+        return tf.minimum(decay, tf.pow(0.5, 1.0 / half_life))
+
     def _update_ema(self) -> None:
         """EMA of G's trainable weights; other state (batch-norm statistics) is copied."""
         if self.ema is None:
             return
-        decay = self.cfg.train.ema_decay
+        decay = self._ema_decay()
         trainable = {id(v) for v in self.g.trainable_variables}
         for src, dst in zip(self.g.variables, self.ema.variables, strict=True):
             if id(src) in trainable:
