@@ -143,6 +143,7 @@ class TuneConfig(StrictModel):
     reuse_actors: bool = True  # inline trials run one after another in the same Tune actors (false: a fresh one each)
     max_concurrent: int = Field(2, ge=1)
     grace_epochs: int = Field(2, ge=1)  # ASHA: epochs before a trial can be stopped
+    reduction_factor: int = Field(2, ge=2)  # ASHA: 1 in this many trials goes on at each rung
     perturbation_interval: int = Field(2, ge=1)  # PBT: epochs between exploit/explore
     pbt_sync: bool = False  # PBT: perturb all trials at the same epoch, pausing early ones (skewed starts)
     seed: int = 0  # seeds the search: the same seed and space sample the same trials in the same order

@@ -157,3 +157,16 @@ def test_concurrent_promotions_lose_no_history_entry(tmp_path, s3_bucket, where)
     assert {p["version"] for p in pointers} == {h["version"] for h in history}
     if where == "s3":  # the lock object is deleted after each promotion
         assert not storage.exists(storage.join(store, "models", "digits", "promote.lock"))
+
+
+def test_asha_rungs_follow_the_grace_and_reduction_factor_of_the_tune_config():
+    from genai_ray.tune.campaign import make_scheduler
+
+    space = load_space(EXAMPLE)
+    rungs = {}
+    for factor in (2, 3):
+        cfg = build_config("tiny", {"tune": {"grace_epochs": 4, "reduction_factor": factor}}).tune
+        rungs[factor] = sorted(milestone for milestone, _ in make_scheduler(space, cfg, 40)._brackets[0]._rungs)
+    assert rungs == {2: [4, 8, 16, 32], 3: [4, 12, 36]}
+    with pytest.raises(UserError, match="reduction_factor"):
+        build_config("tiny", {"tune": {"reduction_factor": 1}})

@@ -190,7 +190,8 @@ def make_scheduler(space: SearchSpace, tune_cfg: TuneConfig, max_epochs: int):
 
     if tune_cfg.scheduler == "asha":
         return ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=max_epochs,
-                             grace_period=min(tune_cfg.grace_epochs, max_epochs), reduction_factor=2)
+                             grace_period=min(tune_cfg.grace_epochs, max_epochs),
+                             reduction_factor=tune_cfg.reduction_factor)
     if tune_cfg.scheduler == "pbt":
         mutations = {k: v for k, v in space.tune_space().items() if k.endswith("_lr")}
         if not mutations:
