@@ -24,6 +24,7 @@ verdict is the median over seeds, not one run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -39,8 +40,8 @@ SPACE = Path(__file__).resolve().parent / "search_space.yaml"
 def run(scheduler: str, seed: int, space, dataset, store: str, samples: int, concurrent: int,
         runner: str = "inline") -> dict:
     """One campaign: its wall time, every (seconds since start, fd) report of every trial, and each trial's
-    timeline (start, first report, end, epochs: seconds since the campaign's start; its process and its time
-    to the first step)."""
+    timeline (start, first report, end, epochs: seconds since the campaign's start; its process, its time
+    to the first step, and its curve: (seconds since the trial's start, epoch, fd) per report)."""
     from genai_ray.config import build_config
     from genai_ray.tune.campaign import build_tuner
 
@@ -62,7 +63,9 @@ def run(scheduler: str, seed: int, space, dataset, store: str, samples: int, con
         to_step = sum(float(first[k]) for k in ("startup/setup_s", "startup/first_call_s") if k in history)
         trials.append({"start": times[0] - float(first["time_total_s"]), "first_report": times[0],
                        "end": times[-1], "epochs": int(history["epoch"].max()), "pid": int(first["pid"]),
-                       "first_step_s": to_step})
+                       "first_step_s": to_step,
+                       "curve": [(float(s), int(e), float(v)) for s, e, v in zip(
+                           history["time_total_s"], history["epoch"], history[METRIC], strict=True) if v == v]})
         reports += [(t, float(v)) for t, v in zip(times, history[METRIC], strict=True) if v == v]
     return {"wall": wall, "reports": sorted(reports), "trials": sorted(trials, key=lambda t: t["start"]),
             "epochs": sum(t["epochs"] for t in trials), "best": min(v for _, v in reports)}
@@ -73,6 +76,19 @@ def start_up_share(trials: list[dict]) -> float:
     first ``eval_every`` epochs): the part of a trial no scheduler can save by stopping it."""
     total = sum(t["end"] - t["start"] for t in trials)
     return sum(t["first_report"] - t["start"] for t in trials) / total if total else 0.0
+
+
+def idle_share(trials: list[dict], wall: float, slots: int) -> float:
+    """The share of the campaign's slot-seconds in which an actor that had run a trial waited for its next one:
+    time neither trial trained in, which the controller, Tune's actor reuse and a trial's teardown cost."""
+    by_actor: dict[int, list[dict]] = {}
+    for trial in trials:
+        by_actor.setdefault(trial["pid"], []).append(trial)
+    idle = 0.0
+    for runs in by_actor.values():
+        runs.sort(key=lambda t: t["start"])
+        idle += sum(max(0.0, b["start"] - a["end"]) for a, b in itertools.pairwise(runs))
+    return idle / (wall * slots) if wall else 0.0
 
 
 def save(path: str, runs: dict[tuple[int, str], dict]) -> None:
@@ -149,12 +165,13 @@ def main() -> None:
             r = runs[seed, scheduler]
             rows.append([seed, scheduler, args.samples, r["epochs"], f"{r['best']:.2f}", f"{target:.2f}",
                          f"{reached[scheduler]:.0f}" if reached[scheduler] is not None else "not reached",
-                         f"{r['wall']:.0f}", f"{start_up_share(r['trials']):.0%}"])
+                         f"{r['wall']:.0f}", f"{start_up_share(r['trials']):.0%}",
+                         f"{idle_share(r['trials'], r['wall'], args.max_concurrent):.0%}"])
         if reached["asha"] is not None and reached["fifo"]:
             ratios.append(reached["asha"] / reached["fifo"])
     print(f"\nsearch efficiency on digits, {args.space}; {machine()}")
     print(table(["seed", "scheduler", "trials", "epochs trained", "best fd", "target fd", "s to target",
-                 "campaign s", "trial time before 1st report"], rows))
+                 "campaign s", "trial time before 1st report", "slots idle between trials"], rows))
     print(f"\ntime from trial start to first step ({args.runner} runner), in start order; * = a reused actor:")
     for (seed, scheduler), r in runs.items():
         if scheduler in ("asha", "fifo"):

@@ -18,6 +18,7 @@ from genai_ray.train.input import (
     choose_mode,
     epoch_batches,
     epoch_slices,
+    make_dataset,
     row_groups,
     shard_bytes,
     stream_dataset,
@@ -124,6 +125,16 @@ def test_tf_stream_resumed_at_an_epoch_gives_the_batches_of_an_uninterrupted_run
     resumed = take(3, steps)
     assert all(np.array_equal(a, b) for a, b in zip(uninterrupted[2 * steps :], resumed, strict=True))
     assert not np.array_equal(uninterrupted[0], uninterrupted[steps]), "epoch 2 starts with other rows than epoch 1"
+
+
+def test_neither_pipeline_runs_tf_datas_autotuning_thread(numbered_spec):
+    """Deleting an iterator waits for that thread's next wake-up, which idled campaign slots between trials."""
+    spec, _ = numbered_spec
+    memory = make_dataset(np.zeros((64, SIDE, SIDE, 3), np.uint8), np.zeros(64, np.int64), 32, 0)
+    stream = stream_dataset(spec, (SIDE, SIDE, 3), 3, 1, 0, 2, 32)
+    for ds in (memory, stream):
+        assert ds.options().autotune.enabled is False
+        assert next(iter(ds))[0].shape == (32, SIDE, SIDE, 3)
 
 
 def test_a_stream_resumed_at_a_kimg_tick_inside_an_epoch_continues_where_the_run_was(numbered_spec):

@@ -32,7 +32,7 @@ from genai_ray.errors import IntegrityError, UserError
 
 READ_BATCH = 4096  # rows per Ray Data batch when loading a shard into memory
 READ_AHEAD = 2  # stream mode: row groups read ahead of the one being shuffled (overlaps storage with steps)
-PREFETCH = 2  # stream mode: batches tf.data prepares ahead of the step
+PREFETCH = 2  # batches tf.data prepares ahead of the step
 MEMORY_SHARE = 0.25  # data_mode=auto: a worker may hold its shard when it needs at most this share of its memory
 SHARD_COPIES = 2  # an in-memory shard is held twice at its peak: the numpy arrays and TensorFlow's copy
 
@@ -70,10 +70,21 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int):
         return tf.data.Dataset.from_tensor_slices(tf.reshape(order[: per_pass * batch], [per_pass, batch]))
 
     ds = tf.data.Dataset.counter().flat_map(one_pass)
-    ds = ds.map(lambda rows: (tf.gather(images, rows), tf.gather(labels, rows))).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(lambda rows: (tf.gather(images, rows), tf.gather(labels, rows))).prefetch(PREFETCH)
     # Declared endless: otherwise MultiWorkerMirroredStrategy all-reduces an "any worker out of data?" flag
     # on every next(), a third collective per step that slows a small model's step noticeably.
-    return ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+    return without_autotune(ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)))
+
+
+def without_autotune(ds):
+    """``ds`` without tf.data's autotuning thread. Deleting an iterator waits for that thread's next wake-up,
+    which grows with the iterator's age: seconds at the end of a run, during which a campaign's slot sits idle
+    before its next trial (docs/tuning.md). Both pipelines are short fixed chains with nothing to tune."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 class ShardReader:
@@ -328,7 +339,7 @@ def stream_dataset(spec: StreamSpec, image_shape: tuple[int, int, int], seed: in
             args=(epoch,))
 
     ds = tf.data.Dataset.counter(first_epoch).flat_map(one_epoch).skip(skip).prefetch(PREFETCH)
-    return ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+    return without_autotune(ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)))
 
 
 class StreamInput:
