@@ -61,7 +61,8 @@ def run(scheduler: str, seed: int, space, dataset, store: str, samples: int, con
         # time_total_s counts from the trial's own start, so the first row dates the trial's launch
         first = history.iloc[0]
         to_step = sum(float(first[k]) for k in ("startup/setup_s", "startup/first_call_s") if k in history)
-        trials.append({"start": times[0] - float(first["time_total_s"]), "first_report": times[0],
+        trials.append({"trial": str(first.get("trial_id", "")), "start": times[0] - float(first["time_total_s"]),
+                       "first_report": times[0],
                        "end": times[-1], "epochs": int(history["epoch"].max()), "pid": int(first["pid"]),
                        "first_step_s": to_step,
                        "curve": [(float(s), int(e), float(v)) for s, e, v in zip(
