@@ -24,7 +24,7 @@ import statistics
 from dataclasses import dataclass
 
 from bench.common import table
-from bench.search_efficiency import SPACE
+from bench.search_efficiency import SPACE, time_to
 
 Curve = list[tuple[float, int, float]]  # (seconds since the trial's start, epoch, fd) per report
 
@@ -80,7 +80,7 @@ def compare(curves: list[Curve], asha: tuple[int, int, int], slots: int, gap: fl
     the worse of the two campaigns' best fd, as in ``search_efficiency``."""
     runs = [replay(curves, asha, slots, gap), replay(curves, None, slots, gap)]
     bests = [min(fd for _, fd in r) for r in runs]
-    asha_s, fifo_s = (next(t for t, fd in r if fd <= max(bests)) for r in runs)
+    asha_s, fifo_s = (time_to(max(bests), r) for r in runs)
     return asha_s / fifo_s, bests[0] > bests[1]
 
 
