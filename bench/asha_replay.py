@@ -107,6 +107,8 @@ def main() -> None:
     grace, max_t = base.tune.grace_epochs, base.train.epochs
     with open(args.results) as f:
         campaigns = {run["seed"]: run for run in json.load(f) if run["scheduler"] == "fifo"}
+    for run in campaigns.values():  # the searcher's order (trial ids), where the results have them; else by start
+        run["trials"].sort(key=lambda t: t.get("trial", ""))
     # A campaign's first trial on each actor also imported TensorFlow; drawn into other positions, it would not.
     pool = [t["curve"] for run in campaigns.values() for t in run["trials"][args.slots:]]
     rows = []
