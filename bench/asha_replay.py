@@ -129,5 +129,6 @@ def main() -> None:
     print(table(["grace / reduction factor", "recorded orders, replayed", "median", "p25 / p75 / p90", "<= 0.5x",
                  "ASHA stopped FIFO's best trial"], rows))
 
+
 if __name__ == "__main__":
     main()
