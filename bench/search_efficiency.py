@@ -43,14 +43,14 @@ def run(scheduler: str, seed: int, space, dataset, store: str, samples: int, con
     timeline (start, first report, end, epochs: seconds since the campaign's start; its process, its time
     to the first step, and its curve: (seconds since the trial's start, epoch, fd) per report)."""
     from genai_ray.config import build_config
-    from genai_ray.tune.campaign import build_tuner
+    from genai_ray.tune.campaign import TrialMode, build_tuner
 
     tune = {**space.base.get("tune", {}), "samples": samples, "scheduler": scheduler, "max_concurrent": concurrent,
-            "seed": seed, "trial_runner": runner}
+            "seed": seed}
     tune_cfg = build_config(space.preset, {"tune": tune}).tune
     started = time.time()
     name = f"bench-{scheduler}-{seed}-{runner}"
-    results = build_tuner(space, dataset, store, name, tune_cfg, resume=False).fit()
+    results = build_tuner(space, dataset, store, name, tune_cfg, resume=False, mode=TrialMode(runner=runner)).fit()
     wall = time.time() - started
     reports, trials = [], []
     for result in results:

@@ -21,7 +21,7 @@ from genai_ray.errors import UserError
 from genai_ray.metrics import METRICS, EvalInputs, compute
 from genai_ray.metrics.features import FeatureModel, feature_model
 from genai_ray.metrics.pixels import PixelResidual, fit_pixel_residual
-from genai_ray.metrics.prdc import kth_radius_sq
+from genai_ray.metrics.prdc import MAX_MANIFOLD, kth_radius_sq
 from genai_ray.package import (
     GeneratorPackage,
     ModelMeta,
@@ -98,14 +98,14 @@ def reference(dataset: str | Dataset, split: Split = "holdout", cfg: EvalConfig 
     x_hold, _ = ds.read_numpy("holdout")
     train_feats = fm(x_train)[0]
     real = fm(x_hold)[0] if split == "holdout" else train_feats
-    subset = np.random.default_rng(cfg.seed).permutation(len(train_feats))[: cfg.max_manifold]
+    subset = np.random.default_rng(cfg.seed).permutation(len(train_feats))[:MAX_MANIFOLD]
     manifold = train_feats[np.sort(subset)]
     class_probs = None
     if ds.manifest.labelled:
         class_probs = np.bincount(y_train, minlength=ds.manifest.num_classes) / max(len(y_train), 1)
     train_pixels = x_train.reshape(len(x_train), -1)
     real_pixels = x_hold.reshape(len(x_hold), -1) if split == "holdout" else train_pixels
-    residual = fit_pixel_residual(train_pixels, train_feats, cfg.fd_pixel_variance, cfg.fd_pixel_weight, cfg.seed)
+    residual = fit_pixel_residual(train_pixels, train_feats, cfg.fd_pixel_weight, cfg.seed)
     ref = Reference(ds, fm, real, kth_radius_sq(real, cfg.knn_k), manifold,
                     kth_radius_sq(manifold, cfg.knn_k), train_pixels,
                     x_hold.reshape(len(x_hold), -1), class_probs, residual,

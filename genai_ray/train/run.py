@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -21,7 +22,7 @@ from genai_ray.errors import UserError
 from genai_ray.gan import family
 from genai_ray.train.export import class_probs
 from genai_ray.train.loop import RunPlan, run_length
-from genai_ray.train.worker import train_loop_per_worker
+from genai_ray.train.worker import FAULT_ENV, train_loop_per_worker
 
 RUN_CONFIG_FILE = "genai-ray-run.json"  # the run's resolved config, written before the first worker starts
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's registered checkpoints
@@ -130,6 +131,7 @@ def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store
     if t.gpus_per_worker:
         resources["GPU"] = t.gpus_per_worker
     plan = replace(plan, launched_at=time.time())  # the caller fits it next
+    fault = {FAULT_ENV: os.environ[FAULT_ENV]} if FAULT_ENV in os.environ else {}  # tests' fault injection
     return TensorflowTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "plan": asdict(plan)},
@@ -144,6 +146,7 @@ def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints, **scored),
             callbacks=callbacks,
+            worker_runtime_env={"env_vars": fault} if fault else None,
         ),
     )
 
