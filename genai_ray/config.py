@@ -177,7 +177,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # precision keeps rising until then, and a length in kimg gives a small dataset as many steps as a large
     # one (counted in epochs, half the data got half the steps). No normalisation in G: nothing to synchronise
     # between workers (synced batch norm costs all-reduces every step), so 1 and 2 workers make the same
-    # updates up to float rounding (BENCHMARKS.md).
+    # updates up to float rounding (tests/test_gan_trainer.py).
     "default": {
         "model": {"conditional": True, "latent_dim": 64, "g_widths": [256, 512], "d_widths": [512, 256],
                   "g_norm": "none", "d_norm": "spectral"},

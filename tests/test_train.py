@@ -45,7 +45,7 @@ def test_ray_train_collects_reports_faster_than_an_epoch(ray_local):
 
 
 def test_local_ray_workers_are_not_niced_below_its_daemons(ray_local):
-    """Ray's default nice 15 for workers cost a 1-worker MLP 10% of its images/s (BENCHMARKS.md)."""
+    """Ray's default nice 15 for workers cost a 1-worker MLP about 10% of its images/s on 2 cores."""
     import os
 
     import ray
@@ -98,7 +98,7 @@ def test_two_workers_report_checkpoint_and_export(trained):
 
 def test_what_the_train_controller_unpickles_does_not_import_tensorflow():
     """Ray Train's controller unpickles the backend config and the train loop; TensorFlow there cost every
-    run about 3 s of start-up before any worker started (BENCHMARKS.md, time to first step)."""
+    run about 3 s of start-up before any worker started."""
     import subprocess
     import sys
 
