@@ -131,7 +131,7 @@ def main() -> None:
     from genai_ray.data.prepare import prepare
     from genai_ray.data.reader import open_dataset
     from genai_ray.data.sources import open_source
-    from genai_ray.evaluate import prepare_features
+    from genai_ray.evaluation.evaluate import prepare_features
     from genai_ray.ray_runtime import ensure_ray
     from genai_ray.tune.space import load_space
 

@@ -41,7 +41,7 @@ def untrained_package(store: str, family_name: str) -> str:
     from genai_ray import storage
     from genai_ray.config import build_config
     from genai_ray.gan import family
-    from genai_ray.package import write_package
+    from genai_ray.package.format import write_package
 
     preset, shape = FAMILIES[family_name]
     cfg = build_config(preset, {})
@@ -122,7 +122,7 @@ def replica_rss_mib(app: str) -> float:
 
 def in_process(uri: str, seconds: float, sizes: list[int]) -> list[list[object]]:
     """The generator called directly: the floor under Serve's latency."""
-    from genai_ray.package import load_package
+    from genai_ray.package.format import load_package
 
     package = load_package(uri)
     rows = []

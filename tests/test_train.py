@@ -14,7 +14,7 @@ from genai_ray.config import build_config
 from genai_ray.data.prepare import prepare
 from genai_ray.data.reader import open_dataset
 from genai_ray.data.sources import digits_source
-from genai_ray.package import load_package
+from genai_ray.package.format import load_package
 from genai_ray.train.run import fit
 from genai_ray.train.worker import FAULT_ENV
 
@@ -209,7 +209,7 @@ def test_train_from_s3_with_checkpoints_on_s3(ray_local, s3_bucket):
 
 
 def test_generate_npy_is_deterministic_float32_in_unit_range(trained, tmp_path):
-    from genai_ray.generate import generate
+    from genai_ray.package.generate import generate
 
     store, result = trained
     a, b, c = (str(tmp_path / f"{k}.npy") for k in "abc")
@@ -244,7 +244,7 @@ def test_generate_cli_png_label_and_errors(trained, tmp_path, capsys):
 
 
 def test_generate_to_a_dataset_records_provenance_and_class_proportions(trained):
-    from genai_ray.generate import generate
+    from genai_ray.package.generate import generate
 
     store, result = trained
     out = storage.join(store, "datasets", "synthetic-digits")

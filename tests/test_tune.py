@@ -15,7 +15,7 @@ import pytest
 from genai_ray import storage
 from genai_ray.config import build_config
 from genai_ray.errors import UserError
-from genai_ray.package import read_champion, read_meta
+from genai_ray.package.format import read_champion, read_meta
 from genai_ray.tune.campaign import TrialMode, run_campaign
 from genai_ray.tune.leftovers import live_placement_groups, release_leftovers
 from genai_ray.tune.space import load_space

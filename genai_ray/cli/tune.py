@@ -57,7 +57,7 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
 @click.pass_obj
 def promote_cmd(obj, model_ref, name, metric, mode, force) -> None:
     """Make an evaluated model package the champion that Serve runs."""
-    from genai_ray.package import read_meta, resolve_model_uri
+    from genai_ray.package.format import read_meta, resolve_model_uri
     from genai_ray.tune.promote import promote
 
     uri = resolve_model_uri(model_ref, obj.store)

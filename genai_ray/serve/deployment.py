@@ -21,7 +21,7 @@ from ray import serve
 from genai_ray import __version__
 from genai_ray.config import ServeConfig
 from genai_ray.errors import UserError
-from genai_ray.package import is_reference, per_image_seeds
+from genai_ray.package.format import is_reference, per_image_seeds
 from genai_ray.serve import gallery
 from genai_ray.serve.http import GenerateRequest, authorize, install, key_digest, key_matches, render
 from genai_ray.serve.slot import Job, ModelSlot, Result, run_batch

@@ -20,7 +20,7 @@ from genai_ray.data.manifest import Manifest
 from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
 from genai_ray.gan import family
-from genai_ray.train.export import class_probs
+from genai_ray.package.export import class_probs
 from genai_ray.train.loop import RunPlan, run_length
 from genai_ray.train.worker import FAULT_ENV, train_loop_per_worker
 
@@ -199,7 +199,7 @@ def read_checkpoint_meta(checkpoint) -> tuple[dict, str]:
 
 def exported_package(store: str, name: str, checkpoint_sha256: str) -> str | None:
     """The newest package of ``name`` already exported from this exact checkpoint, if any."""
-    from genai_ray.package import read_meta, sorted_versions
+    from genai_ray.package.format import read_meta, sorted_versions
 
     models = storage.join(store, "models", name)
     for version in reversed(sorted_versions(storage.list_dir(models))):
@@ -218,8 +218,8 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
     ``train.epochs`` trains nothing: it returns at once (``already_finished``), with the package already
     exported from the checkpoint it would export, or a new export when there is none.
     """
+    from genai_ray.package.export import export_checkpoint
     from genai_ray.ray_runtime import ensure_ray
-    from genai_ray.train.export import export_checkpoint
 
     store = store or storage.default_store()
     dataset = open_dataset(resolve_dataset_uri(data, store))
@@ -239,7 +239,7 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
         latest, kept = recorded
     else:
         if cfg.train.eval_every:
-            from genai_ray.evaluate import prepare_features
+            from genai_ray.evaluation.evaluate import prepare_features
 
             prepare_features(dataset, cfg.eval)  # train the feature model once here, not on rank 0 mid-run
         result = build_trainer(cfg, dataset, plan, name, store).fit()

@@ -321,7 +321,7 @@ def run_campaign(space: SearchSpace, data: str, *, name: str, tune_cfg: TuneConf
                  resume: bool = False, force: bool = False, model_name: str | None = None,
                  address: str | None = None, mode: TrialMode = DEFAULT_MODE) -> CampaignResult:
     """Run (or resume) a campaign, write its leaderboard and curves, export and promote the best generator."""
-    from genai_ray.evaluate import prepare_features
+    from genai_ray.evaluation.evaluate import prepare_features
     from genai_ray.ray_runtime import ensure_ray
     from genai_ray.train.run import plan_run, runs_uri
     from genai_ray.tune.progress import CampaignProgress
@@ -353,8 +353,8 @@ def finish(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg
            trials: list[dict[str, Any]], curves: dict[str, list[tuple[float, float]]], force: bool,
            model_name: str) -> CampaignResult:
     """Leaderboard CSV, curves PNG, then the best trial exported, evaluated in full and promoted."""
-    from genai_ray.evaluate import evaluate_package
-    from genai_ray.train.export import export_checkpoint
+    from genai_ray.evaluation.evaluate import evaluate_package
+    from genai_ray.package.export import export_checkpoint
     from genai_ray.tune.promote import promote
     from genai_ray.tune.report import curves_png, leaderboard_csv, leaderboard_rows, leaderboard_text
 

@@ -18,13 +18,14 @@ from genai_ray.config import EvalConfig
 from genai_ray.data.manifest import Split
 from genai_ray.data.reader import Dataset, open_dataset
 from genai_ray.errors import UserError
-from genai_ray.metrics import METRICS, EvalInputs, compute
-from genai_ray.metrics.features import FeatureModel, feature_model
-from genai_ray.metrics.pixels import PixelResidual, fit_pixel_residual
-from genai_ray.metrics.prdc import MAX_MANIFOLD, kth_radius_sq
-from genai_ray.package import (
+from genai_ray.evaluation.metrics import METRICS, EvalInputs, compute
+from genai_ray.evaluation.metrics.features import FeatureModel, feature_model
+from genai_ray.evaluation.metrics.pixels import PixelResidual, fit_pixel_residual
+from genai_ray.evaluation.metrics.prdc import MAX_MANIFOLD, kth_radius_sq
+from genai_ray.package.format import (
     GeneratorPackage,
     ModelMeta,
+    check_truncation,
     latents,
     load_package,
     per_image_seeds,
@@ -164,14 +165,6 @@ def evaluate(sampler: Sampler | np.ndarray, dataset: str | Dataset, *, split: Sp
 def split_prefix(split: Split) -> str:
     """Metric key prefix: held-out results are the headline ``eval/``; train-split ones stay apart."""
     return "eval/" if split == "holdout" else "eval_train/"
-
-
-def check_truncation(psi: float) -> float:
-    """``truncation_psi`` must lie in [0, 1]: 1 samples the prior as trained, 0 gives each label's mean sample."""
-    if not 0.0 <= psi <= 1.0:
-        raise UserError(f"truncation_psi {psi:g} is outside [0, 1]; use 1 for no truncation, lower values (0.7) "
-                        "for fidelity over diversity")
-    return psi
 
 
 def package_sampler(pkg: GeneratorPackage, truncation_psi: float = 1.0) -> Sampler:

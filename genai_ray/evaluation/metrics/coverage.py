@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genai_ray.metrics.registry import EvalInputs, register_metric
+from genai_ray.evaluation.metrics.registry import EvalInputs, register_metric
 
 # A class is covered when it gets at least this share of its training share of the samples. Part of the metric's
 # definition: changing it makes coverage scores incomparable.

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from genai_ray.metrics.prdc import BLOCK, pairwise_sq
-from genai_ray.metrics.registry import EvalInputs, register_metric
+from genai_ray.evaluation.metrics.prdc import BLOCK, pairwise_sq
+from genai_ray.evaluation.metrics.registry import EvalInputs, register_metric
 
 # The calibration (part of the metric's definition: changing it makes scores incomparable): memorised means
 # nearer a training image than FACTOR x the QUANTILE-th quantile of held-out images' nearest-training distances.
