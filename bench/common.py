@@ -1,12 +1,17 @@
-"""Shared bench helpers: the machine description and table printing."""
+"""Shared bench helpers: the machine description, table printing, a moto S3 endpoint and a closed-loop HTTP
+load."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import platform
 import subprocess
+import time
 from contextlib import contextmanager
+
+import numpy as np
 
 from genai_ray.ray_runtime import free_port
 
@@ -65,3 +70,38 @@ def moto_s3():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+async def closed_loop(url: str, concurrency: int, n: int, seconds: float,
+                      headers: dict[str, str] | None = None) -> dict[str, float]:
+    """C clients in a closed loop for ``seconds``; latencies of requests that finished in the window."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as client:
+
+        async def one(seed: int) -> None:
+            nonlocal errors
+            t0 = time.perf_counter()
+            r = await client.post(url, json={"n": n, "seed": seed, "format": "png"})
+            if r.status_code == 200:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                errors += 1
+
+        async def client_loop(worker: int, stop_at: float) -> None:
+            i = 0
+            while time.perf_counter() < stop_at:
+                await one(worker * 1_000_000 + i)
+                i += 1
+
+        await asyncio.gather(*(one(i) for i in range(concurrency)))  # warm connections and the replica
+        latencies.clear()
+        start = time.perf_counter()
+        await asyncio.gather(*(client_loop(w, start + seconds) for w in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    lat = np.asarray(latencies or [np.nan]) * 1000  # nan: every request failed
+    return {"rps": len(latencies) / elapsed, "ips": len(latencies) * n / elapsed, "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)), "errors": errors}

@@ -22,13 +22,13 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], help="model package URI to add as a column")
     args = parser.parse_args()
 
-    from genai_ray.baselines import kde_sampler, real_floor
     from genai_ray.config import EvalConfig
     from genai_ray.data.prepare import prepare
     from genai_ray.data.reader import open_dataset
     from genai_ray.data.sources import open_source
-    from genai_ray.evaluate import check_package_fits, evaluate, package_sampler, reference, to_float
-    from genai_ray.package import load_package
+    from genai_ray.evaluation.baselines import kde_sampler, real_floor
+    from genai_ray.evaluation.evaluate import check_package_fits, evaluate, package_sampler, reference, to_float
+    from genai_ray.package.format import load_package
 
     cfg = EvalConfig()
     with tempfile.TemporaryDirectory() as tmp:

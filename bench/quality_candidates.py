@@ -18,9 +18,9 @@ ROWS = ["fd", "fd_pixels", "precision", "recall", "memorisation"]
 def train_and_score(ds, overrides: dict, kimgs: list[float], preset: str | None, eval_n: int):
     """Train one candidate and score it each time it reaches one of ``kimgs``: yields (kimg, scores)."""
     from genai_ray.config import build_config
-    from genai_ray.evaluate import Sampler, evaluate, keras_generate
+    from genai_ray.evaluation.evaluate import Sampler, evaluate, keras_generate
     from genai_ray.gan.trainer import GanTrainer
-    from genai_ray.train.export import class_probs
+    from genai_ray.package.export import class_probs
     from genai_ray.train.input import make_dataset
 
     cfg = build_config(preset, overrides)

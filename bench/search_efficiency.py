@@ -43,14 +43,14 @@ def run(scheduler: str, seed: int, space, dataset, store: str, samples: int, con
     timeline (start, first report, end, epochs: seconds since the campaign's start; its process, its time
     to the first step, and its curve: (seconds since the trial's start, epoch, fd) per report)."""
     from genai_ray.config import build_config
-    from genai_ray.tune.campaign import build_tuner
+    from genai_ray.tune.campaign import TrialMode, build_tuner
 
     tune = {**space.base.get("tune", {}), "samples": samples, "scheduler": scheduler, "max_concurrent": concurrent,
-            "seed": seed, "trial_runner": runner}
+            "seed": seed}
     tune_cfg = build_config(space.preset, {"tune": tune}).tune
     started = time.time()
     name = f"bench-{scheduler}-{seed}-{runner}"
-    results = build_tuner(space, dataset, store, name, tune_cfg, resume=False).fit()
+    results = build_tuner(space, dataset, store, name, tune_cfg, resume=False, mode=TrialMode(runner=runner)).fit()
     wall = time.time() - started
     reports, trials = [], []
     for result in results:
@@ -131,7 +131,7 @@ def main() -> None:
     from genai_ray.data.prepare import prepare
     from genai_ray.data.reader import open_dataset
     from genai_ray.data.sources import open_source
-    from genai_ray.evaluate import prepare_features
+    from genai_ray.evaluation.evaluate import prepare_features
     from genai_ray.ray_runtime import ensure_ray
     from genai_ray.tune.space import load_space
 

@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from ray import serve
 
-from bench.common import free_port, table
+from bench.common import closed_loop, free_port, table
 from genai_ray.images import png_bytes
 
 MODES = {"proxy": {}, "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
@@ -89,7 +89,6 @@ def run_mode(mode: str, uri: str, seconds: float, clients: list[int]) -> dict[st
     import ray
     from ray.serve.context import _get_global_client
 
-    from bench.serve_load import closed_loop
     from genai_ray.config import ServeConfig
     from genai_ray.ray_runtime import ensure_ray
     from genai_ray.serve.app import application

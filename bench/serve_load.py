@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from bench.common import free_port, machine, table
+from bench.common import closed_loop, free_port, machine, table
 
 CONCURRENCY = (1, 8, 32)
 
@@ -41,7 +41,7 @@ def untrained_package(store: str, family_name: str) -> str:
     from genai_ray import storage
     from genai_ray.config import build_config
     from genai_ray.gan import family
-    from genai_ray.package import write_package
+    from genai_ray.package.format import write_package
 
     preset, shape = FAMILIES[family_name]
     cfg = build_config(preset, {})
@@ -54,41 +54,6 @@ def untrained_package(store: str, family_name: str) -> str:
             "created_at": datetime.now(UTC).isoformat()}
     write_package(uri, generator, meta, None)
     return uri
-
-
-async def closed_loop(url: str, concurrency: int, n: int, seconds: float,
-                      headers: dict[str, str] | None = None) -> dict[str, float]:
-    """C clients in a closed loop for ``seconds``; latencies of requests that finished in the window."""
-    import httpx
-
-    latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as client:
-
-        async def one(seed: int) -> None:
-            nonlocal errors
-            t0 = time.perf_counter()
-            r = await client.post(url, json={"n": n, "seed": seed, "format": "png"})
-            if r.status_code == 200:
-                latencies.append(time.perf_counter() - t0)
-            else:
-                errors += 1
-
-        async def client_loop(worker: int, stop_at: float) -> None:
-            i = 0
-            while time.perf_counter() < stop_at:
-                await one(worker * 1_000_000 + i)
-                i += 1
-
-        await asyncio.gather(*(one(i) for i in range(concurrency)))  # warm connections and the replica
-        latencies.clear()
-        start = time.perf_counter()
-        await asyncio.gather(*(client_loop(w, start + seconds) for w in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    lat = np.asarray(latencies or [np.nan]) * 1000  # nan: every request failed
-    return {"rps": len(latencies) / elapsed, "ips": len(latencies) * n / elapsed, "p50": float(np.percentile(lat, 50)),
-            "p99": float(np.percentile(lat, 99)), "errors": errors}
 
 
 async def soak(url: str, requests: int, concurrency: int) -> int:
@@ -122,7 +87,7 @@ def replica_rss_mib(app: str) -> float:
 
 def in_process(uri: str, seconds: float, sizes: list[int]) -> list[list[object]]:
     """The generator called directly: the floor under Serve's latency."""
-    from genai_ray.package import load_package
+    from genai_ray.package.format import load_package
 
     package = load_package(uri)
     rows = []

@@ -52,7 +52,6 @@ class ModelConfig(StrictModel):
     label_embed_dim: int = Field(16, ge=1, le=512)  # conditional: size of the label embedding
     output_activation: Literal["tanh", "linear"] = "tanh"  # G's last layer; linear outputs are clipped at sampling
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # D dropout after each hidden layer
-    sync_batchnorm: bool = True  # batch-norm statistics over all workers: exact N-worker updates, costs all-reduces
 
 
 DEFAULT_KIMG = 200.0  # run length when neither train.kimg nor train.epochs is set
@@ -97,8 +96,6 @@ class TrainConfig(StrictModel):
     memory_budget_mib: int = Field(0, ge=0)  # a worker's in-memory shard limit; 0 = 25% of its share of its node
     shuffle_buffer: int = Field(4096, ge=0)  # stream mode: rows in each worker's local shuffle buffer
     cache_in_memory: bool = True  # memory mode: keep the shard after the first epoch (false: re-read it each epoch)
-    fail_at_epoch: int | None = None  # test hook: rank 1 dies once at this epoch (fault injection)
-
 
     @field_validator("augment")
     @classmethod
@@ -113,11 +110,6 @@ class EvalConfig(StrictModel):
     feature_dim: int = Field(64, ge=2, le=1024)  # size of the feature layer every metric measures in
     fd_pixel_weight: float = Field(0.25, ge=0.0, le=10.0)  # FD also sees pixel detail off the data's PCA subspace
     # (speckles, missing strokes) at this weight relative to the features; 0 = classifier features only
-    fd_pixel_variance: float = Field(0.95, gt=0.0, lt=1.0)  # share of training pixel variance that subspace keeps
-    coverage_min_share: float = Field(0.5, gt=0.0, le=1.0)  # a class is covered at this x its training share
-    memorisation_quantile: float = Field(0.05, gt=0.0, lt=1.0)  # held-out NN-distance quantile that calibrates
-    memorisation_factor: float = Field(0.5, gt=0.0, le=1.0)  # memorised: NN distance < factor x that quantile
-    max_manifold: int = Field(10_000, ge=100)  # training images (a seeded subset) whose k-NN balls judge realism
     seed: int = 0  # seeds the feature model's training, sample seeds and subsets
 
 
@@ -137,15 +129,10 @@ class TuneConfig(StrictModel):
     scheduler: Literal["asha", "pbt", "fifo"] = "asha"
     search: Literal["random", "optuna"] = "random"
     workers_per_trial: int = Field(1, ge=1)
-    # inline: a 1-worker trial trains inside its own (reused) Tune actor; train: every trial starts a Ray Train
-    # run (always the case with workers_per_trial > 1)
-    trial_runner: Literal["inline", "train"] = "inline"
-    reuse_actors: bool = True  # inline trials run one after another in the same Tune actors (false: a fresh one each)
     max_concurrent: int = Field(2, ge=1)
     grace_epochs: int = Field(2, ge=1)  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = Field(2, ge=2)  # ASHA: 1 in this many trials goes on at each rung
     perturbation_interval: int = Field(2, ge=1)  # PBT: epochs between exploit/explore
-    pbt_sync: bool = False  # PBT: perturb all trials at the same epoch, pausing early ones (skewed starts)
     seed: int = 0  # seeds the search: the same seed and space sample the same trials in the same order
 
 
@@ -175,8 +162,6 @@ class Config(StrictModel):
                 f"train.mode_seeking pairs the images of each worker's batch, but global_batch={t.global_batch} "
                 f"over {t.workers} workers gives an odd per-worker batch; pick a batch that splits into even parts"
             )
-        if self.serve.max_batch_size < 1:
-            raise ValueError("serve.max_batch_size must be at least 1")
         return self
 
 
@@ -192,7 +177,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # precision keeps rising until then, and a length in kimg gives a small dataset as many steps as a large
     # one (counted in epochs, half the data got half the steps). No normalisation in G: nothing to synchronise
     # between workers (synced batch norm costs all-reduces every step), so 1 and 2 workers make the same
-    # updates up to float rounding (BENCHMARKS.md).
+    # updates up to float rounding (tests/test_gan_trainer.py).
     "default": {
         "model": {"conditional": True, "latent_dim": 64, "g_widths": [256, 512], "d_widths": [512, 256],
                   "g_norm": "none", "d_norm": "spectral"},

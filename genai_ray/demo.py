@@ -62,14 +62,14 @@ def summary(package_uri: str, grid: Path, served: Path, url: str, columns: dict[
 
 
 def run(out_dir: Path, workers: int, epochs: int | None, keep_serving: bool) -> None:
-    from genai_ray.baselines import kde_sampler, real_floor
     from genai_ray.config import load_config
     from genai_ray.data.prepare import prepare
     from genai_ray.data.reader import open_dataset
     from genai_ray.data.sources import open_source
-    from genai_ray.evaluate import evaluate, evaluate_package
+    from genai_ray.evaluation.baselines import kde_sampler, real_floor
+    from genai_ray.evaluation.evaluate import evaluate, evaluate_package
     from genai_ray.images import grid_png
-    from genai_ray.package import load_package
+    from genai_ray.package.format import load_package
     from genai_ray.serve.app import load_serve_file, start
     from genai_ray.tables import format_table
     from genai_ray.train.run import fit, runs_uri

@@ -18,12 +18,12 @@ MIN_LOGICAL_CPUS = 8
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
 PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 # Ray starts its workers at nice 15, below its own daemons. Training workers are the job here, so they run at
-# nice 0 (docs/ray-notes.md; the gain is in BENCHMARKS.md).
+# nice 0 (docs/ray-notes.md): at nice 15 a 1-worker MLP lost about 10% of its images/s on 2 cores.
 WORKER_NICENESS = 0
 # A private Ray's ~30 processes (daemons, idle pooled workers, Ray Train's and Ray Data's helper actors) each
 # export metrics every 10 s and flush task events every second; on 2 cores that is CPU the training workers lose.
 # Nothing reads those metrics on a private Ray (no Prometheus), and the dashboard's task list is as useful 10 s
-# behind. Training runs faster without them and starts no slower (BENCHMARKS.md). Clusters keep Ray's defaults.
+# behind. Training ran faster without them and started no slower. Clusters keep Ray's defaults.
 PRIVATE_RAY_CONFIG = {"worker_niceness": WORKER_NICENESS, "enable_metrics_collection": False,
                       "task_events_report_interval_ms": 10_000}
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GENAI_RAY_API_KEY"}

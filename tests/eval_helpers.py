@@ -11,7 +11,7 @@ from genai_ray import storage
 from genai_ray.config import EvalConfig
 from genai_ray.data.prepare import prepare
 from genai_ray.data.sources import open_source
-from genai_ray.package import write_package
+from genai_ray.package.format import write_package
 
 # Fewer classifier epochs than the default keep the tests quick; the features are still ~97% accurate.
 CFG = EvalConfig(classifier_epochs=12, n_samples=400)

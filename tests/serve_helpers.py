@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from genai_ray import storage
-from genai_ray.package import write_package
+from genai_ray.package.format import write_package
 
 SHAPE = (8, 8, 1)
 LATENT = 8

@@ -9,7 +9,7 @@ import pytest
 from genai_ray import storage
 from genai_ray.cli import main
 from genai_ray.data.reader import open_dataset
-from genai_ray.package import load_package, read_meta
+from genai_ray.package.format import load_package, read_meta
 from tests.eval_helpers import prepare_digits, write_toy_package
 
 FAST = ["--set", "eval.classifier_epochs=4"]  # the CLI tests check plumbing, not feature quality
@@ -54,7 +54,7 @@ def test_evaluate_model_writes_metrics_into_model_json(local_store: str, capsys)
 
 
 def test_evaluate_champion(local_store: str, capsys) -> None:
-    from genai_ray.package import champion_uri
+    from genai_ray.package.format import champion_uri
 
     ds = open_dataset(storage.join(local_store, "datasets", "digits"))
     uri = write_toy_package(local_store, ds.uri, ds.manifest.sha256(), conditional=True, name="champ")

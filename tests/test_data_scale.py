@@ -14,7 +14,7 @@ from genai_ray.config import build_config
 from genai_ray.data.prepare import prepare
 from genai_ray.data.reader import open_dataset
 from genai_ray.data.sources import open_source, shapes_source
-from genai_ray.package import load_package
+from genai_ray.package.format import load_package
 from genai_ray.train.run import fit
 
 # A narrow DCGAN: what these tests check is the data path and the architecture's sizes, not image quality.

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from genai_ray import storage
-from genai_ray.baselines import kde_sampler, real_floor
 from genai_ray.data.reader import open_dataset
-from genai_ray.evaluate import Sampler, cheap_metrics, evaluate, reference, to_float
-from genai_ray.metrics import features
+from genai_ray.evaluation.baselines import kde_sampler, real_floor
+from genai_ray.evaluation.evaluate import Sampler, cheap_metrics, evaluate, reference, to_float
+from genai_ray.evaluation.metrics import features
 from tests.eval_helpers import CFG, prepare_digits
 
 
@@ -169,7 +169,7 @@ def test_unlabelled_dataset_uses_an_autoencoder(tmp_path, train_xy) -> None:
 
 
 def test_a_damaged_cache_is_retrained_not_trusted(tmp_path, train_xy) -> None:
-    from genai_ray.evaluate import prepare_features
+    from genai_ray.evaluation.evaluate import prepare_features
 
     x, y = train_xy
     np.savez(tmp_path / "small.npz", x=x[:400, ..., 0], y=y[:400])
@@ -191,8 +191,8 @@ def test_a_damaged_cache_is_retrained_not_trusted(tmp_path, train_xy) -> None:
 
 
 def test_in_memory_keras_generator_matches_its_package(digits, tmp_path) -> None:
-    from genai_ray.evaluate import keras_generate, package_sampler
-    from genai_ray.package import load_package
+    from genai_ray.evaluation.evaluate import keras_generate, package_sampler
+    from genai_ray.package.format import load_package
     from tests.eval_helpers import LATENT, toy_generator, write_toy_package
 
     uri = write_toy_package(str(tmp_path / "store"), digits.uri, digits.manifest.sha256(), conditional=True)
@@ -209,14 +209,14 @@ def test_in_memory_keras_generator_matches_its_package(digits, tmp_path) -> None
 
 def test_cheap_metrics_in_a_ray_worker_match_the_driver(digits, ray_local) -> None:
     """What rank 0 of a training run does: load the cached feature model in another process, same numbers."""
-    from genai_ray.evaluate import keras_generate, prepare_features
+    from genai_ray.evaluation.evaluate import keras_generate, prepare_features
     from tests.eval_helpers import LATENT, toy_generator
 
     prepare_features(digits.uri, CFG)  # the driver's job before workers start
 
     @ray_local.remote(num_cpus=1)
     def in_worker(uri: str) -> dict[str, float]:
-        from genai_ray.evaluate import cheap_metrics, keras_generate
+        from genai_ray.evaluation.evaluate import cheap_metrics, keras_generate
         from tests.eval_helpers import CFG, LATENT, toy_generator
 
         return cheap_metrics(keras_generate(toy_generator(False), LATENT, False), uri, n=120, cfg=CFG)

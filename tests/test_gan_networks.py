@@ -47,7 +47,7 @@ def test_conditional_generator_depends_on_label():
 
 @pytest.mark.parametrize("fam", ["mlp", "dcgan"])
 def test_a_linear_output_reaches_past_tanhs_range_and_sampling_clips_it(fam):
-    from genai_ray.evaluate import keras_generate, latents
+    from genai_ray.evaluation.evaluate import keras_generate, latents
 
     cfg = _cfg(fam, False, output_activation="linear")
     g = family(fam).build_generator(cfg, (8, 8, 1), 1)

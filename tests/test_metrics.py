@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from genai_ray.config import EvalConfig
-from genai_ray.metrics import METRICS, EvalInputs, compute
-from genai_ray.metrics.classifier_score import classifier_score
-from genai_ray.metrics.frechet import frechet_distance
-from genai_ray.metrics.memorisation import memorisation
-from genai_ray.metrics.prdc import coverage, density, kth_radius_sq, precision, recall
+from genai_ray.evaluation.metrics import METRICS, EvalInputs, compute
+from genai_ray.evaluation.metrics.classifier_score import classifier_score
+from genai_ray.evaluation.metrics.frechet import frechet_distance
+from genai_ray.evaluation.metrics.memorisation import memorisation
+from genai_ray.evaluation.metrics.prdc import coverage, density, kth_radius_sq, precision, recall
 
 
 def blobs(n: int, centres: np.ndarray, seed: int, spread: float = 0.3) -> np.ndarray:
@@ -138,7 +138,7 @@ def test_class_coverage_balance_and_conditional_accuracy() -> None:
 
 
 def test_nearest_training_image_is_exact_across_blocks_and_dtypes() -> None:
-    from genai_ray.metrics.memorisation import SUPPORT_BLOCK, nn_distance
+    from genai_ray.evaluation.metrics.memorisation import SUPPORT_BLOCK, nn_distance
 
     rng = np.random.default_rng(0)
     train = rng.integers(0, 256, (SUPPORT_BLOCK + 700, 12), dtype=np.uint8)  # two support blocks, uint8

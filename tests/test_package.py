@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from genai_ray import storage
 from genai_ray.errors import IntegrityError, UserError
-from genai_ray.package import (
+from genai_ray.package.format import (
     GENERATOR_FILE,
     META_FILE,
     latents,

@@ -21,7 +21,7 @@ from serve_helpers import Chromium, make_package
 
 from genai_ray.config import ServeConfig
 from genai_ray.images import png_text
-from genai_ray.package import load_package
+from genai_ray.package.format import load_package
 from genai_ray.ray_runtime import free_port
 
 KEY_ENV = "GENAI_RAY_TEST_SERVE_KEY"

@@ -11,7 +11,7 @@ from serve_helpers import Chromium, make_package
 
 from genai_ray.config import ServeConfig
 from genai_ray.errors import UserError
-from genai_ray.package import load_package, per_image_seeds
+from genai_ray.package.format import load_package, per_image_seeds
 from genai_ray.serve.app import check_consistency, load_serve_file, serve_config
 from genai_ray.serve.slot import Job, ModelSlot, run_batch
 
@@ -133,7 +133,7 @@ def test_any_error_preparing_one_job_fails_only_that_job(packages: dict[str, str
     UserError): the unlabelled job fails alone, and its labelled batch-mates still get their images."""
     import json
 
-    from genai_ray.package import META_FILE
+    from genai_ray.package.format import META_FILE
 
     uri = make_package(str(tmp_path), "cond", "v0001", True, seed=1)
     meta = json.loads(Path(uri, META_FILE).read_text())
@@ -180,7 +180,7 @@ def test_cli_refuses_open_binds_keys_on_the_command_line_and_bad_models(
 
     from genai_ray import ray_runtime
     from genai_ray.cli import main
-    from genai_ray.package import champion_uri
+    from genai_ray.package.format import champion_uri
 
     monkeypatch.delenv("GENAI_RAY_API_KEY", raising=False)
     store = packages["store"]
@@ -205,7 +205,7 @@ def test_cli_refuses_open_binds_keys_on_the_command_line_and_bad_models(
 
 
 def test_model_references_and_package_uris_are_told_apart() -> None:
-    from genai_ray.package import is_reference
+    from genai_ray.package.format import is_reference
 
     assert all(is_reference(r) for r in ["champion", "champion:cond", "cond", "cond/v0002"])
     assert not any(is_reference(r) for r in ["/s/models/cond/v0002", "s3://b/models/cond/v0002", "./p", "~/p"])

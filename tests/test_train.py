@@ -14,8 +14,9 @@ from genai_ray.config import build_config
 from genai_ray.data.prepare import prepare
 from genai_ray.data.reader import open_dataset
 from genai_ray.data.sources import digits_source
-from genai_ray.package import load_package
+from genai_ray.package.format import load_package
 from genai_ray.train.run import fit
+from genai_ray.train.worker import FAULT_ENV
 
 TINY_CONDITIONAL = {"model": {"conditional": True}, "train": {"workers": 2, "epochs": 2, "keep_checkpoints": 1}}
 
@@ -44,7 +45,7 @@ def test_ray_train_collects_reports_faster_than_an_epoch(ray_local):
 
 
 def test_local_ray_workers_are_not_niced_below_its_daemons(ray_local):
-    """Ray's default nice 15 for workers cost a 1-worker MLP 10% of its images/s (BENCHMARKS.md)."""
+    """Ray's default nice 15 for workers cost a 1-worker MLP about 10% of its images/s on 2 cores."""
     import os
 
     import ray
@@ -97,7 +98,7 @@ def test_two_workers_report_checkpoint_and_export(trained):
 
 def test_what_the_train_controller_unpickles_does_not_import_tensorflow():
     """Ray Train's controller unpickles the backend config and the train loop; TensorFlow there cost every
-    run about 3 s of start-up before any worker started (BENCHMARKS.md, time to first step)."""
+    run about 3 s of start-up before any worker started."""
     import subprocess
     import sys
 
@@ -178,10 +179,11 @@ def test_rerun_with_a_different_model_is_refused(trained):
 
 
 @pytest.mark.slow  # another whole training run
-def test_worker_crash_resumes_from_the_last_checkpoint(ray_local, tmp_path):
+def test_worker_crash_resumes_from_the_last_checkpoint(ray_local, tmp_path, monkeypatch):
     store = str(tmp_path / "store")
     digits(storage.join(store, "datasets", "digits"))
-    cfg = build_config("tiny", {"train": {"workers": 2, "epochs": 2, "fail_at_epoch": 2, "max_failures": 1,
+    monkeypatch.setenv(FAULT_ENV, "2")
+    cfg = build_config("tiny", {"train": {"workers": 2, "epochs": 2, "max_failures": 1,
                                           "checkpoint_every": 1, "keep_checkpoints": 3}})
     result = fit(cfg, "digits", name="crash", store=store, export=False)
     assert storage.exists(storage.join(result.run_uri, "faults", "epoch-2"))  # rank 1 really died
@@ -207,7 +209,7 @@ def test_train_from_s3_with_checkpoints_on_s3(ray_local, s3_bucket):
 
 
 def test_generate_npy_is_deterministic_float32_in_unit_range(trained, tmp_path):
-    from genai_ray.generate import generate
+    from genai_ray.package.generate import generate
 
     store, result = trained
     a, b, c = (str(tmp_path / f"{k}.npy") for k in "abc")
@@ -242,7 +244,7 @@ def test_generate_cli_png_label_and_errors(trained, tmp_path, capsys):
 
 
 def test_generate_to_a_dataset_records_provenance_and_class_proportions(trained):
-    from genai_ray.generate import generate
+    from genai_ray.package.generate import generate
 
     store, result = trained
     out = storage.join(store, "datasets", "synthetic-digits")
@@ -282,13 +284,14 @@ def tensorboard_scalars(run_uri: str, tag: str) -> dict[int, float]:
 
 
 @pytest.mark.slow  # another whole training run
-def test_keep_the_best_checkpoints_by_fd_export_the_best_resume_the_latest(ray_local, tmp_path):
+def test_keep_the_best_checkpoints_by_fd_export_the_best_resume_the_latest(ray_local, tmp_path, monkeypatch):
     store = str(tmp_path / "store")
     digits(storage.join(store, "datasets", "digits"))
     # eval_every=2 with a checkpoint every epoch: checkpoint epochs are evaluated too, so each carries eval/fd.
     cfg = build_config("tiny", {"train": {
         "workers": 1, "epochs": 4, "eval_every": 2, "eval_samples": 100, "ema_decay": 0.0, "g_lr": 5e-3,
-        "keep_checkpoints": 2, "keep_checkpoints_by": "fd", "fail_at_epoch": 4, "max_failures": 1}})
+        "keep_checkpoints": 2, "keep_checkpoints_by": "fd", "max_failures": 1}})
+    monkeypatch.setenv(FAULT_ENV, "4")
     result = fit(cfg, "digits", name="best", store=store)
     assert result.epochs == 4 and result.resumed_from == 3  # a crash resumes from the latest, not the best
     fds = tensorboard_scalars(result.run_uri, "eval/fd")

@@ -9,7 +9,7 @@ import pytest
 
 from genai_ray.cli import main
 from genai_ray.data.prepare import prepare
-from genai_ray.data.sources import _array_source, digits_source, shapes_source
+from genai_ray.data.sources import array_source, digits_source, shapes_source
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def datasets(tmp_path_factory) -> str:
     prepare(digits_source(18), str(store / "datasets" / "digits18"), name="digits18", progress=False)
     prepare(shapes_source(400, 64, 0), str(store / "datasets" / "shapes64"), name="shapes64", progress=False)
     x = np.random.default_rng(0).integers(0, 256, (200, 8, 8, 1)).astype(np.uint8)
-    prepare(_array_source("npz", {"kind": "npz"}, x, None, None), str(store / "datasets" / "unlabelled"),
+    prepare(array_source("npz", {"kind": "npz"}, x, None, None), str(store / "datasets" / "unlabelled"),
             name="unlabelled", progress=False)
     return str(store)
 

@@ -9,7 +9,7 @@ import pytest
 from genai_ray import storage
 from genai_ray.cli import main
 from genai_ray.data.reader import open_dataset
-from genai_ray.package import load_package, read_meta
+from genai_ray.package.format import load_package, read_meta
 from tests.eval_helpers import prepare_digits, write_toy_package
 
 

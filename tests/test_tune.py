@@ -15,8 +15,8 @@ import pytest
 from genai_ray import storage
 from genai_ray.config import build_config
 from genai_ray.errors import UserError
-from genai_ray.package import read_champion, read_meta
-from genai_ray.tune.campaign import run_campaign
+from genai_ray.package.format import read_champion, read_meta
+from genai_ray.tune.campaign import TrialMode, run_campaign
 from genai_ray.tune.leftovers import live_placement_groups, release_leftovers
 from genai_ray.tune.space import load_space
 
@@ -88,9 +88,8 @@ def test_pbt_exploits_the_winner_and_applies_perturbed_rates(ray_local, digits_u
     epochs = 5
     space = load_space(space_file(tmp_path, epochs=epochs, batch=32))
     before = live_placement_groups()
-    result = run_campaign(space, digits_uri, name="pbt", store=store,
-                          tune_cfg=tune_cfg(samples=2, scheduler="pbt", perturbation_interval=3, pbt_sync=True,
-                                            max_concurrent=2))
+    result = run_campaign(space, digits_uri, name="pbt", store=store, mode=TrialMode(pbt_sync=True),
+                          tune_cfg=tune_cfg(samples=2, scheduler="pbt", perturbation_interval=3, max_concurrent=2))
     root = Path(store) / "campaigns" / "pbt"
     policy = [json.loads(line) for line in (root / "pbt_global.txt").read_text().splitlines()]
     assert len(policy) == 1, f"one exploit at the one sync point, got {policy}"
@@ -182,8 +181,8 @@ def test_bad_campaign_requests_fail_before_any_trial(ray_local, digits_uri, tmp_
     with pytest.raises(UserError, match="lower --max-concurrent"):
         run_campaign(space, digits_uri, name="wide", store=str(tmp_path / "s"), tune_cfg=tune_cfg(max_concurrent=64))
     with pytest.raises(UserError, match="leave one for Ray Data"):  # Ray Train trials: Ray Data needs a CPU
-        run_campaign(space, digits_uri, name="wide", store=str(tmp_path / "s"),
-                     tune_cfg=tune_cfg(max_concurrent=8, trial_runner="train"))
+        run_campaign(space, digits_uri, name="wide", store=str(tmp_path / "s"), mode=TrialMode(runner="train"),
+                     tune_cfg=tune_cfg(max_concurrent=8))
     with pytest.raises(UserError, match="nothing to resume"):
         run_campaign(space, digits_uri, name="never", store=str(tmp_path / "s"), tune_cfg=tune_cfg(), resume=True)
     assert not (tmp_path / "s" / "runs").exists(), "no trial may start for a refused campaign"

@@ -17,7 +17,7 @@ import pytest
 
 from genai_ray import storage
 from genai_ray.config import build_config
-from genai_ray.tune.campaign import run_campaign
+from genai_ray.tune.campaign import TrialMode, run_campaign
 from genai_ray.tune.space import load_space
 
 SPACE = """
@@ -58,8 +58,8 @@ def test_trials_back_to_back_in_a_reused_actor_match_fresh_actors(ray_local, dig
     runs = {}
     for reuse in (True, False):
         store = str(tmp_path / f"store-{reuse}")
-        run_campaign(space, digits_uri, name="pair", store=store,
-                     tune_cfg=tune_cfg(samples=2, scheduler="fifo", max_concurrent=1, seed=5, reuse_actors=reuse))
+        run_campaign(space, digits_uri, name="pair", store=store, mode=TrialMode(reuse_actors=reuse),
+                     tune_cfg=tune_cfg(samples=2, scheduler="fifo", max_concurrent=1, seed=5))
         runs[reuse] = histories(Path(store) / "campaigns" / "pair")
     by_params = {}
     for reuse, trials in runs.items():
@@ -88,9 +88,8 @@ def test_pbt_exploit_starts_from_the_winners_weights_at_the_perturbed_rates(ray_
     store = str(tmp_path / "store")
     epochs, interval = 5, 3
     space = load_space(space_file(tmp_path, epochs=epochs))
-    run_campaign(space, digits_uri, name="pbt", store=store,
-                 tune_cfg=tune_cfg(samples=2, scheduler="pbt", perturbation_interval=interval, pbt_sync=True,
-                                   max_concurrent=2))
+    run_campaign(space, digits_uri, name="pbt", store=store, mode=TrialMode(pbt_sync=True),
+                 tune_cfg=tune_cfg(samples=2, scheduler="pbt", perturbation_interval=interval, max_concurrent=2))
     root = Path(store) / "campaigns" / "pbt"
     [policy] = [json.loads(line) for line in (root / "pbt_global.txt").read_text().splitlines()]
     new_config, winner_config = policy[5], policy[4]
@@ -278,4 +277,4 @@ def test_thread_settings_that_a_reused_actor_cannot_change_are_refused(tmp_path)
                     "  model.family: {choice: [mlp, dcgan]}\n")
     with pytest.raises(UserError, match="model.family"):
         check_thread_settings(load_space(path), tune_cfg())
-    check_thread_settings(load_space(path), tune_cfg(trial_runner="train"))  # Train runs are fresh processes
+    check_thread_settings(load_space(path), tune_cfg(), TrialMode(runner="train"))  # Train runs are fresh processes

@@ -80,7 +80,7 @@ def test_bad_space_files_name_the_key(tmp_path, text, expected):
 
 def _package(store: str, version: str, fd: float | None) -> str:
     """A model.json-only package is enough for promotion, which reads metadata, not weights."""
-    from genai_ray.package import ModelMeta, write_meta
+    from genai_ray.package.format import ModelMeta, write_meta
 
     uri = storage.join(store, "models", "digits", version)
     meta = ModelMeta(name="digits", version=version, image_shape=(8, 8, 1), latent_dim=8, conditional=False,

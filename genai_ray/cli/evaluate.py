@@ -39,7 +39,7 @@ def evaluate_cmd(obj, model_ref, baselines, data_ref, n, split, seed, config_pat
         raise UserError("pass either --model URI|NAME|champion or --baseline real|kde (not both, not neither)")
     if n is not None and n < 10:
         raise UserError(f"--n {n}: evaluate at least 10 samples (the default is eval.n_samples)")
-    from genai_ray.evaluate import check_truncation
+    from genai_ray.package.format import check_truncation
 
     check_truncation(truncation_psi)
     if baselines and truncation_psi != 1.0:
@@ -57,8 +57,8 @@ def evaluate_cmd(obj, model_ref, baselines, data_ref, n, split, seed, config_pat
 
 def _evaluate_model(store, model_ref, data_ref, n, split, seed, cfg, write, psi) -> dict[str, float]:
     from genai_ray.data.reader import open_dataset, resolve_dataset_uri
-    from genai_ray.evaluate import evaluate_package
-    from genai_ray.package import read_meta, resolve_model_uri
+    from genai_ray.evaluation.evaluate import evaluate_package
+    from genai_ray.package.format import read_meta, resolve_model_uri
 
     uri = resolve_model_uri(model_ref, store)
     meta = read_meta(uri)
@@ -73,9 +73,9 @@ def _evaluate_model(store, model_ref, data_ref, n, split, seed, cfg, write, psi)
 
 
 def _evaluate_baselines(store, baselines, data_ref, n, split, seed, cfg) -> dict[str, dict[str, float]]:
-    from genai_ray.baselines import kde_sampler, real_floor
     from genai_ray.data.reader import open_dataset, resolve_dataset_uri
-    from genai_ray.evaluate import evaluate, split_prefix
+    from genai_ray.evaluation.baselines import kde_sampler, real_floor
+    from genai_ray.evaluation.evaluate import evaluate, split_prefix
 
     ds = open_dataset(resolve_dataset_uri(data_ref, store))
     n = n or cfg.n_samples

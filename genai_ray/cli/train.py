@@ -71,6 +71,6 @@ def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, kimg, 
 @click.pass_obj
 def generate(obj, model, n, seed, label, out, truncation_psi) -> None:
     """Generate images: a PNG grid, a float32 [0, 1] .npy array, or a synthetic dataset."""
-    from genai_ray.generate import generate as run
+    from genai_ray.package.generate import generate as run
 
     click.echo(run(model, n, out, seed=seed, label=label, store=obj.store, truncation_psi=truncation_psi))

@@ -12,8 +12,6 @@ import click
 @click.option("--scheduler", type=click.Choice(["asha", "pbt", "fifo"]), help="Trial scheduler.")
 @click.option("--search", type=click.Choice(["random", "optuna"]), help="Search algorithm.")
 @click.option("--workers-per-trial", type=int, help="Ray Train workers in each trial.")
-@click.option("--trial-runner", type=click.Choice(["inline", "train"]),
-              help="inline: 1-worker trials train in their (reused) Tune actor; train: a Ray Train run per trial.")
 @click.option("--max-concurrent", type=int, help="Trials running at once.")
 @click.option("--seed", type=int, help="Seeds the search: the same seed and space sample the same trials.")
 @click.option("--name", help="Campaign name (default: <dataset>-<scheduler>).")
@@ -22,8 +20,8 @@ import click
 @click.option("--force", is_flag=True, help="Promote the winner even if it scores worse than the champion.")
 @click.option("--address", help="Ray cluster address (default: a private local Ray).")
 @click.pass_obj
-def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_trial, trial_runner, max_concurrent,
-             seed, name, model_name, resume, force, address) -> None:
+def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_trial, max_concurrent, seed,
+             name, model_name, resume, force, address) -> None:
     """Search hyperparameters and architectures with Ray Tune, then promote the best generator."""
     from genai_ray.config import build_config
     from genai_ray.tune.campaign import run_campaign
@@ -37,7 +35,7 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
         space.config_for({})  # the space's keys over the fitted defaults must still make a valid config
         click.echo(line)
     flags = {"samples": samples, "scheduler": scheduler, "search": search, "workers_per_trial": workers_per_trial,
-             "trial_runner": trial_runner, "max_concurrent": max_concurrent, "seed": seed}
+             "max_concurrent": max_concurrent, "seed": seed}
     base_tune = space.base.get("tune", {})
     cfg = build_config(space.preset, {"tune": {**base_tune, **{k: v for k, v in flags.items() if v is not None}}},
                        source="tune flags")
@@ -59,7 +57,7 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
 @click.pass_obj
 def promote_cmd(obj, model_ref, name, metric, mode, force) -> None:
     """Make an evaluated model package the champion that Serve runs."""
-    from genai_ray.package import read_meta, resolve_model_uri
+    from genai_ray.package.format import read_meta, resolve_model_uri
     from genai_ray.tune.promote import promote
 
     uri = resolve_model_uri(model_ref, obj.store)

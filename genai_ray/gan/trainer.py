@@ -54,7 +54,7 @@ class GanTrainer:
         self.replica_batch = t.global_batch // replicas
         self.policy = parse_augment(t.augment)
         fam = family(cfg.model.family)
-        sync_bn = replicas > 1 and cfg.model.sync_batchnorm
+        sync_bn = replicas > 1  # batch-norm statistics over all replicas, so N workers make 1 worker's updates
         policy = keras.mixed_precision.global_policy()
         if t.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")

@@ -75,7 +75,7 @@ def proxy_host() -> str:
 
 def resolve_once(ref: str, store: str | None = None) -> str:
     """The concrete, verified package URI a deployment serves: ``champion`` and ``NAME`` resolved now."""
-    from genai_ray.package import read_meta, resolve_model_uri
+    from genai_ray.package.format import read_meta, resolve_model_uri
 
     uri = local_uri(resolve_model_uri(ref, store))
     read_meta(uri)  # a missing or broken package fails here, in one line, before anything deploys

@@ -21,7 +21,7 @@ from ray import serve
 from genai_ray import __version__
 from genai_ray.config import ServeConfig
 from genai_ray.errors import UserError
-from genai_ray.package import is_reference, per_image_seeds
+from genai_ray.package.format import is_reference, per_image_seeds
 from genai_ray.serve import gallery
 from genai_ray.serve.http import GenerateRequest, authorize, install, key_digest, key_matches, render
 from genai_ray.serve.slot import Job, ModelSlot, Result, run_batch
@@ -132,8 +132,8 @@ class Generator:
         package = self.slot.package  # one snapshot for the whole batch
         assert package is not None, "routes check for a model before batching"
         # Ray's batcher forms the next batch as soon as a request arrives, without waiting for this call to
-        # finish, so under load batches would stay at 1-2 requests (BENCHMARKS.md). While a call runs, the
-        # next batch waits about one call for company; when idle, only the configured wait.
+        # finish, so under load batches stayed at 1-2 requests. While a call runs, the next batch waits about one
+        # call for company; when idle, only the configured wait.
         self._batched.set_batch_wait_timeout_s(max(self.cfg.batch_wait_timeout_s, self.call_s))
         started = time.perf_counter()
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from genai_ray.errors import UserError
-from genai_ray.package import GeneratorPackage, ModelMeta, load_package, resolve_model_uri
+from genai_ray.package.format import GeneratorPackage, ModelMeta, load_package, resolve_model_uri
 
 log = logging.getLogger(__name__)
 

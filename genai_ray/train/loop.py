@@ -30,11 +30,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from genai_ray.config import Config
+from genai_ray.package.format import SAMPLES_FILE
 from genai_ray.train.input import MemoryInput  # noqa: F401 - the memory input, where the loop's users look for it
 
 STATE_DIR = "state"  # tf.train.Checkpoint files inside a checkpoint folder
 STATE_PREFIX = "ckpt"
-SAMPLES_FILE = "samples.png"
 DIGESTS_DIR = "digests"  # <run>/digests/NNNNN.json: the weight digests of the checkpoint at tick NNNNN
 GRID_SEEDS = 64
 PROGRESS_LINES = 30  # progress lines a run prints, about
@@ -125,7 +125,7 @@ def make_strategy(world: int):
 
 def grid_inputs(latent_dim: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Fixed latents (the package's per-seed latents) and labels cycling over classes, for sample grids."""
-    from genai_ray.package import latents
+    from genai_ray.package.format import latents
 
     return latents(list(range(GRID_SEEDS)), latent_dim), np.arange(GRID_SEEDS) % max(num_classes, 1)
 
@@ -240,7 +240,7 @@ def run_epoch(session: Session, iterator, epoch: int) -> dict[str, Any]:
 
 def evaluate_now(session: Session) -> dict[str, float]:
     """The cheap held-out metrics of the sampling generator (rank 0): what Tune optimises."""
-    from genai_ray.evaluate import cheap_metrics, keras_generate
+    from genai_ray.evaluation.evaluate import cheap_metrics, keras_generate
 
     cfg, plan = session.cfg, session.plan
     generate = keras_generate(session.trainer.sampler, cfg.model.latent_dim, cfg.model.conditional)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -19,9 +20,9 @@ from genai_ray.data.manifest import Manifest
 from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
 from genai_ray.gan import family
-from genai_ray.train.export import class_probs
+from genai_ray.package.export import class_probs
 from genai_ray.train.loop import RunPlan, run_length
-from genai_ray.train.worker import train_loop_per_worker
+from genai_ray.train.worker import FAULT_ENV, train_loop_per_worker
 
 RUN_CONFIG_FILE = "genai-ray-run.json"  # the run's resolved config, written before the first worker starts
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's registered checkpoints
@@ -130,6 +131,7 @@ def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store
     if t.gpus_per_worker:
         resources["GPU"] = t.gpus_per_worker
     plan = replace(plan, launched_at=time.time())  # the caller fits it next
+    fault = {FAULT_ENV: os.environ[FAULT_ENV]} if FAULT_ENV in os.environ else {}  # tests' fault injection
     return TensorflowTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "plan": asdict(plan)},
@@ -144,6 +146,7 @@ def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints, **scored),
             callbacks=callbacks,
+            worker_runtime_env={"env_vars": fault} if fault else None,
         ),
     )
 
@@ -196,7 +199,7 @@ def read_checkpoint_meta(checkpoint) -> tuple[dict, str]:
 
 def exported_package(store: str, name: str, checkpoint_sha256: str) -> str | None:
     """The newest package of ``name`` already exported from this exact checkpoint, if any."""
-    from genai_ray.package import read_meta, sorted_versions
+    from genai_ray.package.format import read_meta, sorted_versions
 
     models = storage.join(store, "models", name)
     for version in reversed(sorted_versions(storage.list_dir(models))):
@@ -215,8 +218,8 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
     ``train.epochs`` trains nothing: it returns at once (``already_finished``), with the package already
     exported from the checkpoint it would export, or a new export when there is none.
     """
+    from genai_ray.package.export import export_checkpoint
     from genai_ray.ray_runtime import ensure_ray
-    from genai_ray.train.export import export_checkpoint
 
     store = store or storage.default_store()
     dataset = open_dataset(resolve_dataset_uri(data, store))
@@ -236,7 +239,7 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
         latest, kept = recorded
     else:
         if cfg.train.eval_every:
-            from genai_ray.evaluate import prepare_features
+            from genai_ray.evaluation.evaluate import prepare_features
 
             prepare_features(dataset, cfg.eval)  # train the feature model once here, not on rank 0 mid-run
         result = build_trainer(cfg, dataset, plan, name, store).fit()

@@ -25,6 +25,9 @@ from genai_ray.train.loop import RunPlan, configure_tensorflow, local_folder, ma
 # and Ray Train ends a run only when every worker's function has returned. Ray kills the worker process after
 # the run, so nothing is lost by not destroying it first.
 _PARKED_ITERATOR: list = []
+# Fault injection for tests: the last rank dies once at this epoch. Not a config key: users never set it. The
+# driver forwards it to the workers when it is set (train/run.py); only the worker reads it.
+FAULT_ENV = "GENAI_RAY_FAULT_FAIL_AT_EPOCH"
 
 
 def quiet_worker_logs() -> None:
@@ -42,13 +45,13 @@ def quiet_worker_logs() -> None:
 
 
 def maybe_fail(t: TrainConfig, epoch: int, rank: int, world: int, run_uri: str) -> None:
-    """Test hook: the last rank (rank 1 with two workers) dies once at ``train.fail_at_epoch``.
+    """Test hook: the last rank (rank 1 with two workers) dies once at epoch ``$GENAI_RAY_FAULT_FAIL_AT_EPOCH``.
 
     It first waits until Ray Train's controller has registered the previous checkpoint (it polls workers
     every few seconds, and a report still unpolled when a worker dies is lost), so the crash always tests
     resuming from a checkpoint rather than that race.
     """
-    if t.fail_at_epoch != epoch or rank != min(1, world - 1):
+    if os.environ.get(FAULT_ENV) != str(epoch) or rank != min(1, world - 1):
         return
     marker = storage.join(run_uri, "faults", f"epoch-{epoch}")
     if storage.exists(marker):

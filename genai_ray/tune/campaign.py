@@ -2,9 +2,9 @@
 
 Two ways to run a trial, sharing one training loop (``train/loop.py``):
 
-- inline (``tune.trial_runner=inline``, single-worker trials, the default): the trial trains inside its own
-  Tune actor, and actors are reused between trials (``tune/inline.py``);
-- a Ray Train run per trial (multi-worker trials, or ``tune.trial_runner=train``). Train V2 can't be passed to
+- inline (single-worker trials): the trial trains inside its own Tune actor, and actors are reused between
+  trials (``tune/inline.py``);
+- a Ray Train run per trial (multi-worker trials). Train V2 can't be passed to
   a Tuner, so the trial is a function that builds and fits the same ``TensorflowTrainer`` as ``genai-ray
   train`` (docs/ray-notes.md). A small callback forwards rank 0's evaluation reports, with their checkpoint
   paths, from the Train controller to the trial through a Ray queue; the trial reports them to Tune as real
@@ -12,7 +12,8 @@ Two ways to run a trial, sharing one training loop (``train/loop.py``):
 
 Either way every evaluation is a Tune checkpoint. That is what lets PBT exploit: a losing trial is restarted
 from the winner's checkpoint (weights and optimiser state) and its perturbed learning rates are applied after
-the restore.
+the restore. ``TrialMode`` switches how trials run, for benchmarks and tests to compare; campaigns use its
+defaults.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from genai_ray import storage
 from genai_ray.config import TuneConfig
@@ -41,6 +42,19 @@ SPACE_FILE = "space.json"  # the campaign's search space as it started, checked 
 # what --resume restores: Tune's default (10 s at least) let a killed campaign forget that many seconds of
 # checkpoints. The upload runs in the background.
 STATE_SYNC_ENV, STATE_SYNC_S = "TUNE_GLOBAL_CHECKPOINT_S", "2"
+
+
+@dataclass(frozen=True)
+class TrialMode:
+    """How trials run. Not user settings: every campaign runs the defaults; bench/search_efficiency.py and the
+    tests switch them to measure or check what each choice costs."""
+
+    runner: Literal["inline", "train"] = "inline"  # train: a Ray Train run even for a 1-worker trial
+    reuse_actors: bool = True  # inline trials run one after another in the same Tune actors (false: a fresh one each)
+    pbt_sync: bool = False  # PBT: perturb all trials at the same tick, pausing early ones (skewed starts)
+
+
+DEFAULT_MODE = TrialMode()
 
 
 @dataclass
@@ -78,13 +92,14 @@ def trial_overrides(tune_cfg: TuneConfig, base_train: dict[str, Any]) -> dict[st
                       "max_failures": base_train.get("max_failures", 2)}}
 
 
-def runs_inline(tune_cfg: TuneConfig) -> bool:
-    return tune_cfg.trial_runner == "inline" and tune_cfg.workers_per_trial == 1
+def runs_inline(tune_cfg: TuneConfig, mode: TrialMode = DEFAULT_MODE) -> bool:
+    return mode.runner == "inline" and tune_cfg.workers_per_trial == 1
 
 
-def make_trainable(space: SearchSpace, dataset: Dataset, store: str, campaign: str, tune_cfg: TuneConfig):
+def make_trainable(space: SearchSpace, dataset: Dataset, store: str, campaign: str, tune_cfg: TuneConfig,
+                   mode: TrialMode = DEFAULT_MODE):
     """The Tune function trainable: the trial trains inline, or fits one Ray Train run per trial (re)start."""
-    inline = runs_inline(tune_cfg)
+    inline = runs_inline(tune_cfg, mode)
 
     def trial(params: dict[str, Any]) -> None:
         import ray.tune
@@ -144,7 +159,8 @@ def _restart_tag(start) -> str:
     return "r0" if start is None else "r" + hashlib.sha256(start.path.encode()).hexdigest()[:8]
 
 
-def check_resources(tune_cfg: TuneConfig, cpus_per_worker: float, gpus_per_worker: float) -> None:
+def check_resources(tune_cfg: TuneConfig, cpus_per_worker: float, gpus_per_worker: float,
+                    mode: TrialMode = DEFAULT_MODE) -> None:
     """Refuse a campaign that can never be scheduled, or whose Train runs would starve Ray Data of CPUs
     (docs/ray-notes.md). Inline trials read their data themselves, so they may use every CPU."""
     from genai_ray.ray_runtime import cluster_resources
@@ -158,23 +174,23 @@ def check_resources(tune_cfg: TuneConfig, cpus_per_worker: float, gpus_per_worke
             f"one trial needs {per_trial_cpu:g} CPUs and {per_trial_gpu:g} GPUs ({tune_cfg.workers_per_trial} "
             f"workers), but the cluster has {cpus:g} CPUs and {gpus:g} GPUs; lower --workers-per-trial"
         )
-    spare = 0.0 if runs_inline(tune_cfg) else 1.0
+    spare = 0.0 if runs_inline(tune_cfg, mode) else 1.0
     if tune_cfg.max_concurrent * per_trial_cpu > cpus - spare + 1e-9:
         fits = max(1, int((cpus - spare) // per_trial_cpu))
-        why = "than the cluster has" if runs_inline(tune_cfg) else "than leave one for Ray Data"
+        why = "than the cluster has" if runs_inline(tune_cfg, mode) else "than leave one for Ray Data"
         raise UserError(
             f"--max-concurrent {tune_cfg.max_concurrent} x {per_trial_cpu:g} CPUs per trial is more CPUs {why} "
             f"on a {cpus:g}-CPU cluster; lower --max-concurrent to {fits}"
         )
 
 
-def check_thread_settings(space: SearchSpace, tune_cfg: TuneConfig) -> None:
+def check_thread_settings(space: SearchSpace, tune_cfg: TuneConfig, mode: TrialMode = DEFAULT_MODE) -> None:
     """Inline trials share reused actors, and TensorFlow sets its thread pools once per process: refuse a space
     whose trials would need different ones."""
     from genai_ray.train.loop import thread_counts
     from genai_ray.tune.space import candidate_values
 
-    if not runs_inline(tune_cfg):
+    if not runs_inline(tune_cfg, mode):
         return
     overrides = trial_overrides(tune_cfg, space.base.get("train", {}))
     base = thread_counts(space.config_for({}, overrides))
@@ -182,10 +198,10 @@ def check_thread_settings(space: SearchSpace, tune_cfg: TuneConfig) -> None:
         if thread_counts(space.config_for({key: value}, overrides)) != base:
             raise UserError(f"{space.source}: params.{key}={value!r} changes TensorFlow's thread settings, which "
                             "a reused trial actor can't; fix train.intra_op_threads and train.inter_op_threads in "
-                            "base, or set tune.trial_runner=train")
+                            "base")
 
 
-def make_scheduler(space: SearchSpace, tune_cfg: TuneConfig, max_epochs: int):
+def make_scheduler(space: SearchSpace, tune_cfg: TuneConfig, max_epochs: int, mode: TrialMode = DEFAULT_MODE):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
     if tune_cfg.scheduler == "asha":
@@ -199,7 +215,7 @@ def make_scheduler(space: SearchSpace, tune_cfg: TuneConfig, max_epochs: int):
                             "train.d_lr; add one or use --scheduler asha")
         return PopulationBasedTraining(time_attr="epoch", metric=METRIC, mode=MODE,
                                        perturbation_interval=tune_cfg.perturbation_interval,
-                                       hyperparam_mutations=mutations, synch=tune_cfg.pbt_sync)
+                                       hyperparam_mutations=mutations, synch=mode.pbt_sync)
     return FIFOScheduler()
 
 
@@ -245,15 +261,15 @@ def space_record(space: SearchSpace) -> dict[str, Any]:
 
 
 def build_tuner(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg: TuneConfig, resume: bool,
-                callbacks: list | None = None):
+                callbacks: list | None = None, mode: TrialMode = DEFAULT_MODE):
     from ray import tune
 
     fs, root = storage.resolve(storage.join(store, "campaigns"))
     fs_arg = fs if storage.is_s3(store) else None
-    inline = runs_inline(tune_cfg)
+    inline = runs_inline(tune_cfg, mode)
     base = space.config_for({}, trial_overrides(tune_cfg, space.base.get("train", {}))).train
     resources = {"CPU": base.cpus_per_worker, "GPU": base.gpus_per_worker} if inline else {"CPU": TRIAL_DRIVER_CPU}
-    trainable = tune.with_resources(make_trainable(space, dataset, store, name, tune_cfg), resources)
+    trainable = tune.with_resources(make_trainable(space, dataset, store, name, tune_cfg, mode), resources)
     path, _ = tuner_path(store, name)
     if resume:
         check_resume(space, store, name)
@@ -264,14 +280,14 @@ def build_tuner(space: SearchSpace, dataset: Dataset, store: str, name: str, tun
                         "it or choose another --name")
     base = space.config_for({}).train  # ticks: epochs, or about 1 kimg each with train.kimg
     max_epochs = run_length(base.kimg, base.epochs, dataset.manifest.train_count, base.global_batch).ticks
-    scheduler = make_scheduler(space, tune_cfg, max_epochs)
+    scheduler = make_scheduler(space, tune_cfg, max_epochs, mode)
     needs_metric = tune_cfg.scheduler == "fifo" and tune_cfg.search == "random"
     tuner = tune.Tuner(
         trainable,
         param_space=space.tune_space(),
         tune_config=tune.TuneConfig(
             num_samples=tune_cfg.samples, scheduler=scheduler, search_alg=make_search(tune_cfg),
-            max_concurrent_trials=tune_cfg.max_concurrent, reuse_actors=inline and tune_cfg.reuse_actors,
+            max_concurrent_trials=tune_cfg.max_concurrent, reuse_actors=inline and mode.reuse_actors,
             **({"metric": METRIC, "mode": MODE} if needs_metric else {}),
         ),
         run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs_arg,
@@ -303,9 +319,9 @@ def summarise(results, space: SearchSpace) -> tuple[list[dict[str, Any]], dict[s
 
 def run_campaign(space: SearchSpace, data: str, *, name: str, tune_cfg: TuneConfig, store: str | None = None,
                  resume: bool = False, force: bool = False, model_name: str | None = None,
-                 address: str | None = None) -> CampaignResult:
+                 address: str | None = None, mode: TrialMode = DEFAULT_MODE) -> CampaignResult:
     """Run (or resume) a campaign, write its leaderboard and curves, export and promote the best generator."""
-    from genai_ray.evaluate import prepare_features
+    from genai_ray.evaluation.evaluate import prepare_features
     from genai_ray.ray_runtime import ensure_ray
     from genai_ray.train.run import plan_run, runs_uri
     from genai_ray.tune.progress import CampaignProgress
@@ -314,19 +330,19 @@ def run_campaign(space: SearchSpace, data: str, *, name: str, tune_cfg: TuneConf
     dataset = open_dataset(resolve_dataset_uri(data, store))
     base = space.config_for({}, trial_overrides(tune_cfg, space.base.get("train", {})))
     plan_run(base, dataset, storage.join(runs_uri(store), "check"))  # refuse a bad base before any trial
-    check_thread_settings(space, tune_cfg)
-    make_scheduler(space, tune_cfg, base.train.epochs)  # these two refuse combinations Tune can't run
+    check_thread_settings(space, tune_cfg, mode)
+    make_scheduler(space, tune_cfg, base.train.epochs, mode)  # these two refuse combinations Tune can't run
     make_search(tune_cfg)
     if resume:
         check_resume(space, store, name)
     ensure_ray(address)
-    check_resources(tune_cfg, base.train.cpus_per_worker, base.train.gpus_per_worker)
+    check_resources(tune_cfg, base.train.cpus_per_worker, base.train.gpus_per_worker, mode)
     storage.check_writable(store)
     prepare_features(dataset, base.eval)  # every trial's rank 0 then only loads the feature model
     before = live_placement_groups()
     os.environ.setdefault(STATE_SYNC_ENV, STATE_SYNC_S)  # read by the Tuner's controller in this process
     progress = CampaignProgress(list(space.params), tune_cfg.samples, base.train.epochs, METRIC, MODE)
-    results = build_tuner(space, dataset, store, name, tune_cfg, resume, callbacks=[progress]).fit()
+    results = build_tuner(space, dataset, store, name, tune_cfg, resume, callbacks=[progress], mode=mode).fit()
     if released := release_leftovers(before):
         print(f"released {released} placement group(s) that trials stopped during start-up left reserved", flush=True)
     trials, curves = summarise(results, space)
@@ -337,8 +353,8 @@ def finish(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg
            trials: list[dict[str, Any]], curves: dict[str, list[tuple[float, float]]], force: bool,
            model_name: str) -> CampaignResult:
     """Leaderboard CSV, curves PNG, then the best trial exported, evaluated in full and promoted."""
-    from genai_ray.evaluate import evaluate_package
-    from genai_ray.train.export import export_checkpoint
+    from genai_ray.evaluation.evaluate import evaluate_package
+    from genai_ray.package.export import export_checkpoint
     from genai_ray.tune.promote import promote
     from genai_ray.tune.report import curves_png, leaderboard_csv, leaderboard_rows, leaderboard_text
 

@@ -25,7 +25,7 @@ from typing import Any
 from genai_ray import storage
 from genai_ray.data.manifest import now_iso
 from genai_ray.errors import UserError
-from genai_ray.package import champion_uri, read_champion, read_meta
+from genai_ray.package.format import champion_uri, read_champion, read_meta
 
 HISTORY_FILE = "promotions.json"
 LOCK_FILE = "promote.lock"

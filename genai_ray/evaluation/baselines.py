@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from genai_ray.data.reader import Dataset
-from genai_ray.evaluate import Sampler, to_float
+from genai_ray.evaluation.evaluate import Sampler, to_float
 
 KDE_COMPONENTS = 15
 KDE_BANDWIDTHS = np.logspace(-2, 0, 20)  # pixels in [0, 1]; the example's 0.1..10 grid was for 0..16 pixels

@@ -18,13 +18,14 @@ from genai_ray.config import EvalConfig
 from genai_ray.data.manifest import Split
 from genai_ray.data.reader import Dataset, open_dataset
 from genai_ray.errors import UserError
-from genai_ray.metrics import METRICS, EvalInputs, compute
-from genai_ray.metrics.features import FeatureModel, feature_model
-from genai_ray.metrics.pixels import PixelResidual, fit_pixel_residual
-from genai_ray.metrics.prdc import kth_radius_sq
-from genai_ray.package import (
+from genai_ray.evaluation.metrics import METRICS, EvalInputs, compute
+from genai_ray.evaluation.metrics.features import FeatureModel, feature_model
+from genai_ray.evaluation.metrics.pixels import PixelResidual, fit_pixel_residual
+from genai_ray.evaluation.metrics.prdc import MAX_MANIFOLD, kth_radius_sq
+from genai_ray.package.format import (
     GeneratorPackage,
     ModelMeta,
+    check_truncation,
     latents,
     load_package,
     per_image_seeds,
@@ -98,14 +99,14 @@ def reference(dataset: str | Dataset, split: Split = "holdout", cfg: EvalConfig 
     x_hold, _ = ds.read_numpy("holdout")
     train_feats = fm(x_train)[0]
     real = fm(x_hold)[0] if split == "holdout" else train_feats
-    subset = np.random.default_rng(cfg.seed).permutation(len(train_feats))[: cfg.max_manifold]
+    subset = np.random.default_rng(cfg.seed).permutation(len(train_feats))[:MAX_MANIFOLD]
     manifold = train_feats[np.sort(subset)]
     class_probs = None
     if ds.manifest.labelled:
         class_probs = np.bincount(y_train, minlength=ds.manifest.num_classes) / max(len(y_train), 1)
     train_pixels = x_train.reshape(len(x_train), -1)
     real_pixels = x_hold.reshape(len(x_hold), -1) if split == "holdout" else train_pixels
-    residual = fit_pixel_residual(train_pixels, train_feats, cfg.fd_pixel_variance, cfg.fd_pixel_weight, cfg.seed)
+    residual = fit_pixel_residual(train_pixels, train_feats, cfg.fd_pixel_weight, cfg.seed)
     ref = Reference(ds, fm, real, kth_radius_sq(real, cfg.knn_k), manifold,
                     kth_radius_sq(manifold, cfg.knn_k), train_pixels,
                     x_hold.reshape(len(x_hold), -1), class_probs, residual,
@@ -164,14 +165,6 @@ def evaluate(sampler: Sampler | np.ndarray, dataset: str | Dataset, *, split: Sp
 def split_prefix(split: Split) -> str:
     """Metric key prefix: held-out results are the headline ``eval/``; train-split ones stay apart."""
     return "eval/" if split == "holdout" else "eval_train/"
-
-
-def check_truncation(psi: float) -> float:
-    """``truncation_psi`` must lie in [0, 1]: 1 samples the prior as trained, 0 gives each label's mean sample."""
-    if not 0.0 <= psi <= 1.0:
-        raise UserError(f"truncation_psi {psi:g} is outside [0, 1]; use 1 for no truncation, lower values (0.7) "
-                        "for fidelity over diversity")
-    return psi
 
 
 def package_sampler(pkg: GeneratorPackage, truncation_psi: float = 1.0) -> Sampler:

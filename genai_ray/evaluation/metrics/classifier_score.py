@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genai_ray.metrics.registry import EvalInputs, register_metric
+from genai_ray.evaluation.metrics.registry import EvalInputs, register_metric
 
 EPS = 1e-12
 

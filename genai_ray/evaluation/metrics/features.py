@@ -24,7 +24,7 @@ from genai_ray import storage
 from genai_ray.config import EvalConfig
 from genai_ray.data.manifest import FEATURES_DIR
 from genai_ray.data.reader import Dataset
-from genai_ray.package import keras_from_bytes, keras_to_bytes
+from genai_ray.keras_bytes import keras_from_bytes, keras_to_bytes
 
 MODEL_FILE = "feature-model.keras"
 INFO_FILE = "feature-model.json"

@@ -9,7 +9,7 @@ import numpy as np
 
 from genai_ray import storage
 from genai_ray.errors import UserError
-from genai_ray.package import GeneratorPackage, load_package, resolve_model_uri
+from genai_ray.package.format import GeneratorPackage, check_truncation, load_package, resolve_model_uri
 
 
 def write_npy(images: np.ndarray) -> bytes:
@@ -21,12 +21,12 @@ def write_npy(images: np.ndarray) -> bytes:
 def to_dataset(pkg: GeneratorPackage, images: np.ndarray, labels: np.ndarray | None, out_uri: str, seed: int):
     """A synthetic dataset marked with the model's provenance (for data augmentation)."""
     from genai_ray.data.prepare import prepare
-    from genai_ray.data.sources import _array_source
+    from genai_ray.data.sources import array_source
 
     x = (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     name = Path(out_uri.rstrip("/")).name or f"{pkg.meta.name}-synthetic"
     desc = {"kind": "generated", "model": f"{pkg.meta.name}/{pkg.meta.version}", "seed": seed}
-    source = _array_source("generated", desc, x, labels, None, pkg.meta.class_names if labels is not None else None)
+    source = array_source("generated", desc, x, labels, None, pkg.meta.class_names if labels is not None else None)
     provenance = {"model_uri": pkg.uri, "model": pkg.meta.name, "version": pkg.meta.version,
                   "generator_sha256": pkg.meta.generator_sha256, "dataset_sha256": pkg.meta.dataset_sha256,
                   "seed": seed, "n": len(x)}
@@ -40,7 +40,6 @@ def generate(model: str, n: int, out: str, seed: int = 0, label: str | int | Non
     ``out`` ending in .png gets a grid, .npy gets float32 [0, 1] (N, H, W, C), anything else is a dataset URI.
     ``truncation_psi`` < 1 pulls the latents toward their mean: cleaner, less varied images.
     """
-    from genai_ray.evaluate import check_truncation
     from genai_ray.images import grid_png
 
     if not 1 <= n <= 100_000:

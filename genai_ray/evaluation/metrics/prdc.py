@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from genai_ray.metrics.registry import EvalInputs, register_metric
+from genai_ray.evaluation.metrics.registry import EvalInputs, register_metric
 
+# Training images (a seeded subset) whose k-NN balls judge realism: bounds the cost on large datasets. Part of
+# precision's and density's definition: changing it makes scores incomparable.
+MAX_MANIFOLD = 10_000
 BLOCK = 512  # rows per distance block, bounds memory to BLOCK x M floats
 
 

@@ -3,7 +3,7 @@
 A classifier's features are trained to be invariant to what does not change the class: salt-noise speckles
 in a digit's background barely move them (BENCHMARKS.md, quality). A person
 sees those speckles at once. So FD also measures the pixels' residual off the training set's principal
-subspace (the components holding ``fd_pixel_variance`` of its variance): real images leave a small, structured
+subspace (the components holding ``VARIANCE`` of its variance): real images leave a small, structured
 residual there; speckles, and samples smoother than real data, do not match it. The residual is taken in up
 to ``MAX_DIMS`` trailing principal directions (all of them for small images) and scaled so that its total
 variance over the training split is ``fd_pixel_weight``^2 times the features', which fixes its share of FD
@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Share of the training pixel variance the principal subspace keeps. Part of FD's definition: changing it makes
+# scores incomparable.
+VARIANCE = 0.95
 MAX_DIMS = 64  # residual directions kept: bounds FD's covariance size (and its finite-sample bias) on large images
 MAX_FIT_ROWS = 10_000  # training rows (a seeded subset) the PCA is fitted on
 
@@ -32,7 +35,7 @@ class PixelResidual:
         return (x - self.mean) @ self.basis.T * self.scale
 
 
-def fit_pixel_residual(train_pixels: np.ndarray, train_features: np.ndarray, variance: float, weight: float,
+def fit_pixel_residual(train_pixels: np.ndarray, train_features: np.ndarray, weight: float,
                        seed: int = 0) -> PixelResidual | None:
     """The residual map fitted on the training split; None when the weight is 0 or nothing is left over."""
     if weight <= 0:
@@ -43,7 +46,7 @@ def fit_pixel_residual(train_pixels: np.ndarray, train_features: np.ndarray, var
     mean = x.mean(axis=0)
     _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
     share = np.cumsum(s**2) / max(float((s**2).sum()), 1e-12)
-    kept = int(np.searchsorted(share, variance)) + 1
+    kept = int(np.searchsorted(share, VARIANCE)) + 1
     basis = vt[kept : kept + MAX_DIMS]
     if not len(basis):
         return None

@@ -1,4 +1,4 @@
-"""Export a training checkpoint as a model package (see ``genai_ray.package``).
+"""Export a training checkpoint as a model package (see ``genai_ray.package.format``).
 
 The generator is rebuilt in float32 without replica synchronisation and loaded from the checkpoint, so the
 package is the same plain Keras model whatever the training hardware, precision or worker count was.
@@ -10,11 +10,12 @@ import os
 
 import numpy as np
 
-from genai_ray import package, storage
+from genai_ray import storage
 from genai_ray.config import Config
 from genai_ray.data.manifest import now_iso
 from genai_ray.data.reader import Dataset
 from genai_ray.images import grid_png
+from genai_ray.package.format import next_version, write_package
 from genai_ray.train.loop import STATE_DIR, STATE_PREFIX, grid_inputs
 
 
@@ -51,7 +52,7 @@ def export_checkpoint(checkpoint, cfg: Config, dataset: Dataset, name: str, stor
     x = model([z, labels.astype(np.int32)] if cfg.model.conditional else z, training=False)
     samples = np.clip((np.asarray(x, np.float32) + 1.0) * 0.5, 0.0, 1.0)
     models = storage.join(store, "models")
-    version = package.next_version(models, name)
+    version = next_version(models, name)
     uri = storage.join(models, name, version)
     fields = {
         "name": name, "version": version, "image_shape": image_shape, "latent_dim": cfg.model.latent_dim,
@@ -60,5 +61,5 @@ def export_checkpoint(checkpoint, cfg: Config, dataset: Dataset, name: str, stor
         "dataset_uri": dataset.uri, "dataset_sha256": m.sha256(), "config": cfg.model_dump(mode="json"),
         "training": training, "created_at": now_iso(),
     }
-    package.write_package(uri, model, fields, grid_png(samples, {"model": f"{name}/{version}"}))
+    write_package(uri, model, fields, grid_png(samples, {"model": f"{name}/{version}"}))
     return uri

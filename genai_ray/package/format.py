@@ -12,9 +12,7 @@ chunks, so batched and unbatched requests take the same kernels and give identic
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from genai_ray import __version__, storage
 from genai_ray.errors import IntegrityError, UserError
+from genai_ray.keras_bytes import keras_from_bytes, keras_to_bytes
 
 FORMAT_VERSION = 1
 GENERATOR_FILE = "generator.keras"
@@ -55,6 +54,14 @@ class ModelMeta(BaseModel):
 
 def per_image_seeds(seed: int, n: int) -> list[int]:
     return [seed + i for i in range(n)]
+
+
+def check_truncation(psi: float) -> float:
+    """``truncation_psi`` must lie in [0, 1]: 1 samples the prior as trained, 0 gives each label's mean sample."""
+    if not 0.0 <= psi <= 1.0:
+        raise UserError(f"truncation_psi {psi:g} is outside [0, 1]; use 1 for no truncation, lower values (0.7) "
+                        "for fidelity over diversity")
+    return psi
 
 
 def latents(seeds: list[int], latent_dim: int, truncation_psi: float = 1.0) -> np.ndarray:
@@ -189,30 +196,6 @@ def read_meta(package_uri: str) -> ModelMeta:
         return ModelMeta.model_validate(json.loads(storage.read_bytes(uri)))
     except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as err:
         raise IntegrityError(f"{uri}: not a valid model.json ({str(err).splitlines()[0][:120]})") from None
-
-
-def keras_to_bytes(model: Any) -> bytes:
-    """A Keras model as ``.keras`` file bytes, ready to hash and store as one object."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "model.keras")
-        model.save(local)
-        with open(local, "rb") as f:
-            return f.read()
-
-
-def keras_from_bytes(blob: bytes, uri: str, what: str, fix: str = "") -> Any:
-    """Load verified ``.keras`` bytes with ``safe_mode=True`` (no arbitrary code); any failure is an
-    ``IntegrityError`` naming ``uri``."""
-    import keras
-
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "model.keras")
-        with open(local, "wb") as f:
-            f.write(blob)
-        try:
-            return keras.models.load_model(local, safe_mode=True, compile=False)
-        except Exception as err:  # noqa: BLE001 - any load failure means a bad file
-            raise IntegrityError(f"{uri}: cannot load {what} ({str(err).splitlines()[0][:160]}){fix}") from None
 
 
 def load_package(package_uri: str) -> GeneratorPackage:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from genai_ray.metrics.prdc import BLOCK, pairwise_sq
-from genai_ray.metrics.registry import EvalInputs, register_metric
+from genai_ray.evaluation.metrics.prdc import BLOCK, pairwise_sq
+from genai_ray.evaluation.metrics.registry import EvalInputs, register_metric
 
+# The calibration (part of the metric's definition: changing it makes scores incomparable): memorised means
+# nearer a training image than FACTOR x the QUANTILE-th quantile of held-out images' nearest-training distances.
+QUANTILE, FACTOR = 0.05, 0.5
 SUPPORT_BLOCK = 4096  # training rows per block: uint8 stays uint8 until its block is compared
 
 
@@ -35,8 +38,8 @@ def nn_distance(queries: np.ndarray, support: np.ndarray) -> np.ndarray:
     return np.sqrt(best)
 
 
-def memorisation(fake: np.ndarray, train: np.ndarray, holdout: np.ndarray, quantile: float,
-                 factor: float) -> dict[str, float]:
+def memorisation(fake: np.ndarray, train: np.ndarray, holdout: np.ndarray, quantile: float = QUANTILE,
+                 factor: float = FACTOR) -> dict[str, float]:
     d_fake = nn_distance(fake, train)
     d_real = nn_distance(holdout, train)
     threshold = factor * np.quantile(d_real, quantile)
@@ -48,6 +51,4 @@ def memorisation(fake: np.ndarray, train: np.ndarray, holdout: np.ndarray, quant
 
 @register_metric("memorisation")
 def memorisation_metric(inputs: EvalInputs) -> dict[str, float]:
-    cfg = inputs.cfg
-    return memorisation(inputs.fake_pixels, inputs.train_pixels, inputs.holdout_pixels,
-                        cfg.memorisation_quantile, cfg.memorisation_factor)
+    return memorisation(inputs.fake_pixels, inputs.train_pixels, inputs.holdout_pixels)
