@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from genai_ray import __version__, storage
 from genai_ray.errors import IntegrityError, UserError
+from genai_ray.names import check_name
 
 FORMAT_VERSION = 1
 GENERATOR_FILE = "generator.keras"
@@ -250,7 +251,7 @@ def resolve_model_uri(ref: str, store: str | None = None) -> str:
     store = store or storage.default_store()
     models = storage.join(store, "models")
     if ref == "champion" or ref.startswith("champion:"):
-        names = [ref.split(":", 1)[1]] if ":" in ref else [
+        names = [check_name(ref.split(":", 1)[1], "model name")] if ":" in ref else [
             n for n in storage.list_dir(models) if storage.exists(champion_uri(store, n))
         ]
         if len(names) != 1:
@@ -267,7 +268,12 @@ def resolve_model_uri(ref: str, store: str | None = None) -> str:
     if not is_reference(ref):
         return ref
     parts = ref.split("/")
+    if len(parts) > 2:
+        raise UserError(f"model reference {ref!r}: use NAME, NAME/vNNNN, champion, champion:NAME or a package URI")
+    check_name(parts[0], "model name")
     if len(parts) == 2:
+        if not VERSION_RE.match(parts[1]):
+            raise UserError(f"model reference {ref!r}: {parts[1]!r} is not a version; use NAME/vNNNN")
         return storage.join(models, *parts)
     versions = sorted_versions(storage.list_dir(storage.join(models, ref)))
     complete = [v for v in versions if storage.exists(storage.join(models, ref, v, META_FILE))]

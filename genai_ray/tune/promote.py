@@ -25,6 +25,7 @@ from typing import Any
 from genai_ray import storage
 from genai_ray.data.manifest import now_iso
 from genai_ray.errors import UserError
+from genai_ray.names import check_name
 from genai_ray.package import champion_uri, read_champion, read_meta
 
 HISTORY_FILE = "promotions.json"
@@ -100,6 +101,7 @@ def better(candidate: float, incumbent: float, mode: str) -> bool:
 def promote(store: str, name: str, package_uri: str, *, metric: str = "eval/fd", mode: str = "min",
             score: float | None = None, force: bool = False, campaign: str | None = None) -> dict[str, Any]:
     """Make ``package_uri`` the champion of ``name``. Returns the new pointer."""
+    check_name(name, "model name")
     meta = read_meta(package_uri)  # refuses a package without a valid model.json
     if score is None:
         if metric not in meta.metrics:
