@@ -121,10 +121,16 @@ class EvalConfig(StrictModel):
     seed: int = 0  # seeds the feature model's training, sample seeds and subsets
 
 
+# One batch is one generator call holding up to max_batch_size x max_n images (256 x 1024 = 262,144), and
+# max_ongoing_requests must be at least max_batch_size; past 256 a batch outgrows a replica's memory and a
+# deployment's concurrency (the shipped configs use 16 and 64), so a larger value is a typo, not a tuning.
+MAX_BATCH_SIZE = 256
+
+
 class ServeConfig(StrictModel):
     model_uri: str = "champion"  # model package URI, or a reference (champion, NAME) resolved once per deploy
     max_n: int = Field(64, ge=1, le=1024)  # largest n one request may ask for
-    max_batch_size: int = Field(32, ge=1)  # requests merged into one generator call
+    max_batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE)  # requests merged into one generator call
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=5.0)  # how long a batch waits to fill
     api_key_env: str = "GENAI_RAY_API_KEY"  # env var holding the optional bearer key
     api_key_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")  # or the key's sha256, so no config holds it
@@ -175,8 +181,6 @@ class Config(StrictModel):
                 f"train.mode_seeking pairs the images of each worker's batch, but global_batch={t.global_batch} "
                 f"over {t.workers} workers gives an odd per-worker batch; pick a batch that splits into even parts"
             )
-        if self.serve.max_batch_size < 1:
-            raise ValueError("serve.max_batch_size must be at least 1")
         return self
 
 
