@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from genai_ray import __version__, storage
 from genai_ray.errors import IntegrityError, UserError
 from genai_ray.names import check_name
+from genai_ray.store_lock import model_lock
 
 FORMAT_VERSION = 1
 GENERATOR_FILE = "generator.keras"
@@ -165,6 +167,21 @@ class GeneratorPackage:
 def next_version(models_uri: str, name: str) -> str:
     taken = sorted_versions(storage.list_dir(storage.join(models_uri, name)))
     return f"v{version_number(taken[-1]) + 1 if taken else 1:04d}"
+
+
+def add_version(store: str, name: str, write: Callable[[str, str], Any]) -> str:
+    """Write the next ``vNNNN`` of model ``name`` with ``write(package_uri, version)``; returns the package URI.
+
+    Picking the version and writing it happen under the model's lock (the one promotions hold), so concurrent
+    exports of one model get distinct versions: the next one lists this version's files once the lock is free.
+    """
+    check_name(name, "model name")
+    models = storage.join(store, "models")
+    with model_lock(store, name):
+        version = next_version(models, name)
+        uri = storage.join(models, name, version)
+        write(uri, version)
+    return uri
 
 
 def write_package(package_uri: str, model: Any, meta_fields: dict[str, Any], samples_png: bytes | None) -> ModelMeta:
