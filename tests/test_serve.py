@@ -678,3 +678,39 @@ def test_cli_serves_and_hot_swaps_under_load_with_zero_failed_requests(
         serve.delete("genai-ray")
     code, _, err = cli_serve(store, "nothing-here", port, capsys)
     assert code == 2 and "no exported model named 'nothing-here'" in err
+
+
+@pytest.mark.slow  # two deploys through the CLI
+def test_cli_with_a_key_keeps_the_deployed_hash_so_a_model_swap_stays_in_place(
+        serve_root: str, packages: dict[str, str], capsys, monkeypatch) -> None:
+    """A fresh salt on every `genai-ray serve` would change the app's args and replace every replica; the running
+    app's hash is kept while it matches the key, so only user_config changes (a hot swap)."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    from genai_ray.serve.app import deployed_key_hash
+    from genai_ray.serve.keyhash import verify
+
+    store, port = packages["store"], int(serve_root.rsplit(":", 1)[1])
+    key = "swap-test-key-5d2e"
+    good = {"Authorization": f"Bearer {key}"}
+    monkeypatch.setenv("GENAI_RAY_API_KEY", key)
+    try:
+        code, out, err = cli_serve(store, "cond/v0001", port, capsys)
+        assert code == 0, err
+        base = out.split(" at ")[1].split()[0].rstrip("/")
+        before = httpx.get(f"{base}/v1/model", headers=good).json()["serving"]["replica"]
+        stored = deployed_key_hash(_get_global_client(), "genai-ray")
+        assert stored and stored.startswith("scrypt$") and verify(stored, key) and key not in stored
+        code, _, err = cli_serve(store, "cond/v0002", port, capsys)
+        assert code == 0, err
+        assert deployed_key_hash(_get_global_client(), "genai-ray") == stored
+        after = httpx.get(f"{base}/v1/model", headers=good).json()
+        assert after["version"] == "v0002" and after["serving"]["replica"] == before  # swapped in place
+        assert post(base, json={"n": 1}).status_code == 401
+        monkeypatch.setenv("GENAI_RAY_API_KEY", "another-key")  # a new key gets a new hash
+        code, _, err = cli_serve(store, "cond/v0002", port, capsys)
+        assert code == 0, err
+        assert deployed_key_hash(_get_global_client(), "genai-ray") != stored
+    finally:
+        serve.delete("genai-ray")
