@@ -93,7 +93,7 @@ def run_mode(mode: str, uri: str, seconds: float, clients: list[int]) -> dict[st
     from genai_ray.ray_runtime import ensure_ray
     from genai_ray.serve.app import application
 
-    os.environ.setdefault(KEY_ENV, secrets.token_urlsafe(24))  # replicas get its sha256 only
+    os.environ.setdefault(KEY_ENV, secrets.token_urlsafe(24))  # replicas get its scrypt hash only
     headers = {"Authorization": f"Bearer {os.environ[KEY_ENV]}"}
     ensure_ray()
     port = free_port()

@@ -12,8 +12,11 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from genai_ray.errors import UserError
+from genai_ray.serve.keyhash import MAKE_HASH
+from genai_ray.serve.keyhash import parse as parse_key_hash
 
 ModelFamily = Literal["mlp", "dcgan"]
 LossName = Literal["bce", "hinge", "wgan-gp"]
@@ -113,15 +116,41 @@ class EvalConfig(StrictModel):
     seed: int = 0  # seeds the feature model's training, sample seeds and subsets
 
 
+# One batch is one generator call holding up to max_batch_size x max_n images (256 x 1024 = 262,144), and
+# max_ongoing_requests must be at least max_batch_size; past 256 a batch outgrows a replica's memory and a
+# deployment's concurrency (the shipped configs use 16 and 64), so a larger value is a typo, not a tuning.
+MAX_BATCH_SIZE = 256
+
+
 class ServeConfig(StrictModel):
     model_uri: str = "champion"  # model package URI, or a reference (champion, NAME) resolved once per deploy
     max_n: int = Field(64, ge=1, le=1024)  # largest n one request may ask for
-    max_batch_size: int = Field(32, ge=1)  # requests merged into one generator call
+    max_batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE)  # requests merged into one generator call
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=5.0)  # how long a batch waits to fill
     api_key_env: str = "GENAI_RAY_API_KEY"  # env var holding the optional bearer key
-    api_key_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")  # or the key's sha256, so no config holds it
+    api_key_hash: str | None = None  # or the key's salted scrypt hash, so no config holds the key (genai-ray key-hash)
     max_body_bytes: int = Field(16_384, ge=256)  # larger request bodies get 413
     insecure_no_auth: bool = False  # allow serving beyond loopback with no API key (refused otherwise)
+    expose_model_uri: bool = False  # name the package's store URI in responses (X-Model-Uri), not only its version
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unsalted_key_hash(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "api_key_sha256" in data:
+            raise PydanticCustomError("legacy_key_hash", "api_key_sha256 is an unsalted hash, which a weak key is "
+                                      f"recovered from in seconds; delete it and set api_key_hash to what "
+                                      f"'{MAKE_HASH}' prints (it reads the key on stdin)")
+        return data
+
+    @field_validator("api_key_hash")
+    @classmethod
+    def _scrypt_hash(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_key_hash(value)
+            except UserError as err:
+                raise PydanticCustomError("key_hash", str(err).removeprefix("serve.api_key_hash: ")) from None
+        return value
 
 
 class TuneConfig(StrictModel):

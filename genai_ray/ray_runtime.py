@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 
 from genai_ray.errors import UserError
 
@@ -26,7 +27,11 @@ WORKER_NICENESS = 0
 # behind. Training ran faster without them and started no slower. Clusters keep Ray's defaults.
 PRIVATE_RAY_CONFIG = {"worker_niceness": WORKER_NICENESS, "enable_metrics_collection": False,
                       "task_events_report_interval_ms": 10_000}
-SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GENAI_RAY_API_KEY"}
+# What a driver that joins a cluster forwards to the cluster's workers: where the store is and how to reach it.
+# An allow-list, not a deny-list: credentials come in many names (AWS_SECURITY_TOKEN,
+# AWS_CONTAINER_AUTHORIZATION_TOKEN, a team's own GENAI_RAY_*_KEY...), and a runtime env is readable by anyone who
+# can open the dashboard or Ray's State API. The cluster's nodes use their own AWS credential chain.
+CLUSTER_ENV = ("GENAI_RAY_STORE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 
 
 def free_port() -> int:
@@ -34,6 +39,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cluster_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``environ`` that travel to a joined cluster's workers: ``CLUSTER_ENV`` only."""
+    return {k: environ[k] for k in CLUSTER_ENV if environ.get(k)}
 
 
 def local_cpus() -> int:
@@ -58,10 +68,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # line appeared twice. Unpatched, a print goes to stdout once (and Ray streams it to the driver).
     env_vars[PRINT_PATCH_ENV] = os.environ.get(PRINT_PATCH_ENV, "0")
     if address:
-        # The store, endpoint and region travel to the cluster's workers; a cluster's nodes use their own AWS
-        # credential chain, and secrets never travel in a runtime environment, which anyone who can open the
-        # dashboard or Ray's State API can read (docs/security.md).
-        shared = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GENAI_RAY_")) and k not in SECRET_ENV}
+        # Only the store, endpoint and region travel (CLUSTER_ENV); never a secret (docs/security.md).
+        shared = cluster_env(os.environ)
         try:
             ray.init(address=address, runtime_env={"env_vars": {**shared, **env_vars}}, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as err:

@@ -62,7 +62,7 @@ def test_a_key_under_a_value_is_refused_and_names_the_value(tmp_path: Path) -> N
     ({"train": {"loss": "lsgan"}}, "train.loss", "(got 'lsgan')"),
     ({"model": {"family": "resnet"}}, "model.family", "(got 'resnet')"),
     ({"model": {"g_widths": [8, "wide"]}}, "model.g_widths.1", "(got 'wide')"),
-    ({"serve": {"api_key_sha256": "abc"}}, "serve.api_key_sha256", "(got 'abc')"),
+    ({"serve": {"api_key_hash": "abc"}}, "serve.api_key_hash", "(got 'abc')"),
     ({"tune": {"scheduler": "hyperband"}}, "tune.scheduler", "(got 'hyperband')"),
 ])
 def test_bad_values_name_the_key_and_the_value(overrides: dict, where: str, got: str) -> None:

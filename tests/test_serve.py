@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures as cf
-import hashlib
 import io
 import itertools
 import json
@@ -23,6 +22,8 @@ from genai_ray.config import ServeConfig
 from genai_ray.images import png_text
 from genai_ray.package.format import load_package
 from genai_ray.ray_runtime import free_port
+from genai_ray.serve.http import UNAUTHORIZED
+from genai_ray.serve.keyhash import hash_key
 
 KEY_ENV = "GENAI_RAY_TEST_SERVE_KEY"
 KEY = "s3cret-test-key-7f1c9a"
@@ -77,12 +78,14 @@ def cond(serve_root: str, packages: dict[str, str]):
 
 @pytest.fixture(scope="module")
 def locked(serve_root: str, packages: dict[str, str]):
-    """An unconditional model behind an API key, with room for one request and one in the queue."""
+    """An unconditional model behind an API key, with room for one request and one in the queue; its responses name
+    the package URI (serve.expose_model_uri)."""
     from ray import serve
 
-    os.environ[KEY_ENV] = KEY  # the builder reads it here and sends only its sha256 to the replica
+    os.environ[KEY_ENV] = KEY  # the builder reads it here and sends only its scrypt hash to the replica
     try:
-        deploy("t-locked", ServeConfig(model_uri=packages["uncond"], max_batch_size=1, api_key_env=KEY_ENV),
+        deploy("t-locked", ServeConfig(model_uri=packages["uncond"], max_batch_size=1, api_key_env=KEY_ENV,
+                                       expose_model_uri=True),
                max_ongoing_requests=1, max_queued_requests=1)
     finally:
         os.environ.pop(KEY_ENV)
@@ -105,15 +108,19 @@ def test_generate_formats_name_model_and_seeds(cond: str, packages: dict[str, st
     assert r.headers["x-model"] == "cond/v0001" and r.headers["x-seeds"] == "11,12,13,14"
     text = png_text(r.content)
     assert text["model"] == "cond/v0001" and text["seed"] == "11" and text["labels"] == "1,1,1,1"
+    # The version, never the store path, unless serve.expose_model_uri (off by default) says so.
+    assert "x-model-uri" not in r.headers and "model-uri" not in text and packages["store"].encode() not in r.content
 
     images = npy(post(cond, json={"n": 4, "seed": 11, "label": 1, "format": "npy"}))
     expected, _, _ = load_package(packages["cond1"]).sample(4, seed=11, label=1)
     np.testing.assert_array_equal(images, expected)  # the server's pixels are the package's pixels
 
-    body = post(cond, json={"n": 2, "seed": 3, "format": "json"}).json()
+    r = post(cond, json={"n": 2, "seed": 3, "format": "json"})
+    body = r.json()
     assert body["model"]["version"] == "v0001" and body["seeds"] == [3, 4] and len(body["labels"]) == 2
     first = base64.b64decode(body["images"][0]["png"])
     assert png_text(first)["seed"] == "3" and png_text(first)["model"] == "cond/v0001"
+    assert packages["store"] not in r.text and "x-model-uri" not in r.headers and "uri" not in body["model"]
 
     r = post(cond, json={"n": 1})
     assert r.status_code == 200 and int(r.headers["x-seed"]) >= 0  # a random seed, reported
@@ -313,16 +320,24 @@ def test_gallery_renders_and_generates_in_chromium(cond: str, tmp_path: Path) ->
         assert newest == [[8, "2"]] * 5
 
 
-def test_auth_protects_v1_routes_and_key_is_never_logged(locked: str, ray_local) -> None:
+def test_auth_protects_v1_routes_and_key_is_never_logged(locked: str, packages: dict[str, str], ray_local) -> None:
     good = {"Authorization": f"Bearer {KEY}"}
-    paths = httpx.get(f"{locked}/openapi.json").json()["paths"]
+    # The API docs describe every route and field: with a key set, they need it too.
+    for path in ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+            r = httpx.get(f"{locked}{path}", headers=headers)
+            assert r.status_code == 401 and r.json() == {"detail": UNAUTHORIZED}, (path, headers, r.text)
+    assert httpx.get(f"{locked}/docs", headers=good).status_code == 200
+    paths = httpx.get(f"{locked}/openapi.json", headers=good).json()["paths"]
     routes = [(method, path) for path, ops in paths.items() if path.startswith("/v1/") for method in ops]
     assert sorted(routes) == [("get", "/v1/model"), ("post", "/v1/generate")], routes  # a new route joins here
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
         for method, path in routes:
             r = httpx.request(method, f"{locked}{path}", json={"n": 1}, headers=headers)
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (method, path, r.text)
-    assert post(locked, json={"n": 2, "seed": 1}, headers=good).headers["x-model"] == "uncond/v0001"
+    r = post(locked, json={"n": 2, "seed": 1}, headers=good)
+    assert r.headers["x-model"] == "uncond/v0001" and r.headers["x-model-uri"] == packages["uncond"]  # exposed here
+    assert png_text(r.content)["model-uri"] == packages["uncond"]
     assert httpx.get(f"{locked}/v1/model", headers=good).json()["conditional"] is False
     r = post(locked, json={"n": 1, "label": 0}, headers=good)
     assert r.status_code == 422 and "unconditional" in r.json()["detail"]
@@ -652,9 +667,9 @@ def test_cli_serves_and_hot_swaps_under_load_with_zero_failed_requests(
         # anonymous caller, so the CLI says it could not check the load instead of reporting success.
         monkeypatch.delenv("GENAI_RAY_API_KEY", raising=False)
         hashed = tmp_path / "hashed.yaml"
-        digest = hashlib.sha256(b"k").hexdigest()
+        stored = hash_key("k")
         hashed.write_text(LOCAL_CONFIG.read_text().replace(
-            "api_key_env: GENAI_RAY_API_KEY", f"api_key_env: GENAI_RAY_API_KEY\n      api_key_sha256: {digest}"))
+            "api_key_env: GENAI_RAY_API_KEY", f"api_key_env: GENAI_RAY_API_KEY\n      api_key_hash: '{stored}'"))
         code, _, err = cli_serve(store, "cond/v0001", port, capsys, config=str(hashed))
         assert code == 0 and "not checked that the replicas loaded" in err, err
         assert post(base, json={"n": 1}).status_code == 401
@@ -663,3 +678,39 @@ def test_cli_serves_and_hot_swaps_under_load_with_zero_failed_requests(
         serve.delete("genai-ray")
     code, _, err = cli_serve(store, "nothing-here", port, capsys)
     assert code == 2 and "no exported model named 'nothing-here'" in err
+
+
+@pytest.mark.slow  # two deploys through the CLI
+def test_cli_with_a_key_keeps_the_deployed_hash_so_a_model_swap_stays_in_place(
+        serve_root: str, packages: dict[str, str], capsys, monkeypatch) -> None:
+    """A fresh salt on every `genai-ray serve` would change the app's args and replace every replica; the running
+    app's hash is kept while it matches the key, so only user_config changes (a hot swap)."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    from genai_ray.serve.app import deployed_key_hash
+    from genai_ray.serve.keyhash import verify
+
+    store, port = packages["store"], int(serve_root.rsplit(":", 1)[1])
+    key = "swap-test-key-5d2e"
+    good = {"Authorization": f"Bearer {key}"}
+    monkeypatch.setenv("GENAI_RAY_API_KEY", key)
+    try:
+        code, out, err = cli_serve(store, "cond/v0001", port, capsys)
+        assert code == 0, err
+        base = out.split(" at ")[1].split()[0].rstrip("/")
+        before = httpx.get(f"{base}/v1/model", headers=good).json()["serving"]["replica"]
+        stored = deployed_key_hash(_get_global_client(), "genai-ray")
+        assert stored and stored.startswith("scrypt$") and verify(stored, key) and key not in stored
+        code, _, err = cli_serve(store, "cond/v0002", port, capsys)
+        assert code == 0, err
+        assert deployed_key_hash(_get_global_client(), "genai-ray") == stored
+        after = httpx.get(f"{base}/v1/model", headers=good).json()
+        assert after["version"] == "v0002" and after["serving"]["replica"] == before  # swapped in place
+        assert post(base, json={"n": 1}).status_code == 401
+        monkeypatch.setenv("GENAI_RAY_API_KEY", "another-key")  # a new key gets a new hash
+        code, _, err = cli_serve(store, "cond/v0002", port, capsys)
+        assert code == 0, err
+        assert deployed_key_hash(_get_global_client(), "genai-ray") != stored
+    finally:
+        serve.delete("genai-ray")

@@ -226,3 +226,21 @@ def test_contradictory_autoscaling_bounds_are_one_line_errors(tmp_path: Path, au
     bad.write_text(yaml.safe_dump(data))
     with pytest.raises(UserError, match=message):
         load_serve_file(bad)
+
+
+def test_max_batch_size_is_capped_in_one_line_with_exit_2(tmp_path: Path, capsys) -> None:
+    from genai_ray.cli import main
+    from genai_ray.config import MAX_BATCH_SIZE
+
+    assert serve_config({"max_batch_size": MAX_BATCH_SIZE}).max_batch_size == MAX_BATCH_SIZE
+    capped = f"max_batch_size: Input should be less than or equal to {MAX_BATCH_SIZE}"
+    with pytest.raises(UserError, match=f"serve.{capped}"):
+        serve_config({"max_batch_size": MAX_BATCH_SIZE + 1})
+    data = yaml.safe_load((CONFIGS / "local.yaml").read_text())
+    data["applications"][0]["args"]["max_batch_size"] = 100_000
+    data["applications"][0]["deployments"][0]["max_ongoing_requests"] = 100_000
+    bad = tmp_path / "huge.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    assert main(["serve", "--model", "nothing", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and capped in err

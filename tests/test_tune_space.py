@@ -10,6 +10,7 @@ import pytest
 from genai_ray import storage
 from genai_ray.config import build_config
 from genai_ray.errors import UserError
+from genai_ray.store_lock import lock_uri
 from genai_ray.tune.promote import HISTORY_FILE, promote
 from genai_ray.tune.report import curves_png, leaderboard_csv, leaderboard_rows
 from genai_ray.tune.space import load_space
@@ -156,7 +157,7 @@ def test_concurrent_promotions_lose_no_history_entry(tmp_path, s3_bucket, where)
     assert previous == [None, *[h["version"] for h in history[:-1]]]
     assert {p["version"] for p in pointers} == {h["version"] for h in history}
     if where == "s3":  # the lock object is deleted after each promotion
-        assert not storage.exists(storage.join(store, "models", "digits", "promote.lock"))
+        assert not storage.exists(lock_uri(store, "digits"))
 
 
 def test_asha_rungs_follow_the_grace_and_reduction_factor_of_the_tune_config():

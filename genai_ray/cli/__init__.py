@@ -42,7 +42,7 @@ def cli(ctx: click.Context, verbose: bool, store: str | None) -> None:
 
 def _register() -> None:
     from genai_ray.cli import cluster as cluster_cli
-    from genai_ray.cli import data
+    from genai_ray.cli import data, keys
     from genai_ray.cli import evaluate as evaluate_cli
     from genai_ray.cli import serve as serve_cli
     from genai_ray.cli import train as train_cli
@@ -58,6 +58,7 @@ def _register() -> None:
     cli.add_command(train_cli.generate)
     cli.add_command(tune_cli.tune_cmd)
     cli.add_command(tune_cli.promote_cmd)
+    cli.add_command(keys.key_hash)
 
 
 _register()

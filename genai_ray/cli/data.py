@@ -37,11 +37,12 @@ def prepare_cmd(obj, source, out_uri, name, shards, shard_size, image_size, crop
     """Turn SOURCE (digits, mnist, shapes, a folder, a .npz or an IDX file) into a dataset."""
     from genai_ray.data.prepare import check_options, prepare
     from genai_ray.data.sources import open_source
+    from genai_ray.names import check_name, safe_name
 
     check_options(holdout, shards, shard_size)
     src = open_source(source, image_size=image_size, count=count, seed=seed, labels=labels_path, crop=crop)
     given = Path(source.rstrip("/")).expanduser()
-    name = name or (given.name if given.is_dir() else given.stem).replace(".", "-") or "dataset"
+    name = check_name(name, "--name") if name else safe_name(given.name if given.is_dir() else given.stem, "dataset")
     out_uri = out_uri or storage.join(obj.store, "datasets", name)
     manifest = prepare(src, out_uri, name=name, holdout=holdout, seed=seed, shards=shards, shard_rows=shard_size,
                        overwrite=overwrite)

@@ -23,7 +23,10 @@ def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, kimg, 
           no_export) -> None:
     """Train a GAN on Ray Train workers and export its generator as a model package."""
     from genai_ray.config import DEFAULT_KIMG, deep_merge, load_config, load_yaml, parse_set_option
+    from genai_ray.names import check_name
 
+    if name is not None:
+        check_name(name, "--name")
     flags = {k: v for k, v in {"workers": workers, "gpus_per_worker": gpus_per_worker, "kimg": kimg,
                                "epochs": epochs}.items() if v is not None}
     overrides = deep_merge(parse_set_option(sets), {"train": flags} if flags else {})

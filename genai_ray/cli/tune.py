@@ -24,9 +24,13 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
              name, model_name, resume, force, address) -> None:
     """Search hyperparameters and architectures with Ray Tune, then promote the best generator."""
     from genai_ray.config import build_config
+    from genai_ray.names import check_name, safe_name
     from genai_ray.tune.campaign import run_campaign
     from genai_ray.tune.space import load_space
 
+    for flag, value in (("--name", name), ("--model-name", model_name)):
+        if value is not None:
+            check_name(value, flag)
     space = load_space(space_path)
     if not space.preset_named:
         from genai_ray.train.defaults import fitted_for
@@ -39,7 +43,7 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
     base_tune = space.base.get("tune", {})
     cfg = build_config(space.preset, {"tune": {**base_tune, **{k: v for k, v in flags.items() if v is not None}}},
                        source="tune flags")
-    name = name or f"{data_ref.rstrip('/').split('/')[-1]}-{cfg.tune.scheduler}"
+    name = name or safe_name(f"{data_ref.rstrip('/').split('/')[-1]}-{cfg.tune.scheduler}", "campaign")
     result = run_campaign(space, data_ref, name=name, tune_cfg=cfg.tune, store=obj.store, resume=resume,
                           force=force, model_name=model_name, address=address)
     click.echo(f"campaign {name}: best trial {result.best_trial} (eval/fd {result.best_score:.4f})")
@@ -57,9 +61,12 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
 @click.pass_obj
 def promote_cmd(obj, model_ref, name, metric, mode, force) -> None:
     """Make an evaluated model package the champion that Serve runs."""
+    from genai_ray.names import check_name
     from genai_ray.package.format import read_meta, resolve_model_uri
     from genai_ray.tune.promote import promote
 
+    if name is not None:
+        check_name(name, "--name")
     uri = resolve_model_uri(model_ref, obj.store)
     name = name or read_meta(uri).name
     pointer = promote(obj.store, name, uri, metric=metric, mode=mode, force=force)

@@ -26,6 +26,7 @@ from genai_ray import storage
 from genai_ray.data.manifest import FEATURES_DIR, MANIFEST_NAME, Manifest, ShardInfo, Split, now_iso, write_manifest
 from genai_ray.data.sources import Chunk, Source
 from genai_ray.errors import UserError
+from genai_ray.names import check_name
 
 ROW_GROUP_ROWS = 1024
 DEFAULT_SHARD_ROWS = 8192
@@ -173,6 +174,7 @@ def prepare(source: Source, out_uri: str, *, name: str, holdout: float = 0.1, se
     ``provenance`` marks the dataset synthetic and records the model that made it.
     """
     check_options(holdout, shards, shard_rows)
+    check_name(name, "dataset name")
     storage.check_writable(out_uri)
     _clear_output(out_uri, overwrite)
     if shards:

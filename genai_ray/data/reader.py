@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from genai_ray import storage
 from genai_ray.data.manifest import Manifest, ShardInfo, Split, read_manifest
 from genai_ray.errors import IntegrityError, UserError
+from genai_ray.names import check_name
 
 
 @dataclass
@@ -126,5 +127,5 @@ def open_dataset(uri: str, verify: bool = True, checksums: bool = False) -> Data
 def resolve_dataset_uri(ref: str, store: str | None = None) -> str:
     """A dataset URI, or a bare name looked up under ``<store>/datasets/``."""
     if "/" in ref or "://" in ref or ref.startswith("."):
-        return ref
-    return storage.join(store or storage.default_store(), "datasets", ref)
+        return ref  # a path or URI the user chose, not a name in the store
+    return storage.join(store or storage.default_store(), "datasets", check_name(ref, "dataset name"))

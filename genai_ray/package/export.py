@@ -10,12 +10,11 @@ import os
 
 import numpy as np
 
-from genai_ray import storage
 from genai_ray.config import Config
 from genai_ray.data.manifest import now_iso
 from genai_ray.data.reader import Dataset
 from genai_ray.images import grid_png
-from genai_ray.package.format import next_version, write_package
+from genai_ray.package.format import add_version, write_package
 from genai_ray.train.loop import STATE_DIR, STATE_PREFIX, grid_inputs
 
 
@@ -51,15 +50,15 @@ def export_checkpoint(checkpoint, cfg: Config, dataset: Dataset, name: str, stor
     z, labels = grid_inputs(cfg.model.latent_dim, num_classes)
     x = model([z, labels.astype(np.int32)] if cfg.model.conditional else z, training=False)
     samples = np.clip((np.asarray(x, np.float32) + 1.0) * 0.5, 0.0, 1.0)
-    models = storage.join(store, "models")
-    version = next_version(models, name)
-    uri = storage.join(models, name, version)
-    fields = {
-        "name": name, "version": version, "image_shape": image_shape, "latent_dim": cfg.model.latent_dim,
-        "conditional": cfg.model.conditional, "class_names": m.class_names if cfg.model.conditional else None,
-        "class_probs": class_probs(dataset) if cfg.model.conditional else None,
-        "dataset_uri": dataset.uri, "dataset_sha256": m.sha256(), "config": cfg.model_dump(mode="json"),
-        "training": training, "created_at": now_iso(),
-    }
-    write_package(uri, model, fields, grid_png(samples, {"model": f"{name}/{version}"}))
-    return uri
+
+    def write(uri: str, version: str) -> None:
+        fields = {
+            "name": name, "version": version, "image_shape": image_shape, "latent_dim": cfg.model.latent_dim,
+            "conditional": cfg.model.conditional, "class_names": m.class_names if cfg.model.conditional else None,
+            "class_probs": class_probs(dataset) if cfg.model.conditional else None,
+            "dataset_uri": dataset.uri, "dataset_sha256": m.sha256(), "config": cfg.model_dump(mode="json"),
+            "training": training, "created_at": now_iso(),
+        }
+        write_package(uri, model, fields, grid_png(samples, {"model": f"{name}/{version}"}))
+
+    return add_version(store, name, write)  # under the model's lock: concurrent exports get distinct versions

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from genai_ray import __version__, storage
 from genai_ray.errors import IntegrityError, UserError
 from genai_ray.keras_bytes import keras_from_bytes, keras_to_bytes
+from genai_ray.names import check_name
+from genai_ray.store_lock import model_lock
 
 FORMAT_VERSION = 1
 GENERATOR_FILE = "generator.keras"
@@ -173,6 +176,21 @@ def next_version(models_uri: str, name: str) -> str:
     return f"v{version_number(taken[-1]) + 1 if taken else 1:04d}"
 
 
+def add_version(store: str, name: str, write: Callable[[str, str], Any]) -> str:
+    """Write the next ``vNNNN`` of model ``name`` with ``write(package_uri, version)``; returns the package URI.
+
+    Picking the version and writing it happen under the model's lock (the one promotions hold), so concurrent
+    exports of one model get distinct versions: the next one lists this version's files once the lock is free.
+    """
+    check_name(name, "model name")
+    models = storage.join(store, "models")
+    with model_lock(store, name):
+        version = next_version(models, name)
+        uri = storage.join(models, name, version)
+        write(uri, version)
+    return uri
+
+
 def write_package(package_uri: str, model: Any, meta_fields: dict[str, Any], samples_png: bytes | None) -> ModelMeta:
     """Save the generator, samples, and finally model.json (the commit point)."""
     blob = keras_to_bytes(model)
@@ -233,7 +251,7 @@ def resolve_model_uri(ref: str, store: str | None = None) -> str:
     store = store or storage.default_store()
     models = storage.join(store, "models")
     if ref == "champion" or ref.startswith("champion:"):
-        names = [ref.split(":", 1)[1]] if ":" in ref else [
+        names = [check_name(ref.split(":", 1)[1], "model name")] if ":" in ref else [
             n for n in storage.list_dir(models) if storage.exists(champion_uri(store, n))
         ]
         if len(names) != 1:
@@ -250,7 +268,12 @@ def resolve_model_uri(ref: str, store: str | None = None) -> str:
     if not is_reference(ref):
         return ref
     parts = ref.split("/")
+    if len(parts) > 2:
+        raise UserError(f"model reference {ref!r}: use NAME, NAME/vNNNN, champion, champion:NAME or a package URI")
+    check_name(parts[0], "model name")
     if len(parts) == 2:
+        if not VERSION_RE.match(parts[1]):
+            raise UserError(f"model reference {ref!r}: {parts[1]!r} is not a version; use NAME/vNNNN")
         return storage.join(models, *parts)
     versions = sorted_versions(storage.list_dir(storage.join(models, ref)))
     complete = [v for v in versions if storage.exists(storage.join(models, ref, v, META_FILE))]

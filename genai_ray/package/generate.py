@@ -22,9 +22,10 @@ def to_dataset(pkg: GeneratorPackage, images: np.ndarray, labels: np.ndarray | N
     """A synthetic dataset marked with the model's provenance (for data augmentation)."""
     from genai_ray.data.prepare import prepare
     from genai_ray.data.sources import array_source
+    from genai_ray.names import safe_name
 
     x = (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    name = Path(out_uri.rstrip("/")).name or f"{pkg.meta.name}-synthetic"
+    name = safe_name(Path(out_uri.rstrip("/")).name, f"{pkg.meta.name}-synthetic")
     desc = {"kind": "generated", "model": f"{pkg.meta.name}/{pkg.meta.version}", "seed": seed}
     source = array_source("generated", desc, x, labels, None, pkg.meta.class_names if labels is not None else None)
     provenance = {"model_uri": pkg.uri, "model": pkg.meta.name, "version": pkg.meta.version,

@@ -35,7 +35,8 @@ def serve_config(args: dict[str, Any] | None, source: str = "args") -> ServeConf
         raise UserError(f"{source}: the application args must be a mapping of serve settings")
     if "api_key" in (args or {}):
         raise UserError(f"{source}: api_key: refusing a key in a config file; set serve.api_key_env to the "
-                        "environment variable that holds it (default GENAI_RAY_API_KEY) or give api_key_sha256")
+                        "environment variable that holds it (default GENAI_RAY_API_KEY) or give api_key_hash "
+                        "('genai-ray key-hash' makes it)")
     return build_config(overrides={"serve": dict(args or {})}, source=source).serve
 
 
@@ -49,11 +50,11 @@ def is_loopback(host: str) -> bool:
         return False  # a hostname or 0.0.0.0-like wildcard: assume others can reach it
 
 
-def require_auth(cfg: ServeConfig, host: str, digest: str | None, source: str) -> None:
+def require_auth(cfg: ServeConfig, host: str, key_or_hash: str | None, source: str) -> None:
     """Refuse to serve beyond loopback without an API key, unless the config says so explicitly."""
-    if digest is None and not cfg.insecure_no_auth and not is_loopback(host):
+    if not key_or_hash and not cfg.insecure_no_auth and not is_loopback(host):
         raise UserError(f"{source}: refusing to serve on {host} without an API key; set ${cfg.api_key_env} "
-                        "(or serve.api_key_sha256), bind to 127.0.0.1, or pass --insecure-no-auth "
+                        "(or serve.api_key_hash), bind to 127.0.0.1, or pass --insecure-no-auth "
                         "(serve.insecure_no_auth: true) to serve unauthenticated on purpose")
 
 
@@ -84,19 +85,20 @@ def resolve_once(ref: str, store: str | None = None) -> str:
 
 def application(cfg: ServeConfig, options: dict[str, Any] | None = None, host: str | None = None,
                 resolve: bool = True) -> Any:
-    """The bound Serve application, its model resolved once. Only the API key's sha256 travels to the replicas.
+    """The bound Serve application, its model resolved once. Only the API key's scrypt hash travels to the replicas.
 
     The model stays out of the replicas' init args: deploying another model changes only ``user_config``, which
     Serve applies with ``reconfigure`` on the running replicas (a hot swap) instead of replacing them.
     """
     from genai_ray.serve.deployment import Generator
-    from genai_ray.serve.http import key_digest
+    from genai_ray.serve.keyhash import hash_key
 
-    digest = cfg.api_key_sha256 or key_digest(os.environ.get(cfg.api_key_env))
-    require_auth(cfg, host or proxy_host(), digest, "serve")
+    key = os.environ.get(cfg.api_key_env)
+    stored = cfg.api_key_hash or (hash_key(key) if key else None)
+    require_auth(cfg, host or proxy_host(), stored, "serve")
     opts = {"user_config": {"model_uri": resolve_once(cfg.model_uri)}} if resolve else {}
     opts.update(options or {})
-    return Generator.options(**opts).bind(cfg.model_dump(exclude={"model_uri"}), digest)
+    return Generator.options(**opts).bind(cfg.model_dump(exclude={"model_uri", "api_key_hash"}), stored)
 
 
 def build(args: dict[str, Any]) -> Any:
@@ -182,21 +184,24 @@ def http_port(requested: int) -> int:
     return client.http_config.port if client is not None else requested
 
 
-def deploy_schema(serve_file: ServeFile | None, uri: str, http: dict[str, Any]) -> Any:
+def deploy_schema(serve_file: ServeFile | None, uri: str, http: dict[str, Any],
+                  deployed_hash: str | None = None) -> Any:
     """The Serve config ``serve deploy`` would send, with the model in ``user_config``.
 
     The model stays out of ``args``, so deploying again with another model changes only the user config:
-    Serve then calls ``reconfigure`` on the running replicas (a hot swap) instead of replacing them.
+    Serve then calls ``reconfigure`` on the running replicas (a hot swap) instead of replacing them. For the same
+    reason the running app's key hash (``deployed_hash``) is kept when it matches the key: a fresh salt would
+    change ``args`` and restart every replica.
     """
     from ray.serve.schema import ServeDeploySchema
 
-    from genai_ray.serve.http import key_digest
+    from genai_ray.serve.keyhash import hash_key, verify
 
     cfg = serve_file.args if serve_file else ServeConfig()
     args = cfg.model_dump(exclude={"model_uri"}, exclude_defaults=True)
-    digest = key_digest(os.environ.get(cfg.api_key_env))
-    if digest and not cfg.api_key_sha256:
-        args["api_key_sha256"] = digest  # the key stays in this process; replicas get its hash
+    key = os.environ.get(cfg.api_key_env)
+    if key and not cfg.api_key_hash:  # the key stays in this process; replicas get its salted hash
+        args["api_key_hash"] = deployed_hash if deployed_hash and verify(deployed_hash, key) else hash_key(key)
     options = dict(serve_file.deployment) if serve_file else {}
     options["user_config"] = {**(options.get("user_config") or {}), "model_uri": uri}
     name, prefix = (serve_file.name, serve_file.route_prefix) if serve_file else ("genai-ray", "/")
@@ -205,6 +210,13 @@ def deploy_schema(serve_file: ServeFile | None, uri: str, http: dict[str, Any]) 
         "applications": [{"name": name, "route_prefix": prefix, "import_path": IMPORT_PATH, "args": args,
                           "deployments": [{"name": DEPLOYMENT, **options}]}],
     })
+
+
+def deployed_key_hash(client: Any, app_name: str | None) -> str | None:
+    """The ``api_key_hash`` in the args of the running app of that name, if any."""
+    apps = client.get_serve_details().get("applications") or {}
+    deployed = (apps.get(app_name or "genai-ray") or {}).get("deployed_app_config") or {}
+    return (deployed.get("args") or {}).get("api_key_hash")
 
 
 def _health(url: str, key: str | None, attempts: int = 50) -> dict[str, Any]:
@@ -239,7 +251,6 @@ def start(model_ref: str, serve_file: ServeFile | None, host: str | None, port: 
     from ray.serve._private import api as serve_api  # what `serve run FILE.yaml` uses
 
     from genai_ray.ray_runtime import ensure_ray
-    from genai_ray.serve.http import key_digest
 
     cfg = serve_file.args if serve_file else ServeConfig()
     if insecure_no_auth:
@@ -249,13 +260,13 @@ def start(model_ref: str, serve_file: ServeFile | None, host: str | None, port: 
     http = {"host": "127.0.0.1", "port": 8000, **(serve_file.http if serve_file else {})}
     http.update({k: v for k, v in (("host", host), ("port", port)) if v is not None})
     key = os.environ.get(cfg.api_key_env)
-    require_auth(cfg, str(http["host"]), cfg.api_key_sha256 or key_digest(key),
+    require_auth(cfg, str(http["host"]), cfg.api_key_hash or key,
                  serve_file.path if serve_file else "genai-ray serve")
     uri = resolve_once(model_ref, store)
-    schema = deploy_schema(serve_file, uri, http)
-    app = schema.applications[0]
     ensure_ray(address)
     client = serve_api.serve_start(http_options=http)
+    schema = deploy_schema(serve_file, uri, http, deployed_key_hash(client, serve_file.name if serve_file else None))
+    app = schema.applications[0]
     try:
         client.deploy_apps(schema, _blocking=True)
     except RuntimeError as err:

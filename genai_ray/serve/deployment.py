@@ -23,7 +23,8 @@ from genai_ray.config import ServeConfig
 from genai_ray.errors import UserError
 from genai_ray.package.format import is_reference, per_image_seeds
 from genai_ray.serve import gallery
-from genai_ray.serve.http import GenerateRequest, authorize, install, key_digest, key_matches, render
+from genai_ray.serve.http import GenerateRequest, authorize, install, key_matches_async, render
+from genai_ray.serve.keyhash import KeyVerifier, hash_key
 from genai_ray.serve.slot import Job, ModelSlot, Result, run_batch
 
 USER_CONFIG_KEYS = {"model_uri"}  # what reconfigure reads from user_config
@@ -34,7 +35,7 @@ class Limits:
     """Per-process settings the ASGI middleware reads (one replica per process)."""
 
     max_body_bytes: int = ServeConfig().max_body_bytes
-    key_sha256: str | None = None  # the API key's sha256; None: no key, /v1/* is open
+    verifier: KeyVerifier | None = None  # checks the API key against its scrypt hash; None: no key, /v1/* is open
 
 
 @dataclass
@@ -96,11 +97,14 @@ bearer = HTTPBearer(auto_error=False, description="the API key, when the server 
 class Generator:
     """One replica: a model slot, a batcher, and the HTTP routes."""
 
-    def __init__(self, config: dict[str, Any], api_key_sha256: str | None = None):
+    def __init__(self, config: dict[str, Any], api_key_hash: str | None = None):
         self.cfg = ServeConfig.model_validate(config)
-        # The builder passes the key's digest; a replica's own env (a Kubernetes secret) also works.
-        self.key_sha256 = api_key_sha256 or key_digest(os.environ.get(self.cfg.api_key_env))
-        limits.key_sha256 = self.key_sha256
+        # The builder passes the key's scrypt hash; a replica's own env (a Kubernetes secret) also works, hashed here
+        # with a fresh salt so that only the hash stays in memory.
+        key = os.environ.get(self.cfg.api_key_env)
+        stored = api_key_hash or self.cfg.api_key_hash or (hash_key(key) if key else None)
+        self.verifier = KeyVerifier(stored) if stored else None
+        limits.verifier = self.verifier
         self.slot = ModelSlot()
         self.stats = Stats()
         limits.max_body_bytes = self.cfg.max_body_bytes
@@ -146,7 +150,7 @@ class Generator:
         return results
 
     def _authorize(self, credentials: HTTPAuthorizationCredentials | None) -> None:
-        authorize(self.key_sha256, credentials)
+        authorize(self.verifier, credentials)
 
     def _require_model(self) -> None:
         if self.slot.package is None:
@@ -154,7 +158,8 @@ class Generator:
 
     @app.post("/v1/generate", response_class=Response,
               responses={200: {"content": {"image/png": {}, "application/octet-stream": {}, "application/json": {}},
-                               "description": "images; X-Model, X-Seed, X-Seeds headers name their origin"},
+                               "description": "images; X-Model, X-Seed, X-Seeds headers name their origin "
+                                              "(X-Model-Uri too with serve.expose_model_uri)"},
                          401: {"description": "missing or wrong API key"},
                          413: {"description": "request body too large"},
                          422: {"description": "invalid request"},
@@ -170,7 +175,7 @@ class Generator:
         result = await self._batched(Job(per_image_seeds(seed, body.n), body.label, body.truncation_psi))
         if isinstance(result, UserError):
             raise HTTPException(422, str(result))
-        return await asyncio.to_thread(render, result, body.format, seed)
+        return await asyncio.to_thread(render, result, body.format, seed, self.cfg.expose_model_uri)
 
     @app.get("/v1/model")
     async def model(self, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict[str, Any]:
@@ -193,7 +198,7 @@ class Generator:
     async def healthz(self, request: Request) -> JSONResponse:
         """200 when serving, 503 otherwise. Only callers with the key (or any caller, when the server has no key)
         learn the model version and the latest load error: both name URIs."""
-        details = key_matches(self.key_sha256, request.headers.get("authorization"))
+        details = await key_matches_async(self.verifier, request.headers.get("authorization"))
         try:
             self.slot.check_health()
         except RuntimeError as err:

@@ -7,9 +7,8 @@ bytes) or fields 422. Nothing here knows about Ray.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import hashlib
-import hmac
 import io
 from typing import Any, Literal
 
@@ -23,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genai_ray.errors import UserError
 from genai_ray.images import grid_png, png_bytes
+from genai_ray.serve.keyhash import KeyVerifier, bearer_token
 from genai_ray.serve.slot import Result
 
 MAX_SEED = 2**53 - 1  # seeds stay exact in JavaScript numbers
@@ -40,49 +40,50 @@ class GenerateRequest(BaseModel):
                                   description="pull latents toward the mean: 1 = none, lower = less diverse")
 
 
-def key_digest(key: str | None) -> str | None:
-    """sha256 of an API key: what replicas keep and compare, so the key itself is never stored."""
-    return hashlib.sha256(key.encode()).hexdigest() if key else None
-
-
 UNAUTHORIZED = "missing or wrong API key; send 'Authorization: Bearer <key>'"
 
 
-def key_matches(expected_digest: str | None, authorization: str | None) -> bool:
-    """Constant-time check of an ``Authorization`` header value; True when no key is configured."""
-    if expected_digest is None:
+def key_matches(verifier: KeyVerifier | None, authorization: str | None) -> bool:
+    """Whether an ``Authorization`` header value holds the key (scrypt once per distinct key, then cached); True when
+    no key is configured."""
+    return verifier is None or verifier.matches(bearer_token(authorization))
+
+
+async def key_matches_async(verifier: KeyVerifier | None, authorization: str | None) -> bool:
+    """``key_matches`` that runs a key's first, slow hash off the event loop, so other requests go on meanwhile."""
+    if verifier is None:
         return True
-    scheme, _, token = (authorization or "").partition(" ")
-    presented = key_digest(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
-    return presented is not None and hmac.compare_digest(presented, expected_digest)
+    token = bearer_token(authorization)
+    if token is None:
+        return False
+    verdict = verifier.cached(token)
+    return verdict if verdict is not None else await asyncio.to_thread(verifier.matches, token)
 
 
-def authorize(expected_digest: str | None, credentials: HTTPAuthorizationCredentials | None) -> None:
-    """Constant-time bearer check; a no-op when no key is configured."""
-    if expected_digest is None:
+def authorize(verifier: KeyVerifier | None, credentials: HTTPAuthorizationCredentials | None) -> None:
+    """Bearer check for a route (the gate already ran, so the verdict is cached); a no-op without a key."""
+    if verifier is None:
         return
     header = f"Bearer {credentials.credentials}" if credentials else None
-    if not key_matches(expected_digest, header):
+    if not key_matches(verifier, header):
         raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
 
-def provenance(result: Result, seed: int) -> dict[str, str]:
-    """What every response carries, as headers and PNG text chunks."""
-    out = {
-        "model": f"{result.meta.name}/{result.meta.version}",
-        "model-uri": result.uri,
-        "seed": str(seed),
-        "seeds": ",".join(map(str, result.seeds)),
-        "batch-size": str(result.batch_size),
-    }
+def provenance(result: Result, seed: int, expose_uri: bool = False) -> dict[str, str]:
+    """What every response carries, as headers and PNG text chunks: the model version, and its store URI only with
+    ``serve.expose_model_uri`` (a URI names buckets and paths)."""
+    out = {"model": f"{result.meta.name}/{result.meta.version}"}
+    if expose_uri:
+        out["model-uri"] = result.uri
+    out.update({"seed": str(seed), "seeds": ",".join(map(str, result.seeds)), "batch-size": str(result.batch_size)})
     if result.labels is not None:
         out["labels"] = ",".join(map(str, result.labels))
     return out
 
 
-def render(result: Result, fmt: str, seed: int) -> Response:
+def render(result: Result, fmt: str, seed: int, expose_uri: bool = False) -> Response:
     """The images in the requested format, named by model version and seeds."""
-    info = provenance(result, seed)
+    info = provenance(result, seed, expose_uri)
     headers = {f"X-{k.title()}": v for k, v in info.items()}
     if fmt == "png":
         return Response(grid_png(result.images, text=info), media_type="image/png", headers=headers)
@@ -94,12 +95,13 @@ def render(result: Result, fmt: str, seed: int) -> Response:
     images = []
     for i, (image, s) in enumerate(zip(result.images, result.seeds, strict=True)):
         label = None if result.labels is None else result.labels[i]
-        text = {"model": model, "model-uri": result.uri, "seed": str(s)}
+        text = {"model": model, **({"model-uri": result.uri} if expose_uri else {}), "seed": str(s)}
         if label is not None:
             text["label"] = str(label)
         images.append({"seed": s, "label": label, "png": base64.b64encode(png_bytes(image, text)).decode()})
+    named = {"name": result.meta.name, "version": result.meta.version, **({"uri": result.uri} if expose_uri else {})}
     body: dict[str, Any] = {
-        "model": {"name": result.meta.name, "version": result.meta.version, "uri": result.uri},
+        "model": named,
         "seed": seed, "seeds": result.seeds, "labels": result.labels, "batch_size": result.batch_size,
         "images": images,
     }
@@ -107,26 +109,27 @@ def render(result: Result, fmt: str, seed: int) -> Response:
 
 
 class AuthGate:
-    """ASGI middleware: 401 for ``/v1/*`` without the right key, before the body is read or validated.
+    """ASGI middleware: 401 for ``/v1/*`` and the API docs without the right key, before the body is read.
 
     FastAPI parses and validates a body before a route's own checks run, so a check inside the route would hand
-    anonymous clients 422 details about the API. ``limits.key_sha256`` is None when the server has no key.
+    anonymous clients 422 details about the API; the OpenAPI schema and docs would describe it whole.
+    ``limits.verifier`` is None when the server has no key.
     """
 
-    PROTECTED = "/v1/"
+    PROTECTED = ("/v1/", "/docs", "/redoc", "/openapi.json")  # /docs also covers /docs/oauth2-redirect
 
     def __init__(self, app: Any, limits: Any):
         self.app = app
         self.limits = limits
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and self.limits.key_sha256 is not None:
+        if scope["type"] == "http" and self.limits.verifier is not None:
             path = scope.get("path", "")
             root = scope.get("root_path", "")
             inner = path[len(root):] if root and path.startswith(root) else path
             if inner.startswith(self.PROTECTED):
                 header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
-                if not key_matches(self.limits.key_sha256, header):
+                if not await key_matches_async(self.limits.verifier, header):
                     response = JSONResponse({"detail": UNAUTHORIZED}, 401, headers={"WWW-Authenticate": "Bearer"})
                     await response(scope, receive, send)
                     return

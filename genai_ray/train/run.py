@@ -20,6 +20,7 @@ from genai_ray.data.manifest import Manifest
 from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
 from genai_ray.gan import family
+from genai_ray.names import check_name
 from genai_ray.package.export import class_probs
 from genai_ray.train.loop import RunPlan, run_length
 from genai_ray.train.worker import FAULT_ENV, train_loop_per_worker
@@ -222,10 +223,10 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
     from genai_ray.ray_runtime import ensure_ray
 
     store = store or storage.default_store()
+    if name is not None:
+        check_name(name, "run name")  # before any work
     dataset = open_dataset(resolve_dataset_uri(data, store))
-    name = name or f"{dataset.manifest.name}-{cfg.model.family}"
-    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise UserError(f"--name {name!r}: use letters, digits, '-', '_' and '.' only")
+    name = check_name(name or f"{dataset.manifest.name}-{cfg.model.family}", "run name")
     run_uri = storage.join(runs_uri(store), name)
     plan = plan_run(cfg, dataset, run_uri)
     ensure_ray(address)

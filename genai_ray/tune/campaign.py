@@ -29,6 +29,7 @@ from genai_ray import storage
 from genai_ray.config import TuneConfig
 from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
+from genai_ray.names import check_name
 from genai_ray.train.loop import run_length
 from genai_ray.tune.inline import scalar as _scalar
 from genai_ray.tune.leftovers import live_placement_groups, release_leftovers
@@ -327,6 +328,9 @@ def run_campaign(space: SearchSpace, data: str, *, name: str, tune_cfg: TuneConf
     from genai_ray.tune.progress import CampaignProgress
 
     store = store or storage.default_store()
+    check_name(name, "campaign name")
+    if model_name is not None:
+        check_name(model_name, "model name")
     dataset = open_dataset(resolve_dataset_uri(data, store))
     base = space.config_for({}, trial_overrides(tune_cfg, space.base.get("train", {})))
     plan_run(base, dataset, storage.join(runs_uri(store), "check"))  # refuse a bad base before any trial
