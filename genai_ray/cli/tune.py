@@ -42,6 +42,9 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
     cfg = build_config(space.preset, {"tune": {**base_tune, **{k: v for k, v in flags.items() if v is not None}}},
                        source="tune flags")
     name = name or f"{data_ref.rstrip('/').split('/')[-1]}-{cfg.tune.scheduler}"
+    from genai_ray import stops
+
+    stops.set_hint(f"campaign {name} is resumable: rerun the same command{'' if resume else ' with --resume'}")
     result = run_campaign(space, data_ref, name=name, tune_cfg=cfg.tune, store=obj.store, resume=resume,
                           force=force, model_name=model_name, address=address)
     click.echo(f"campaign {name}: best trial {result.best_trial} (eval/fd {result.best_score:.4f})")
