@@ -72,7 +72,7 @@ def run(out_dir: Path, workers: int, epochs: int | None, keep_serving: bool) -> 
     from genai_ray.package import load_package
     from genai_ray.serve.app import load_serve_file, start
     from genai_ray.tables import format_table
-    from genai_ray.train.run import fit, runs_uri
+    from genai_ray.train.run import fit, length_trained, runs_uri
 
     demo_started = time.monotonic()
     store = storage.default_store()
@@ -92,7 +92,9 @@ def run(out_dir: Path, workers: int, epochs: int | None, keep_serving: bool) -> 
     storage.delete(storage.join(runs_uri(store), RUN_NAME))  # the demo's own run: train afresh each time
     started = time.monotonic()
     result = fit(cfg, data_uri, name=RUN_NAME, store=store)
-    print(f"trained {result.epochs} epochs in {time.monotonic() - started:.0f} s -> {result.package_uri}")
+    length = length_trained(result, counts_epochs=bool(cfg.train.epochs))
+    print(f"trained {length} in {time.monotonic() - started:.0f} s -> "
+          f"{result.package_uri}")
 
     step("evaluate on the held-out digits: the GAN vs the KDE baseline and the real floor")
     ds = open_dataset(data_uri)
