@@ -67,7 +67,7 @@ def last_lines(log: Path) -> list[str]:
     return [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_the_command_and_its_process_tree_with_one_line(sig: int, tmp_path: Path) -> None:
     log = tmp_path / "out.txt"
     with log.open("w") as out:
@@ -161,7 +161,7 @@ def stop_cli(args: list[str], marker: str, sig: int, tmp_path: Path, ray_tmp: st
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_serve_stops_on_a_signal(sig: int, tmp_path: Path, ray_tmp: str) -> None:
     from serve_helpers import make_package
 
@@ -177,7 +177,7 @@ def test_serve_stops_on_a_signal(sig: int, tmp_path: Path, ray_tmp: str) -> None
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_train_stops_on_a_signal_and_says_how_to_resume(sig: int, digits_uri: str, tmp_path: Path,
                                                         ray_tmp: str) -> None:
     args = ["--store", str(tmp_path / "store"), "train", "--data", digits_uri, "--preset", "tiny", "--kimg", "500",
@@ -198,7 +198,7 @@ params:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_tune_stops_on_a_signal_and_says_how_to_resume(sig: int, digits_uri: str, tmp_path: Path,
                                                        ray_tmp: str) -> None:
     space = tmp_path / "space.yaml"
