@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +93,56 @@ def test_verbose_keeps_everything() -> None:
 ])
 def test_noise_patterns(line: str, noise: bool) -> None:
     assert is_noise(line) is noise
+
+
+CPP_LOG = re.compile(r"(^|\) )([IWE]\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\] |WARNING: All log messages before absl)")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_dcgan_run_shows_tensorflows_cpp_lines_only_with_verbose(digits_uri: str, tmp_path: Path) -> None:
+    """A normal DCGAN `train` printed grappler's `E0000 ... remapper failed` from its Ray Train worker and absl's
+    banners from the driver; -v keeps them. The run also reports its length in kimg, not in ticks."""
+    outputs = {}
+    for flags in ([], ["-v"]):
+        args = [*flags, "--store", str(tmp_path / "store"), "train", "--data", digits_uri, "--preset", "tiny",
+                "--set", "model.family=dcgan", "--kimg", "2", "--workers", "1", "--name", f"dc{len(flags)}",
+                "--no-export"]
+        out = subprocess.run([sys.executable, "-m", "genai_ray", *args], capture_output=True, text=True,
+                             timeout=900, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert out.returncode == 0, out.stderr[-3000:]
+        outputs[bool(flags)] = out.stdout + out.stderr
+    quiet, verbose = outputs[False], outputs[True]
+    assert "finished 2.048 kimg" in quiet, quiet[-2000:]  # ceil(2000 / 64) steps of 64 images
+    assert not [line for line in quiet.splitlines() if CPP_LOG.search(line)], quiet
+    lines = [line for line in verbose.splitlines() if CPP_LOG.search(line)]
+    assert any("RayTrainWorker" in line for line in lines), verbose[-3000:]  # a Train worker's, streamed by Ray
+    assert any("absl::InitializeLog" in line and "pid=" not in line for line in lines), lines  # the driver's own
+
+
+TUNE_SPACE = """
+preset: tiny
+base:
+  model: {conditional: false}
+  train: {epochs: 2, eval_every: 1, eval_samples: 100, global_batch: 32}
+  eval: {n_samples: 200, classifier_epochs: 3}
+params:
+  train.g_lr: {loguniform: [1.0e-4, 2.0e-3]}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_tune_campaign_ends_without_its_trials_cpp_lines(digits_uri: str, tmp_path: Path) -> None:
+    """Trial workers' absl and oneDNN lines reached the terminal at the end of a campaign: Ray flushed them after
+    the filter had closed."""
+    space = tmp_path / "space.yaml"
+    space.write_text(TUNE_SPACE)
+    args = ["--store", str(tmp_path / "store"), "tune", "--data", digits_uri, "--space", str(space), "--samples", "2",
+            "--max-concurrent", "2", "--scheduler", "fifo", "--name", "q"]
+    out = subprocess.run([sys.executable, "-m", "genai_ray", *args], capture_output=True, text=True, timeout=1000,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    both = out.stdout + out.stderr
+    assert out.returncode == 0, both[-3000:]
+    assert "campaign q: best trial" in both
+    assert not [line for line in both.splitlines() if CPP_LOG.search(line)], both
