@@ -21,9 +21,10 @@ from typing import TextIO
 # One pattern per kind of noise, matched after Ray's "(Actor pid=N, ip=...)" prefix and colours are removed.
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+"
 NOISE = re.compile("|".join([
-    # TensorFlow (absl) before it sets up logging, its INFO/WARNING lines (E and F pass), the CPU-features banner
+    # TensorFlow's and absl's C++ log lines (F, fatal, passes): absl's own TensorFlow copies ignore
+    # TF_CPP_MIN_LOG_LEVEL, and grappler logs ERROR for an optimisation it skipped (remapper failed: ...)
     r"WARNING: All log messages before absl::InitializeLog\(\) is called",
-    r"[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\] ",
+    r"[IWE]\d{4} [\d:.]+\s+\d+ \S+:\d+\] ",
     r"To enable the following instructions: .* rebuild TensorFlow",
     # INFO logs: Python's and Ray's format, Serve's format, Ray's C++ format (its INFO and WARNING)
     rf"{STAMP}\s+(INFO|DEBUG) ",
@@ -36,6 +37,8 @@ NOISE = re.compile("|".join([
     r".*Token authentication is enabled for this Ray cluster",
     r".*core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store",
     r"\(autoscaler \+\S+\) Tip: use `ray status`",
+    # ray.init in the command's thread: genai_ray.stops handles SIGTERM in the main thread
+    rf"{STAMP}\s+WARNING worker\.py:\d+ -- SIGTERM handler is not set because current thread is not the main",
     # Ray Train's controller and workers narrating a healthy start and each checkpoint
     r"Requesting resources: ", r"Attempting to start training worker group ",
     r"Started training worker group of size ", r"- \(ip=\S+, pid=\d+\) world_rank=",

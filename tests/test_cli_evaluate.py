@@ -78,6 +78,12 @@ def test_baselines_table(local_store: str, capsys) -> None:
     code, out, _ = run(capsys, "--store", local_store, "evaluate", "--baseline", "kde", "--data", "digits",
                        "--n", "300", *FAST)
     assert code == 0 and out.splitlines()[0].split() == ["metric", "kde"]
+    rows = [line.split()[0] for line in out.splitlines()[1:-1]]
+    assert rows == ["eval/fd", "eval/precision", "eval/recall", "eval/coverage", "eval/memorisation"], out
+    assert out.splitlines()[-1].endswith("more metrics: --all, or --json)"), out
+    code, out, _ = run(capsys, "--store", local_store, "evaluate", "--baseline", "kde", "--data", "digits",
+                       "--n", "300", "--all", *FAST)
+    assert code == 0 and len(out.splitlines()) > 1 + len(rows) and "more metrics" not in out
 
 
 @pytest.mark.parametrize("args, message", [

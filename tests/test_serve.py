@@ -320,6 +320,27 @@ def test_gallery_renders_and_generates_in_chromium(cond: str, tmp_path: Path) ->
         assert newest == [[8, "2"]] * 5
 
 
+def test_gallery_says_a_key_is_needed_and_loads_the_model_with_it_in_chromium(locked: str) -> None:
+    Chromium.require()
+    model = "document.querySelector('#model').textContent"
+    with Chromium() as browser:
+        browser.send("Page.enable")
+        browser.send("Page.navigate", url=f"{locked}/")
+        browser.wait_for("document.querySelector('#status')?.dataset.state === 'key'")
+        assert "needs an API key" in browser.eval(model)
+        assert browser.eval("document.querySelector('#generate').textContent") == "Load model"
+        assert browser.eval("document.querySelectorAll('#gallery img').length") == 0
+        press = "document.querySelector('#key').value = {}; document.querySelector('#generate').click(); true"
+        browser.eval(press.format(json.dumps("wrong")))
+        browser.wait_for(f"{model}.includes('refused')")
+        assert browser.eval("document.querySelector('#status').dataset.state") == "key"
+        browser.eval(press.format(json.dumps(KEY)))
+        browser.wait_for("document.querySelector('#status').dataset.state === 'ready'")
+        assert "uncond/v0001" in browser.eval(model)
+        assert browser.eval("document.querySelectorAll('#gallery img').length") == 16
+        assert browser.eval("document.querySelector('#generate').textContent") == "Generate"
+
+
 def test_auth_protects_v1_routes_and_key_is_never_logged(locked: str, packages: dict[str, str], ray_local) -> None:
     good = {"Authorization": f"Bearer {KEY}"}
     # The API docs describe every route and field: with a key set, they need it too.

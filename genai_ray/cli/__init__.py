@@ -71,10 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     # The console command owns its process's streams; a caller passing argv (tests, scripts) keeps its own.
     quiet = install_quiet(verbose) if argv is None else None
     try:
+        if argv is None:  # the console command owns its signals too: SIGINT and SIGTERM stop it in one line
+            from genai_ray import stops
+
+            return stops.run(lambda: _run(args, verbose), verbose)
         return _run(args, verbose)
     finally:
         if quiet is not None:
+            _end_ray()  # Ray streams its workers' lines until it shuts down: through the filter, not after it
             quiet.close()
+
+
+def _end_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def _run(args: list[str], verbose: bool) -> int:

@@ -7,7 +7,7 @@ import json
 import click
 
 from genai_ray.errors import UserError
-from genai_ray.tables import format_table
+from genai_ray.tables import format_key_table, format_table
 
 BASELINES = ("real", "kde")
 
@@ -28,10 +28,13 @@ BASELINES = ("real", "kde")
 @click.option("--truncation-psi", type=float, default=1.0, show_default=True,
               help="Models: pull latents toward the mean, in [0, 1] (1 = none; lower = fidelity over diversity).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--all", "all_rows", is_flag=True,
+              help="Print every metric (per class, feature-model checks), not only FD, precision, recall, coverage "
+                   "and memorisation.")
 @click.option("--no-write", is_flag=True, help="Don't record the metrics in the package's model.json.")
 @click.pass_obj
 def evaluate_cmd(obj, model_ref, baselines, data_ref, n, split, seed, config_path, sets, truncation_psi, as_json,
-                 no_write) -> None:
+                 all_rows, no_write) -> None:
     """Score a model (or a baseline) on a dataset: Frechet distance, precision/recall, coverage, memorisation."""
     from genai_ray.config import load_config, parse_set_option
 
@@ -52,7 +55,10 @@ def evaluate_cmd(obj, model_ref, baselines, data_ref, n, split, seed, config_pat
         if not data_ref:
             raise UserError("--baseline needs --data URI|NAME: the dataset to fit the baseline on")
         columns = _evaluate_baselines(obj.store, baselines, data_ref, n, split, seed, cfg)
-    click.echo(json.dumps(columns, indent=2) if as_json else format_table(columns))
+    if as_json:
+        click.echo(json.dumps(columns, indent=2))
+    else:
+        click.echo(format_table(columns) if all_rows else format_key_table(columns, "--all, or --json"))
 
 
 def _evaluate_model(store, model_ref, data_ref, n, split, seed, cfg, write, psi) -> dict[str, float]:

@@ -44,10 +44,30 @@ def serve(obj, model_ref: str, config_path: str | None, port: int | None, host: 
         click.echo(f"warning: {caveat}", err=True)
     if not blocking:
         return
+    _wait_until_stopped(name, url, address)
+
+
+def _wait_until_stopped(name: str, url: str, address: str | None) -> None:
+    """Serve until SIGINT or SIGTERM. On a cluster the app is deleted then; a private Ray ends with the command."""
+    import os
+
+    from genai_ray import stops
+    from genai_ray.ray_runtime import ADDRESS_ENV
+
+    if address or os.environ.get(ADDRESS_ENV):
+        def delete() -> None:
+            from ray import serve as ray_serve
+
+            ray_serve.delete(name)
+
+        stops.on_stop(delete)
+        stops.set_hint(f"deleting the app {name} from the cluster")
+    else:
+        stops.set_hint(f"{url} is down")
     try:
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # called without the console's signal handling (main(argv))
         from ray import serve as ray_serve
 
         ray_serve.delete(name)

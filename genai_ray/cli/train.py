@@ -37,15 +37,19 @@ def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, kimg, 
         fitted, line = fitted_for(data, obj.store)
         cfg = load_config(config_path, preset, overrides, fitted=fitted)
         click.echo(line)
-    from genai_ray.train.run import fit  # TensorFlow and Ray load in seconds: only once the config is valid
+    from genai_ray import stops
+    from genai_ray.data.reader import open_dataset, resolve_dataset_uri
+    from genai_ray.train.run import default_run_name, fit, length_trained  # TF and Ray load once the config is valid
 
     t = cfg.train
     click.echo(f"training {cfg.model.family}{' (conditional)' if cfg.model.conditional else ''} on {data}: "
                f"{t.workers} worker(s), global batch {t.global_batch}, "
                f"{f'{t.epochs} epochs' if t.epochs else f'{t.kimg or DEFAULT_KIMG:g} kimg'}, loss {t.loss}")
-    result = fit(cfg, data, name=name, store=obj.store, address=address, export=not no_export)
+    run = name or default_run_name(open_dataset(resolve_dataset_uri(data, obj.store)), cfg)
+    stops.set_hint(f"run {run} is resumable: rerun the same command")
+    result = fit(cfg, data, name=run, store=obj.store, address=address, export=not no_export)
     m = result.metrics
-    length = f"{result.epochs} epochs" if t.epochs else f"{m.get('kimg', 0):g} kimg"
+    length = length_trained(result, counts_epochs=bool(t.epochs))
     if result.already_finished:
         where = f"epoch {result.epochs} (train.epochs={t.epochs})" if t.epochs else length
         click.echo(f"run {result.run_uri.rstrip('/').rsplit('/', 1)[-1]} already finished at {where}: nothing to "

@@ -23,6 +23,7 @@ import click
 def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_trial, max_concurrent, seed,
              name, model_name, resume, force, address) -> None:
     """Search hyperparameters and architectures with Ray Tune, then promote the best generator."""
+    from genai_ray import stops
     from genai_ray.config import build_config
     from genai_ray.names import check_name, safe_name
     from genai_ray.tune.campaign import run_campaign
@@ -44,6 +45,7 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
     cfg = build_config(space.preset, {"tune": {**base_tune, **{k: v for k, v in flags.items() if v is not None}}},
                        source="tune flags")
     name = name or safe_name(f"{data_ref.rstrip('/').split('/')[-1]}-{cfg.tune.scheduler}", "campaign")
+    stops.set_hint(f"campaign {name} is resumable: rerun the same command{'' if resume else ' with --resume'}")
     result = run_campaign(space, data_ref, name=name, tune_cfg=cfg.tune, store=obj.store, resume=resume,
                           force=force, model_name=model_name, address=address)
     click.echo(f"campaign {name}: best trial {result.best_trial} (eval/fd {result.best_score:.4f})")

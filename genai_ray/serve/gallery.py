@@ -3,7 +3,9 @@
 It shows the model and its key scores in a small table (FD, precision, recall, memorisation, with the KDE
 baseline's where model.json records them), every metric behind an "all metrics" disclosure, samples (a row per
 class for conditional models) and a form to generate more through ``/v1/generate``. ``#status[data-state]``
-turns ``ready`` when a request has finished, so headless browsers and tests can wait on it.
+turns ``ready`` when a request has finished, so headless browsers and tests can wait on it. With an API key set,
+``/v1/model`` answers 401 until the key is entered: the page says so (``data-state="key"``) and the form's button
+loads the model with the key typed in.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ section{margin:.6rem 0}h2{font-size:.9rem;margin:.2rem 0;color:#555}
 figure{display:inline-block;margin:2px;text-align:center;font-size:.7rem;color:#666}
 figure img{width:64px;height:64px;image-rendering:pixelated;display:block;background:#000}
 #status[data-state=error]{color:#b00}
+#model[data-state=key]{color:#b00;font-weight:600}
 #header{display:flex;gap:2rem;align-items:flex-start;flex-wrap:wrap}
 table{border-collapse:collapse;font-size:.85rem}
 th,td{padding:.15rem .6rem;text-align:right;border-bottom:1px solid #ddd}
@@ -50,6 +53,7 @@ details table{margin-top:.3rem;font-size:.75rem}
 const BASE = __BASE__;
 const $ = (id) => document.getElementById(id);
 let classes = null;
+let loaded = false;  // /v1/model answered: the button generates; until then it (re)loads the model
 
 async function api(path, body) {
   const headers = {"Content-Type": "application/json"};
@@ -58,7 +62,11 @@ async function api(path, body) {
   const init = body ? {method: "POST", headers, body: JSON.stringify(body)} : {headers};
   const r = await fetch(BASE + path, init);
   const data = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(r.status + ": " + (data.detail || r.statusText));
+  if (!r.ok) {
+    const err = new Error(r.status + ": " + (data.detail || r.statusText));
+    err.status = r.status;
+    throw err;
+  }
   return data;
 }
 
@@ -88,7 +96,21 @@ async function run(task) {
   const st = $("status");
   st.dataset.state = "busy"; st.textContent = "generating...";
   try { await task(); st.dataset.state = "ready"; st.textContent = ""; }
-  catch (e) { st.dataset.state = "error"; st.textContent = String(e.message || e); }
+  catch (e) {
+    if (e.status === 401 && !loaded) { askForKey(); st.dataset.state = "key"; st.textContent = ""; }
+    else { st.dataset.state = "error"; st.textContent = String(e.message || e); }
+  }
+}
+
+// With a key set, the model's details need it too: say so instead of staying on "loading model...".
+function askForKey() {
+  const tried = $("key").value !== "";
+  $("model").textContent = tried ? "That API key was refused: check it and press Load model."
+    : "This endpoint needs an API key to load the model: enter it in the API key field and press Load model.";
+  $("model").dataset.state = "key";
+  $("generate").textContent = "Load model";
+  $("key").placeholder = "required";
+  $("key").focus();
 }
 
 // The headline scores, the KDE baseline's beside them where model.json records one (a key naming "kde" that ends
@@ -132,7 +154,11 @@ function showScores(metrics) {
 }
 
 async function init() {
+  $("model").textContent = "loading model...";
   const m = await api("v1/model");
+  loaded = true;
+  $("model").dataset.state = "loaded";
+  $("generate").textContent = "Generate";
   classes = m.conditional ? m.class_names : null;
   $("model").textContent = "model " + m.name + "/" + m.version;
   showScores(m.metrics || {});
@@ -149,6 +175,7 @@ async function init() {
 
 $("controls").addEventListener("submit", (ev) => {
   ev.preventDefault();
+  if (!loaded) { run(init); return; }
   const body = {n: Number($("n").value) || 1, format: "json"};
   if ($("label").value !== "") body.label = Number($("label").value);
   if ($("seed").value !== "") body.seed = Number($("seed").value);

@@ -42,6 +42,18 @@ class TrainResult:
     already_finished: bool = False  # the run had reached train.epochs before this call: nothing was trained
 
 
+def default_run_name(dataset: Dataset, cfg: Config) -> str:
+    return f"{dataset.manifest.name}-{cfg.model.family}"
+
+
+def length_trained(result: TrainResult, counts_epochs: bool) -> str:
+    """What a run trained in its own unit: kimg (thousands of real images shown), or epochs when the run counts
+    epochs. ``result.epochs`` counts ticks in a kimg run (about 1 kimg each), which are not passes over the data."""
+    if counts_epochs:
+        return f"{result.epochs} epochs"
+    return f"{float(result.metrics.get('kimg') or 0):g} kimg"
+
+
 def runs_uri(store: str) -> str:
     return storage.join(store, "runs")
 
@@ -226,7 +238,7 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
     if name is not None:
         check_name(name, "run name")  # before any work
     dataset = open_dataset(resolve_dataset_uri(data, store))
-    name = check_name(name or f"{dataset.manifest.name}-{cfg.model.family}", "run name")
+    name = check_name(name or default_run_name(dataset, cfg), "run name")
     run_uri = storage.join(runs_uri(store), name)
     plan = plan_run(cfg, dataset, run_uri)
     ensure_ray(address)
