@@ -115,7 +115,7 @@ def test_features_reload_from_the_cache_identically(digits, train_xy) -> None:
     x, _ = train_xy
     before = evaluate(to_float(x[:300]), digits, cfg=CFG)
     features._LOADED.clear()  # force the safe_mode load from the dataset folder
-    from genai_ray import evaluate as evaluate_module
+    from genai_ray.evaluation import evaluate as evaluate_module
 
     evaluate_module._REFERENCES.clear()
     assert evaluate(to_float(x[:300]), digits, cfg=CFG) == before
