@@ -70,17 +70,20 @@ def test_a_slow_holder_whose_lock_was_broken_leaves_the_new_holders_lock(s3_buck
             taken.set()
             done.wait(60)
 
-    with model_lock(store, "m", stale_s=1):
-        slow = lock_token(uri)
-        thread = threading.Thread(target=newcomer)
-        thread.start()
-        assert taken.wait(30), "the waiter never broke the stale lock"
-        assert newcomer_token[0] != slow
-    # The slow holder's release found someone else's token: the newcomer still holds its lock.
-    assert storage.exists(uri) and lock_token(uri) == newcomer_token[0]
-    assert "was broken as stale while this process held it" in capfd.readouterr().err
-    done.set()
-    thread.join(30)
+    thread = threading.Thread(target=newcomer)
+    try:
+        with model_lock(store, "m", stale_s=1):
+            slow = lock_token(uri)
+            thread.start()
+            assert taken.wait(30), "the waiter never broke the stale lock"
+            assert newcomer_token[0] != slow
+        # The slow holder's release found someone else's token: the newcomer still holds its lock.
+        assert storage.exists(uri) and lock_token(uri) == newcomer_token[0]
+        assert "was broken as stale while this process held it" in capfd.readouterr().err
+    finally:
+        done.set()
+        if thread.is_alive():
+            thread.join(30)
     assert not storage.exists(uri)  # the newcomer released its own
 
 
