@@ -105,8 +105,10 @@ def _s3_lock(uri: str, name: str, wait_s: float, stale_s: float) -> Iterator[Non
                                 ) from None
         try:
             held = client.head_object(Bucket=bucket, Key=key)
-        except ClientError:
-            continue  # released in between: try again at once
+        except ClientError as err:
+            if _code(err) in ("404", "NoSuchKey", "NotFound"):
+                continue  # released in between: try again at once
+            raise UserError(f"{uri}: cannot read the lock ({_code(err)}); check s3:GetObject on the store") from None
         if lock_age(held, first_seen) > stale_s:
             with contextlib.suppress(ClientError):  # someone else broke or replaced it first
                 client.delete_object(Bucket=bucket, Key=key, IfMatch=held["ETag"])  # its holder died

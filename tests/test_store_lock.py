@@ -70,17 +70,20 @@ def test_a_slow_holder_whose_lock_was_broken_leaves_the_new_holders_lock(s3_buck
             taken.set()
             done.wait(60)
 
-    with model_lock(store, "m", stale_s=1):
-        slow = lock_token(uri)
-        thread = threading.Thread(target=newcomer)
-        thread.start()
-        assert taken.wait(30), "the waiter never broke the stale lock"
-        assert newcomer_token[0] != slow
-    # The slow holder's release found someone else's token: the newcomer still holds its lock.
-    assert storage.exists(uri) and lock_token(uri) == newcomer_token[0]
-    assert "was broken as stale while this process held it" in capfd.readouterr().err
-    done.set()
-    thread.join(30)
+    thread = threading.Thread(target=newcomer)
+    try:
+        with model_lock(store, "m", stale_s=1):
+            slow = lock_token(uri)
+            thread.start()
+            assert taken.wait(30), "the waiter never broke the stale lock"
+            assert newcomer_token[0] != slow
+        # The slow holder's release found someone else's token: the newcomer still holds its lock.
+        assert storage.exists(uri) and lock_token(uri) == newcomer_token[0]
+        assert "was broken as stale while this process held it" in capfd.readouterr().err
+    finally:
+        done.set()
+        if thread.is_alive():
+            thread.join(30)
     assert not storage.exists(uri)  # the newcomer released its own
 
 
@@ -93,3 +96,42 @@ def test_a_live_lock_makes_waiters_give_up_in_one_line(s3_bucket: str, tmp_path:
             assert "\n" not in str(err.value)
         with model_lock(store, "m", wait_s=0.5):  # free again
             pass
+
+
+@pytest.mark.slow  # 16 exports of a real generator checkpoint
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_eight_concurrent_export_checkpoints_of_one_model_get_distinct_versions(
+        where: str, tmp_path: Path, s3_bucket: str) -> None:
+    """The export itself (a Ray checkpoint in, a model package out), 8 at once for one model name."""
+    import os
+
+    import tensorflow as tf
+    from ray.train import Checkpoint
+
+    from genai_ray.config import build_config
+    from genai_ray.data.prepare import prepare
+    from genai_ray.data.reader import open_dataset
+    from genai_ray.data.sources import open_source
+    from genai_ray.gan import family
+    from genai_ray.train.export import export_checkpoint
+    from genai_ray.train.loop import STATE_DIR, STATE_PREFIX
+
+    cfg = build_config("tiny")
+    dataset = open_dataset(prepare(open_source("shapes", count=40, seed=0), str(tmp_path / "shapes"), name="shapes",
+                                   progress=False) and str(tmp_path / "shapes"))
+    shape = tuple(dataset.manifest.shape)
+    generator = family(cfg.model.family).build_generator(cfg.model, shape, max(dataset.manifest.num_classes, 1))
+    tf.train.Checkpoint(ema=generator).write(os.path.join(tmp_path, "ckpt", STATE_DIR, STATE_PREFIX))
+    checkpoint = Checkpoint.from_directory(str(tmp_path / "ckpt"))
+    store = str(tmp_path / "store") if where == "local" else f"{s3_bucket}/store"
+    start = threading.Barrier(8)
+
+    def export(i: int) -> str:
+        start.wait()
+        return export_checkpoint(checkpoint, cfg, dataset, "shapes", store, {"run": f"r{i}"})
+
+    with ThreadPoolExecutor(8) as pool:
+        uris = list(pool.map(export, range(8)))
+    assert sorted(uri.rsplit("/", 1)[1] for uri in uris) == [f"v{i:04d}" for i in range(1, 9)]
+    runs = {load_package(uri).meta.training["run"] for uri in uris}
+    assert runs == {f"r{i}" for i in range(8)}  # no export overwrote another's package
