@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from genai_ray.quiet import is_noise
+from genai_ray.quiet import ANSI, is_noise
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = """
@@ -98,6 +98,11 @@ def test_noise_patterns(line: str, noise: bool) -> None:
 CPP_LOG = re.compile(r"(^|\) )([IWE]\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\] |WARNING: All log messages before absl)")
 
 
+def cpp_lines(output: str) -> list[str]:
+    """TensorFlow's and absl's C++ log lines, the driver's own or a Ray worker's (Ray colours its prefix)."""
+    return [line for line in (ANSI.sub("", raw) for raw in output.splitlines()) if CPP_LOG.search(line)]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_a_dcgan_run_shows_tensorflows_cpp_lines_only_with_verbose(digits_uri: str, tmp_path: Path) -> None:
@@ -114,8 +119,8 @@ def test_a_dcgan_run_shows_tensorflows_cpp_lines_only_with_verbose(digits_uri: s
         outputs[bool(flags)] = out.stdout + out.stderr
     quiet, verbose = outputs[False], outputs[True]
     assert "finished 2.048 kimg" in quiet, quiet[-2000:]  # ceil(2000 / 64) steps of 64 images
-    assert not [line for line in quiet.splitlines() if CPP_LOG.search(line)], quiet
-    lines = [line for line in verbose.splitlines() if CPP_LOG.search(line)]
+    assert not cpp_lines(quiet), quiet
+    lines = cpp_lines(verbose)
     assert any("RayTrainWorker" in line for line in lines), verbose[-3000:]  # a Train worker's, streamed by Ray
     assert any("absl::InitializeLog" in line and "pid=" not in line for line in lines), lines  # the driver's own
 
@@ -145,4 +150,4 @@ def test_a_tune_campaign_ends_without_its_trials_cpp_lines(digits_uri: str, tmp_
     both = out.stdout + out.stderr
     assert out.returncode == 0, both[-3000:]
     assert "campaign q: best trial" in both
-    assert not [line for line in both.splitlines() if CPP_LOG.search(line)], both
+    assert not cpp_lines(both), both
