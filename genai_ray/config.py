@@ -18,8 +18,8 @@ from genai_ray.errors import UserError
 from genai_ray.serve.keyhash import MAKE_HASH
 from genai_ray.serve.keyhash import parse as parse_key_hash
 
-ModelFamily = Literal["mlp", "dcgan"]
-LossName = Literal["bce", "hinge", "wgan-gp"]
+ModelFamily = Literal["mlp", "dcgan", "resnet"]
+LossName = Literal["bce", "hinge", "wgan-gp", "rpgan"]
 NormName = Literal["batch", "spectral", "layer", "none"]
 
 
@@ -44,12 +44,17 @@ class StrictModel(BaseModel):
 
 
 class ModelConfig(StrictModel):
-    family: ModelFamily = "mlp"  # network family: dense "mlp" or convolutional "dcgan"
+    family: ModelFamily = "mlp"  # network family: dense "mlp", convolutional "dcgan", residual "resnet"
     conditional: bool = False  # class-conditional G and D (needs a labelled dataset)
     latent_dim: int = Field(100, ge=1, le=4096)  # size of the noise vector z
     g_widths: list[int] = Field(default_factory=lambda: [256, 512, 1024])  # mlp: G hidden sizes
     d_widths: list[int] = Field(default_factory=lambda: [1024, 512, 256])  # mlp: D hidden sizes
-    base_channels: int = Field(64, ge=4, le=1024)  # dcgan: channels at the highest resolution
+    base_channels: int = Field(64, ge=4, le=1024)  # dcgan, resnet: channels at the highest resolution
+    res_blocks: int = Field(1, ge=1, le=8)  # resnet: residual blocks at each resolution, in G and in D
+    res_expansion: int = Field(1, ge=1, le=8)  # resnet: a block's middle width is this x its channels (inverted
+    # bottleneck, as R3GAN's 2); 1 = as wide as the block
+    res_group_channels: int = Field(0, ge=0)  # resnet: channels per group of a block's 3x3 conv (R3GAN: 16); 0 =
+    # one group (a dense conv)
     g_norm: NormName = "batch"  # normalisation inside the generator
     d_norm: NormName = "none"  # normalisation inside the discriminator ("spectral" stabilises)
     label_embed_dim: int = Field(16, ge=1, le=512)  # conditional: size of the label embedding
@@ -58,6 +63,7 @@ class ModelConfig(StrictModel):
 
 
 DEFAULT_KIMG = 200.0  # run length when neither train.kimg nor train.epochs is set
+DEFAULT_GP_WEIGHT = 10.0  # train.gp_weight when unset (Gulrajani et al. 2017's lambda)
 
 
 class TrainConfig(StrictModel):
@@ -65,8 +71,9 @@ class TrainConfig(StrictModel):
     epochs: int | None = Field(None, ge=1)  # or passes over the training split; set kimg or epochs, not both
     global_batch: int = Field(128, ge=1)  # images per step over all workers (split evenly)
     loss: LossName = "bce"  # adversarial loss
-    gp_weight: float = Field(10.0, ge=0.0)  # wgan-gp: gradient penalty weight
+    gp_weight: float | None = Field(None, ge=0.0)  # wgan-gp: gradient penalty weight; unset = 10
     r1_gamma: float = Field(0.0, ge=0.0)  # R1 penalty on D's gradient at real images (StyleGAN2's gamma); 0 = off
+    r2_gamma: float = Field(0.0, ge=0.0)  # R2 penalty on D's gradient at generated images (R3GAN); 0 = off
     g_lr: float = Field(2e-4, gt=0.0, lt=1.0)  # generator Adam learning rate
     d_lr: float = Field(2e-4, gt=0.0, lt=1.0)  # discriminator Adam learning rate
     beta1: float = Field(0.5, ge=0.0, lt=1.0)  # Adam beta1 (both nets)
@@ -191,6 +198,14 @@ class Config(StrictModel):
                 f"train.mode_seeking pairs the images of each worker's batch, but global_batch={t.global_batch} "
                 f"over {t.workers} workers gives an odd per-worker batch; pick a batch that splits into even parts"
             )
+        if t.loss == "rpgan" and t.gp_weight is not None:
+            raise ValueError(f"train.gp_weight={t.gp_weight:g} weights WGAN-GP's penalty, which train.loss=rpgan does "
+                             "not use; unset it and regularise D with train.r1_gamma and train.r2_gamma")
+        m = self.model
+        middle = m.base_channels * m.res_expansion  # a resnet block's narrowest middle width (at full resolution)
+        if m.family == "resnet" and m.res_group_channels and middle % m.res_group_channels:
+            raise ValueError(f"model.res_group_channels={m.res_group_channels} must divide a resnet block's middle "
+                             f"width, model.base_channels x model.res_expansion = {middle}")
         return self
 
 

@@ -92,8 +92,8 @@ def test_dcgan_generator_doubles_from_s_to_the_side(side, maps):
     assert sizes == maps
 
 
-def test_registry_holds_both_families():
-    assert set(FAMILIES) == {"mlp", "dcgan"}
+def test_registry_holds_every_family():
+    assert set(FAMILIES) == {"mlp", "dcgan", "resnet"}
 
 
 def test_losses_match_their_definitions():
@@ -106,11 +106,15 @@ def test_losses_match_their_definitions():
     # float32 softplus against float64 numpy: a few float32 roundings (6e-8 each), so rtol=1e-6; a wrong sign or
     # a missing term is off by O(1). Hinge and WGAN values are sums of halves, exact in float32: the default rtol.
     np.testing.assert_allclose(LOSSES["bce"].d(real, fake), [sp(-2.0) + sp(0.5), sp(1.0) + sp(-3.0)], rtol=1e-6)
-    np.testing.assert_allclose(LOSSES["bce"].g(fake), [sp(-0.5), sp(3.0)], rtol=1e-6)
+    np.testing.assert_allclose(LOSSES["bce"].g(real, fake), [sp(-0.5), sp(3.0)], rtol=1e-6)
     np.testing.assert_allclose(LOSSES["hinge"].d(real, fake), [0.0 + 1.5, 2.0 + 0.0])
-    np.testing.assert_allclose(LOSSES["hinge"].g(fake), [-0.5, 3.0])
+    np.testing.assert_allclose(LOSSES["hinge"].g(real, fake), [-0.5, 3.0])
     np.testing.assert_allclose(LOSSES["wgan-gp"].d(real, fake), [-1.5, -2.0])
     assert LOSSES["wgan-gp"].gradient_penalty and not LOSSES["hinge"].gradient_penalty
+    # RpGAN pairs row i of each batch: D's loss softplus(-(2 - 0.5)), softplus(-(-1 - -3)); G's the other way round
+    np.testing.assert_allclose(LOSSES["rpgan"].d(real, fake), [sp(-1.5), sp(-2.0)], rtol=1e-6)
+    np.testing.assert_allclose(LOSSES["rpgan"].g(real, fake), [sp(1.5), sp(2.0)], rtol=1e-6)
+    assert LOSSES["rpgan"].g_reads_real and not any(LOSSES[n].g_reads_real for n in ("bce", "hinge", "wgan-gp"))
 
 
 def test_gradient_penalty_of_a_linear_critic():
@@ -126,3 +130,30 @@ def test_gradient_penalty_of_a_linear_critic():
     # (0.5 - 1)^2 whatever alpha is. float32 gradients of a linear critic and the 1e-12 inside the sqrt are off by
     # ~1e-7; rtol=1e-4 is loose on purpose, while a norm that is not per example or not squared is off by > 10%.
     np.testing.assert_allclose(penalty, [0.25, 0.25, 0.25], rtol=1e-4)
+
+
+def test_r2_penalty_is_zero_for_a_constant_critic_and_the_squared_input_gradient_otherwise():
+    import tensorflow as tf
+
+    from genai_ray.gan.losses import r2_penalty
+
+    fake = tf.constant(np.random.default_rng(1).uniform(-1, 1, (3, 4, 4, 1)), tf.float32)
+    w = tf.constant(np.random.default_rng(0).normal(size=(1, 4, 4, 1)), tf.float32)
+    critics = {
+        "ignores x": lambda x: tf.fill([3, 1], 0.7),  # no path from x: zero, not None
+        "flat in x": lambda x: 0.0 * tf.reduce_sum(x, axis=[1, 2, 3]) + 0.7,
+        "linear": lambda x: tf.reduce_sum(w * x, axis=[1, 2, 3]),
+        "quadratic": lambda x: tf.reduce_sum(x**2, axis=[1, 2, 3]),
+    }
+    out = {}
+    for name, critic in critics.items():
+        with tf.GradientTape() as tape:
+            tape.watch(fake)
+            logits = critic(fake)
+        out[name] = r2_penalty(tape, logits, fake).numpy()
+    np.testing.assert_array_equal(out["ignores x"], [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(out["flat in x"], [0.0, 0.0, 0.0])
+    # float32 sums of 16 squares against the same in float32: rtol 1e-5; a missing square or a norm is off by > 10%
+    np.testing.assert_allclose(out["linear"], [float(tf.reduce_sum(w**2))] * 3, rtol=1e-5)
+    np.testing.assert_allclose(out["quadratic"], tf.reduce_sum((2 * fake) ** 2, axis=[1, 2, 3]).numpy(), rtol=1e-5)
+    assert (out["quadratic"] > 0).all()

@@ -34,7 +34,13 @@ COLLECTIVES = Path(__file__).parent / "scripts" / "step_collectives.py"
     {"model": {"conditional": True, "g_norm": "none", "d_norm": "none"},
      "train": {"loss": "hinge", "r1_gamma": 1.0, "augment": "translation", "augment_p": 0.5, "global_batch": 16,
                "workers": 1}},
-], ids=["mlp-wgan-gp", "dcgan-conditional-hinge", "mlp-conditional-mode-seeking", "mlp-augment-ada", "mlp-r1"])
+    # R3GAN's recipe: residual nets, RpGAN (G's loss reads D on a real batch too), R1 at reals and R2 at fakes
+    {"model": {"family": "resnet", "conditional": True, "base_channels": 4, "res_expansion": 2,
+               "res_group_channels": 4},
+     "train": {"loss": "rpgan", "r1_gamma": 1.0, "r2_gamma": 1.0, "augment": "translation", "augment_p": 0.5,
+               "global_batch": 16, "workers": 1}},
+], ids=["mlp-wgan-gp", "dcgan-conditional-hinge", "mlp-conditional-mode-seeking", "mlp-augment-ada", "mlp-r1",
+        "resnet-rpgan-r1-r2"])
 def test_one_and_two_replicas_make_the_same_first_update(overrides):
     out = subprocess.run([sys.executable, str(SCRIPT), json.dumps(overrides)], capture_output=True, text=True,
                          timeout=300)
@@ -213,23 +219,42 @@ def test_r1_penalty_is_the_squared_norm_of_ds_gradient_at_each_real_image():
     np.testing.assert_allclose(r1_penalty(tape, logits, real).numpy(), expected, rtol=1e-5)
 
 
-def test_r1_gamma_reaches_ds_update():
+def _d_after_one_step(**train) -> np.ndarray:
     import tensorflow as tf
 
     from genai_ray.gan.trainer import GanTrainer
 
     batch = (np.random.default_rng(0).integers(0, 256, (8, 8, 8, 1), dtype=np.uint8), np.zeros(8, np.int64))
+    cfg = build_config("tiny", {"model": {"d_norm": "none"}, "train": {"global_batch": 8, "workers": 1, **train}})
+    trainer = GanTrainer(cfg, (8, 8, 1), 1)
+    trainer.train_steps(iter(trainer.distribute(lambda b: tf.data.Dataset.from_tensors(batch).repeat())), 1)
+    return trainer.d.get_weights()[0]
 
-    def d_after_one_step(gamma: float) -> np.ndarray:
-        cfg = build_config("tiny", {"model": {"d_norm": "none"},
-                                    "train": {"r1_gamma": gamma, "global_batch": 8, "workers": 1}})
-        trainer = GanTrainer(cfg, (8, 8, 1), 1)
-        trainer.train_steps(iter(trainer.distribute(lambda b: tf.data.Dataset.from_tensors(batch).repeat())), 1)
-        return trainer.d.get_weights()[0]
 
-    # Adam's first step moves each weight by the learning rate (2e-4) along its gradient's sign, so a penalty
-    # that reaches D flips some signs and those weights end 4e-4 apart, far above float noise.
-    assert np.abs(d_after_one_step(100.0) - d_after_one_step(0.0)).max() > 1e-4
+# Adam's first step moves each weight by the learning rate (2e-4) along its gradient's sign, so a penalty that
+# reaches D flips some signs and those weights end 4e-4 apart, far above float noise.
+def test_r1_gamma_reaches_ds_update():
+    assert np.abs(_d_after_one_step(r1_gamma=100.0) - _d_after_one_step(r1_gamma=0.0)).max() > 1e-4
+
+
+def test_r2_gamma_reaches_ds_update():
+    assert np.abs(_d_after_one_step(loss="rpgan", r2_gamma=100.0) - _d_after_one_step(loss="rpgan")).max() > 1e-4
+
+
+def test_an_unset_gp_weight_is_wgan_gps_10():
+    unset = _d_after_one_step(loss="wgan-gp")
+    # same graph, same inputs: ulps apart at most (reduction order across threads); another weight is 4e-4 apart
+    np.testing.assert_allclose(unset, _d_after_one_step(loss="wgan-gp", gp_weight=10.0), atol=1e-6)
+    assert np.abs(unset - _d_after_one_step(loss="wgan-gp", gp_weight=0.0)).max() > 1e-4
+
+
+def test_rpgan_refuses_wgan_gps_penalty_weight_only_when_set():
+    from genai_ray.errors import UserError
+
+    assert build_config("tiny", {"train": {"loss": "rpgan"}}).train.gp_weight is None
+    with pytest.raises(UserError, match="train.gp_weight=5 weights WGAN-GP's penalty"):
+        build_config("tiny", {"train": {"loss": "rpgan", "gp_weight": 5}})
+    assert build_config("tiny", {"train": {"loss": "wgan-gp", "gp_weight": 5}}).train.gp_weight == 5
 
 
 def test_mode_seeking_needs_even_batches_per_worker():

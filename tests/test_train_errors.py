@@ -25,9 +25,19 @@ def datasets(tmp_path_factory) -> str:
 
 
 CASES = {
-    "unknown-model": (["--data", "digits", "--set", "model.family=resnet"], "model.family"),
+    "unknown-model": (["--data", "digits", "--set", "model.family=stylegan"], "model.family"),
     "unknown-loss": (["--data", "digits", "--set", "train.loss=lsgan"], "train.loss"),
     "dcgan-size": (["--data", "digits18", "--set", "model.family=dcgan"], "8, 10, 12, 14, 16, 20, 24, 28, 32"),
+    "resnet-size": (["--data", "digits18", "--set", "model.family=resnet"],
+                    "model.family=resnet makes square images of s*2^k pixels (s in 4..7, k >= 1: 8, 10, 12, 14, 16, "
+                    "20, 24, 28, 32, 40, 48, 56, 64, ...), but the dataset is 18x18"),
+    "rpgan-gp-weight": (["--data", "digits", "--set", "train.loss=rpgan", "--set", "train.gp_weight=10"],
+                        "train.gp_weight=10 weights WGAN-GP's penalty, which train.loss=rpgan does not use; unset it "
+                        "and regularise D with train.r1_gamma and train.r2_gamma"),
+    "negative-r1": (["--data", "digits", "--set", "train.r1_gamma=-1"], "train.r1_gamma: Input should be greater "
+                    "than or equal to 0"),
+    "negative-r2": (["--data", "digits", "--set", "train.r2_gamma=-0.5"], "train.r2_gamma: Input should be greater "
+                    "than or equal to 0"),
     # 360 64x64x3 training images over 2 workers: 2 x 180 x 12,296 bytes = 4.2 MiB in memory, over 1 MiB.
     "memory-over-budget": (["--data", "shapes64", "--set", "train.data_mode=memory", "--set",
                             "train.memory_budget_mib=1"],

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from genai_ray.gan import dcgan, mlp
+from genai_ray.gan import dcgan, mlp, resnet
 
-FAMILIES: dict[str, ModuleType] = {"mlp": mlp, "dcgan": dcgan}
+FAMILIES: dict[str, ModuleType] = {"mlp": mlp, "dcgan": dcgan, "resnet": resnet}
 
 
 def family(name: str) -> ModuleType:

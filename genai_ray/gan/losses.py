@@ -21,8 +21,8 @@ def bce_d(real: tf.Tensor, fake: tf.Tensor) -> tf.Tensor:
     return tf.nn.softplus(-_flat(real)) + tf.nn.softplus(_flat(fake))
 
 
-def bce_g(fake: tf.Tensor) -> tf.Tensor:
-    """Non-saturating generator loss: -log D(G(z))."""
+def bce_g(real: tf.Tensor, fake: tf.Tensor) -> tf.Tensor:
+    """Non-saturating generator loss: -log D(G(z)). ``real`` is unused (the signature is every G loss's)."""
     return tf.nn.softplus(-_flat(fake))
 
 
@@ -31,7 +31,7 @@ def hinge_d(real: tf.Tensor, fake: tf.Tensor) -> tf.Tensor:
     return tf.nn.relu(1.0 - _flat(real)) + tf.nn.relu(1.0 + _flat(fake))
 
 
-def hinge_g(fake: tf.Tensor) -> tf.Tensor:
+def hinge_g(real: tf.Tensor, fake: tf.Tensor) -> tf.Tensor:
     return -_flat(fake)
 
 
@@ -40,21 +40,35 @@ def wgan_d(real: tf.Tensor, fake: tf.Tensor) -> tf.Tensor:
     return _flat(fake) - _flat(real)
 
 
-def wgan_g(fake: tf.Tensor) -> tf.Tensor:
+def wgan_g(real: tf.Tensor, fake: tf.Tensor) -> tf.Tensor:
     return -_flat(fake)
+
+
+def rpgan_d(real: tf.Tensor, fake: tf.Tensor) -> tf.Tensor:
+    """Relativistic pairing loss, softplus(-(D(x_i) - D(G(z_i)))) for pair i (Jolicoeur-Martineau 2018,
+    arXiv:1807.00734). Its landscape has no bad basins, the mode collapse of separable losses (Sun et al. 2020,
+    arXiv:2011.04926); R3GAN (Huang et al. 2024, arXiv:2501.05441) pairs it with R1 and R2 to make it converge."""
+    return tf.nn.softplus(_flat(fake) - _flat(real))
+
+
+def rpgan_g(real: tf.Tensor, fake: tf.Tensor) -> tf.Tensor:
+    """RpGAN's generator loss, softplus(-(D(G(z_i)) - D(x_i))): G needs D's logits on the paired real batch too."""
+    return tf.nn.softplus(_flat(real) - _flat(fake))
 
 
 @dataclass(frozen=True)
 class Loss:
     d: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (real_logits, fake_logits) -> (B,)
-    g: Callable[[tf.Tensor], tf.Tensor]  # fake_logits -> (B,)
-    gradient_penalty: bool = False
+    g: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (real_logits, fake_logits) -> (B,)
+    gradient_penalty: bool = False  # WGAN-GP's penalty at interpolates, weighted by train.gp_weight
+    g_reads_real: bool = False  # G's loss uses D(real): the G step must run D on a real batch too
 
 
 LOSSES: dict[str, Loss] = {
     "bce": Loss(bce_d, bce_g),
     "hinge": Loss(hinge_d, hinge_g),
     "wgan-gp": Loss(wgan_d, wgan_g, gradient_penalty=True),
+    "rpgan": Loss(rpgan_d, rpgan_g, g_reads_real=True),
 }
 
 
@@ -75,13 +89,28 @@ def gradient_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor, 
     return tf.square(norms - 1.0)
 
 
+def _squared_input_gradient(tape: tf.GradientTape, logits: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    # A non-scalar target is summed: row i gives dD(x_i)/dx_i. A D that ignores its input has no path from x to the
+    # logits, so its gradient is zero, not None.
+    grads = tape.gradient(logits, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return tf.reduce_sum(tf.square(tf.cast(grads, tf.float32)), axis=[1, 2, 3])
+
+
 def r1_penalty(real_tape: tf.GradientTape, real_logits: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
     """||grad_x D(x)||^2 per real example (Mescheder et al. 2018, arXiv:1801.04406): StyleGAN2's D regulariser.
 
     ``real_tape`` must have watched ``real`` and recorded ``real_logits``; the caller scales it by gamma / 2.
     """
-    grads = real_tape.gradient(real_logits, real)  # a non-scalar target is summed: row i gives dD(x_i)/dx_i
-    return tf.reduce_sum(tf.square(tf.cast(grads, tf.float32)), axis=[1, 2, 3])
+    return _squared_input_gradient(real_tape, real_logits, real)
+
+
+def r2_penalty(fake_tape: tf.GradientTape, fake_logits: tf.Tensor, fake: tf.Tensor) -> tf.Tensor:
+    """||grad_x D(x)||^2 per generated example: R1's twin at G's images (Mescheder et al. 2018; R3GAN uses both).
+
+    ``fake`` must be detached from G (a constant to ``fake_tape``, which watched it and recorded ``fake_logits``),
+    so the penalty shapes D only; the caller scales it by gamma / 2.
+    """
+    return _squared_input_gradient(fake_tape, fake_logits, fake)
 
 
 def mode_seeking_penalty(images: tf.Tensor, z: tf.Tensor, eps: float = 1e-5) -> tf.Tensor:

@@ -17,10 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from genai_ray.config import Config, parse_augment
+from genai_ray.config import DEFAULT_GP_WEIGHT, Config, parse_augment
 from genai_ray.gan import family
 from genai_ray.gan.augment import ada_adjust, augment
-from genai_ray.gan.losses import LOSSES, gradient_penalty, mode_seeking_penalty, r1_penalty
+from genai_ray.gan.losses import LOSSES, gradient_penalty, mode_seeking_penalty, r1_penalty, r2_penalty
 
 GP_STREAM = 1_000_003  # offsets the gradient-penalty alpha stream from the noise stream
 AUG_STREAM = 2_000_003  # offsets the augmentation stream from the noise stream
@@ -137,30 +137,43 @@ class GanTrainer:
             fake = self.g(self._inputs(self._noise(base + k), labels), training=True)
             fake = self._augment(tf.cast(fake, tf.float32), 2 * (base + k) + 1)
             with tf.GradientTape() as tape:
+                # The inner tapes see D's inputs for R1 (reals) and R2 (fakes, computed outside every tape: detached
+                # from G); unwatched, an inner tape records nothing.
                 with tf.GradientTape(watch_accessed_variables=False) as real_tape:
-                    if t.r1_gamma:  # unwatched, the inner tape records nothing
+                    if t.r1_gamma:
                         real_tape.watch(real)
                     real_logits = self.d(self._inputs(real, labels), training=True)
-                fake_logits = self.d(self._inputs(fake, labels), training=True)
+                with tf.GradientTape(watch_accessed_variables=False) as fake_tape:
+                    if t.r2_gamma:
+                        fake_tape.watch(fake)
+                    fake_logits = self.d(self._inputs(fake, labels), training=True)
                 per_example = self.loss.d(real_logits, fake_logits)
                 if t.r1_gamma:
                     per_example += 0.5 * t.r1_gamma * r1_penalty(real_tape, real_logits, real)
+                if t.r2_gamma:
+                    per_example += 0.5 * t.r2_gamma * r2_penalty(fake_tape, fake_logits, fake)
                 if self.loss.gradient_penalty:
                     critic = lambda x: self.d(self._inputs(x, labels), training=True)  # noqa: E731
                     penalty = gradient_penalty(critic, real, tf.cast(fake, tf.float32), self._alpha(base + k))
-                    per_example += t.gp_weight * penalty
+                    per_example += (DEFAULT_GP_WEIGHT if t.gp_weight is None else t.gp_weight) * penalty
                 d_loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
                 scaled = self.d_opt.scale_loss(d_loss) if t.mixed_precision else d_loss
             self._apply(self.d_opt, scaled, tape, self.d.trainable_variables)
         signs = tf.reduce_sum(tf.sign(tf.cast(real_logits, tf.float32)))  # this replica's share of r_t (last D step)
+        g_counter = base + t.d_steps
+        paired_logits = None  # G losses that don't read D(real) ignore it
+        if self.loss.g_reads_real:  # RpGAN pairs G's images with reals: D's (updated) logits on them, outside G's tape
+            real = self._augment(to_unit(images), 2 * g_counter)  # the one stream counter the D steps leave unused
+            paired_logits = self.d(self._inputs(real, labels), training=True)
         if t.mode_seeking:
             labels = tf.repeat(labels[0::2], 2)  # each mode-seeking pair (2j, 2j+1) shares its class
         with tf.GradientTape() as tape:
-            z = self._noise(base + t.d_steps)
+            z = self._noise(g_counter)
             fake = self.g(self._inputs(z, labels), training=True)
-            fake_logits = self.d(self._inputs(self._augment(tf.cast(fake, tf.float32), 2 * (base + t.d_steps) + 1),
-                                              labels), training=True)
-            g_loss = tf.nn.compute_average_loss(self.loss.g(fake_logits), global_batch_size=self.global_batch)
+            fake_logits = self.d(self._inputs(self._augment(tf.cast(fake, tf.float32), 2 * g_counter + 1), labels),
+                                 training=True)
+            g_loss = tf.nn.compute_average_loss(self.loss.g(paired_logits, fake_logits),
+                                                global_batch_size=self.global_batch)
             total = g_loss
             if t.mode_seeking:
                 total += t.mode_seeking * tf.nn.compute_average_loss(
