@@ -152,7 +152,7 @@ def test_ray_train_run_on_colour_shapes_exports_a_package_that_loads_in_safe_mod
     from genai_ray import storage
     from genai_ray.data.prepare import prepare
     from genai_ray.data.sources import shapes_source
-    from genai_ray.package import load_package
+    from genai_ray.package.format import load_package
     from genai_ray.train.run import fit
 
     store = str(tmp_path / "store")

@@ -113,7 +113,7 @@ def test_eight_concurrent_export_checkpoints_of_one_model_get_distinct_versions(
     from genai_ray.data.reader import open_dataset
     from genai_ray.data.sources import open_source
     from genai_ray.gan import family
-    from genai_ray.train.export import export_checkpoint
+    from genai_ray.package.export import export_checkpoint
     from genai_ray.train.loop import STATE_DIR, STATE_PREFIX
 
     cfg = build_config("tiny")
