@@ -21,7 +21,9 @@ from genai_ray.stops import Stopped, _alive, children_of, run, set_hint, stop_li
 ROOT = Path(__file__).resolve().parents[1]
 STOP_BOUND_S = 10.0  # from the signal to the command's exit, everything it started gone
 READY_S = 600  # generous: a private Ray, TensorFlow and Serve start in minutes on a loaded 2-core box
-DUMP = ("*** SIG", "PC: @", "Traceback", "Fatal Python error")
+# A native stack dump (absl's failure handler) or a crashed interpreter. Python tracebacks that Ray's own actors
+# print under load (a controller's timed-out resource request) come before the signal and are not the stop's.
+DUMP = ("*** SIG", "PC: @", "Fatal Python error")
 
 TREE = """
 import subprocess, sys, time

@@ -2,6 +2,7 @@
 
 User mistakes (``UserError``) print one line and exit 2. Unexpected errors print one line and exit 1;
 ``--verbose`` shows the traceback, and TensorFlow's and Ray's start-up logs, which the command hides otherwise.
+SIGINT and SIGTERM stop a command with one line and end the private Ray it started (``genai_ray.stops``).
 """
 
 from __future__ import annotations
