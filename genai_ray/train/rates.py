@@ -3,9 +3,10 @@
 Each row is the steady images/s of one fitted config (family, hardware class, image side and channels) and the
 seconds a run spends outside its steady steps (Ray and worker start-up, tracing, checkpoints, export), on the
 cores or GPUs named. ``python -m bench.fit_rates`` trains each fitted config briefly and prints rows in this
-format: paste them over the measured rows to update (after a faster step, say). Other sides scale by pixel
-count from the nearest row of the same family and hardware; other core or GPU counts scale linearly, an
-assumption the docs state. Rows with ``measured=False`` are estimates from public numbers, not runs here.
+format: paste them over the measured rows to update (after a faster step, say). Other sides are interpolated
+between the rows of the same family and hardware, or scaled by pixel count beyond them; other core or GPU
+counts scale linearly, an assumption the docs state. Rows with ``measured=False`` are estimates from public
+numbers, not runs here.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ class Rate:
     measured: bool = True  # False: an estimate from public numbers, no run here
 
 
-# python -m bench.fit_rates, 2-core Xeon shared with other work, 2026-12-07 (docs/training.md)
+# python -m bench.fit_rates at 8de5e30 on a 2-core Xeon shared with other work (load average 63-92): rates per
+# training-worker CPU-second on the cores the workers get alone (bench/fit_rates.py, docs/training.md)
 RATES: tuple[Rate, ...] = (
-    Rate("mlp", "cpu", 8, 1, 9000.0, 45.0, 2),
-    Rate("mlp", "cpu", 28, 1, 3000.0, 45.0, 2),
-    Rate("dcgan", "cpu", 32, 3, 73.0, 60.0, 2),
-    Rate("dcgan", "cpu", 64, 3, 60.0, 60.0, 2),
+    Rate("dcgan", "cpu", 32, 3, 64.9, 30, 2),
+    Rate("dcgan", "cpu", 64, 3, 53.5, 47, 2),
+    Rate("mlp", "cpu", 8, 1, 9596.7, 47, 2),
+    Rate("mlp", "cpu", 28, 1, 7594.9, 16, 2),
     # GPU rows: estimates for one H100-class GPU with mixed precision at the fitted batch (256 per worker), from
     # public DCGAN throughputs (thousands of 64x64 images/s on one data-centre GPU); bench.fit_rates on a GPU
     # node replaces them
@@ -63,16 +65,29 @@ class Speed:
 
 
 def speed(family: str, shape: tuple[int, int, int], hw: Hardware) -> Speed | None:
-    """The rate table's speed for ``family`` at ``shape`` (H, W, C) on ``hw``; None without a row for them."""
-    rows = [r for r in RATES if r.family == family and r.hardware == hw.kind]
+    """The rate table's speed for ``family`` at ``shape`` (H, W, C) on ``hw``; None without a row for them.
+
+    Between two rows the rate is interpolated on log-log axes of rate against pixels (a dense GAN slows far less
+    than its pixel count grows); beyond the rows it scales as 1 / pixels from the nearest. Channels are ignored:
+    they change only a convolutional net's first and last layers.
+    """
+    rows = sorted((r for r in RATES if r.family == family and r.hardware == hw.kind), key=lambda r: r.side)
     if not rows:
         return None
-    h, w, c = shape
-    side = max(h, w)
-    row = min(rows, key=lambda r: (abs(r.side - side), r.channels != c))
-    per_pixel = row.images_per_s * row.side * row.side * row.channels / (h * w * c)
-    units = hw.gpus if hw.kind == "gpu" else hw.cpus
-    return Speed(per_pixel * units / row.units, row.overhead_s, row.measured)
+    side = max(shape[:2])
+    below = [r for r in rows if r.side <= side]
+    above = [r for r in rows if r.side >= side]
+    if below and above:
+        lo, hi = below[-1], above[0]
+        t = 0.0 if lo.side == hi.side else math.log(side / lo.side) / math.log(hi.side / lo.side)
+        rate = math.exp((1 - t) * math.log(lo.images_per_s) + t * math.log(hi.images_per_s))
+        overhead, measured, units = (1 - t) * lo.overhead_s + t * hi.overhead_s, lo.measured and hi.measured, lo.units
+    else:
+        near = below[-1] if below else above[0]
+        rate, overhead, measured, units = (near.images_per_s * (near.side / side) ** 2, near.overhead_s,
+                                           near.measured, near.units)
+    scale = (hw.gpus if hw.kind == "gpu" else hw.cpus) / units
+    return Speed(rate * scale, overhead, measured)
 
 
 def duration(seconds: float) -> str:
