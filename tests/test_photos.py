@@ -11,6 +11,7 @@ import pytest
 
 from genai_ray.data.reader import open_dataset
 from genai_ray.data.sources import open_source
+from genai_ray.errors import UserError
 
 PHOTOS = ["astronaut", "chelsea", "china", "coffee", "flower", "hubble", "ihc", "motorcycle", "retina", "rocket"]
 CLI = [sys.executable, "-m", "genai_ray"]
@@ -53,6 +54,12 @@ def test_same_seed_same_images_other_seed_other_images():
     assert np.array_equal(a, b) and np.array_equal(ya, yb)
     assert (a != c).mean() > 0.5, "another seed cuts other windows"
     assert len({img.tobytes() for img in a}) == 1100, "no two crops alike"
+
+
+def test_crop_is_refused_in_one_line_because_the_crops_are_already_square():
+    with pytest.raises(UserError, match=r"^--crop does not apply to the photos source: it already cuts square "
+                                        r"windows; drop --crop$"):
+        open_source("photos", image_size=32, crop=True)
 
 
 def test_large_counts_stream_in_bounded_chunks():

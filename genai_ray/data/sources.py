@@ -340,6 +340,8 @@ def open_source(spec: str, *, image_size: int | None = None, count: int = 20000,
         raise UserError(f"--image-size {image_size}: must be between 4 and 1024 pixels")
     if crop and image_size is None:
         raise UserError("--crop centre-crops images before --image-size resizes them; pass --image-size too")
+    if crop and spec == "photos":
+        raise UserError("--crop does not apply to the photos source: it already cuts square windows; drop --crop")
     path = Path(spec).expanduser()
     idx = spec not in BUILTIN and path.is_file() and is_idx(path)
     if labels is not None:
