@@ -63,8 +63,8 @@ def test_prepare_to_s3_and_inspect_with_checksums(s3_bucket: str, tmp_path: Path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["data", "prepare", "mnist2"], "error: unknown source 'mnist2': not 'digits', 'mnist', 'shapes', or an "
-                                        "existing folder/.npz/IDX file"),
+        (["data", "prepare", "mnist2"], "error: unknown source 'mnist2': not 'digits', 'mnist', 'shapes', "
+                                        "'photos', or an existing folder/.npz/IDX file"),
         (["data", "inspect", "s3://no-such-bucket-cli/x"], "error: S3 bucket 'no-such-bucket-cli' does not exist "
                                                            "(for s3://no-such-bucket-cli/x); create it or fix the URI"),
         (["data", "prepare", "digits", "--holdout", "1.5"], "error: --holdout 1.5: must be in [0, 1)"),

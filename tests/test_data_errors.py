@@ -100,8 +100,8 @@ def test_empty_folder(tmp_path):
 def test_unknown_source():
     with pytest.raises(UserError) as err:
         open_source("cifar10")
-    assert one_line(err) == ("unknown source 'cifar10': not 'digits', 'mnist', 'shapes', or an existing "
-                             "folder/.npz/IDX file")
+    assert one_line(err) == ("unknown source 'cifar10': not 'digits', 'mnist', 'shapes', 'photos', or an "
+                             "existing folder/.npz/IDX file")
 
 
 def test_missing_bucket(s3_endpoint):

@@ -21,20 +21,21 @@ def data() -> None:
 @click.option("--name", help="Dataset name. Default: derived from SOURCE.")
 @click.option("--shards", type=int, help="Split the training images into at most N shards.")
 @click.option("--shard-size", type=int, help="Images per shard. Default: 8192, or fewer to stay under 64 MiB.")
-@click.option("--image-size", type=int, help="Resize every image to SxS pixels (squashed unless --crop).")
+@click.option("--image-size", type=int,
+              help="Resize every image to SxS pixels (squashed unless --crop). photos: 32 unless set.")
 @click.option("--crop", is_flag=True,
               help="With --image-size: centre-crop each image to a square first, so mixed-size photos keep their "
                    "proportions instead of being squashed.")
 @click.option("--holdout", type=float, default=0.1, show_default=True, help="Fraction held out for evaluation.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split and procedural sources.")
-@click.option("--count", type=int, default=20000, show_default=True, help="Images to make (shapes source).")
+@click.option("--count", type=int, default=20000, show_default=True, help="Images to make (shapes and photos sources).")
 @click.option("--labels", "labels_path", type=click.Path(),
               help="Labels file for an IDX image file. Default: MNIST's *-labels-idx1-ubyte[.gz] beside it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
 @click.pass_obj
 def prepare_cmd(obj, source, out_uri, name, shards, shard_size, image_size, crop, holdout, seed, count, labels_path,
                 overwrite) -> None:
-    """Turn SOURCE (digits, mnist, shapes, a folder, a .npz or an IDX file) into a dataset."""
+    """Turn SOURCE (digits, mnist, shapes, photos, a folder, a .npz or an IDX file) into a dataset."""
     from genai_ray.data.prepare import check_options, prepare
     from genai_ray.data.sources import open_source
     from genai_ray.names import check_name, safe_name

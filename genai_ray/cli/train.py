@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 
@@ -31,10 +33,14 @@ def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, kimg, 
                                "epochs": epochs}.items() if v is not None}
     overrides = deep_merge(parse_set_option(sets), {"train": flags} if flags else {})
     cfg = load_config(config_path, preset, overrides)  # the user's keys are checked before the dataset is read
-    if cfg.preset == "default" and not preset and not (config_path and "preset" in load_yaml(config_path)):
-        from genai_ray.train.defaults import fitted_for
+    from genai_ray.train.defaults import fitted_for, open_manifest
+    from genai_ray.train.hardware import detect
+    from genai_ray.train.rates import estimate, estimate_report
 
-        fitted, line = fitted_for(data, obj.store)
+    users = deep_merge(load_yaml(config_path) if config_path else {}, overrides)
+    hw = detect(address, (users.get("train") or {}).get("gpus_per_worker"))  # joins --address; starts no Ray
+    if cfg.preset == "default" and not preset and not (config_path and "preset" in users):
+        fitted, line = fitted_for(data, obj.store, hw=hw)
         cfg = load_config(config_path, preset, overrides, fitted=fitted)
         click.echo(line)
     from genai_ray import stops
@@ -42,12 +48,16 @@ def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, kimg, 
     from genai_ray.train.run import default_run_name, fit, length_trained  # TF and Ray load once the config is valid
 
     t = cfg.train
+    expected = estimate(cfg, open_manifest(data, obj.store), hw)
     click.echo(f"training {cfg.model.family}{' (conditional)' if cfg.model.conditional else ''} on {data}: "
                f"{t.workers} worker(s), global batch {t.global_batch}, "
-               f"{f'{t.epochs} epochs' if t.epochs else f'{t.kimg or DEFAULT_KIMG:g} kimg'}, loss {t.loss}")
+               f"{f'{t.epochs} epochs' if t.epochs else f'{t.kimg or DEFAULT_KIMG:g} kimg'}, loss {t.loss}"
+               f"{f', {expected.text}' if expected else ''}")
     run = name or default_run_name(open_dataset(resolve_dataset_uri(data, obj.store)), cfg)
     stops.set_hint(f"run {run} is resumable: rerun the same command")
+    began = time.monotonic()
     result = fit(cfg, data, name=run, store=obj.store, address=address, export=not no_export)
+    took = time.monotonic() - began
     m = result.metrics
     length = length_trained(result, counts_epochs=bool(t.epochs))
     if result.already_finished:
@@ -64,6 +74,8 @@ def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, kimg, 
                    f"{result.export_checkpoint_uri}")
     if result.package_uri:
         click.echo(f"model: {result.package_uri}")
+    if not result.already_finished:
+        click.echo(estimate_report(took, expected))
 
 
 @click.command("generate")

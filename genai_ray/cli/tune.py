@@ -35,8 +35,11 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
     space = load_space(space_path)
     if not space.preset_named:
         from genai_ray.train.defaults import fitted_for
+        from genai_ray.train.hardware import detect
 
-        space.fitted, line = fitted_for(data_ref, obj.store, turn_off="'preset: default' in the space file")
+        gpus = (space.base.get("train") or {}).get("gpus_per_worker")  # the space's own setting wins, as in train
+        space.fitted, line = fitted_for(data_ref, obj.store, turn_off="'preset: default' in the space file",
+                                        hw=detect(address, gpus))
         space.config_for({})  # the space's keys over the fitted defaults must still make a valid config
         click.echo(line)
     flags = {"samples": samples, "scheduler": scheduler, "search": search, "workers_per_trial": workers_per_trial,

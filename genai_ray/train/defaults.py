@@ -1,35 +1,59 @@
-"""The default preset fitted to the dataset: family, widths, batch, augmentation and run length chosen from its
-image size, channels, labels and training-image count, each with the reason it is printed with.
+"""The default preset fitted to the dataset and the hardware: family, widths, batch, workers, mixed precision,
+augmentation and run length chosen from the image size, channels, labels and training-image count, and from where
+the run will execute (CPU cores or GPUs: train/hardware.py), each with the reason it is printed with.
 
 Applies when the user names no preset (``--preset`` or a YAML ``preset:``); every key the user sets still wins
-over it, key by key. The default preset itself was tuned on 8x8 digits (docs/training.md).
+over it, key by key. The default preset itself was tuned on 8x8 digits (docs/training.md). Convolutional run
+lengths come from the measured rate table (train/rates.py) and a wall-clock budget per image size.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from genai_ray.data.manifest import Manifest
+from genai_ray.train.hardware import Hardware
+from genai_ray.train.rates import duration, speed
 
 SMALL_DATA = 2000  # training images below which D overfits without augmentation (the limited-data regime)
 MLP_MAX_SIDE = 32  # images up to this side (grayscale) train well as dense GANs on CPUs
+GPU_CONV_MIN_SIDE = 16  # on GPUs, square power-of-two grayscale images from this side train as convolutional GANs
 DIGITS_PIXELS = 256  # up to 16x16 grayscale the default preset applies as tuned on 8x8 digits
 
+# The network family for colour images, by hardware class: the one place that choice lives. The lead sets it
+# from the equal-CPU-minutes comparison in BENCHMARKS.md once more families are measured.
+COLOUR_FAMILY = {"cpu": "dcgan", "gpu": "dcgan"}
 
-def fit_to_data(m: Manifest) -> tuple[dict[str, Any], list[str]]:
-    """(overrides on top of the default preset, one reason per choice) for a dataset's manifest."""
+CPU_MINUTES_AT_32 = 20.0  # wall-clock budget of a fitted convolutional run on CPUs at 32 px; 40 at 64, linear in
+CPU_MINUTES = (10.0, 60.0)  # the side, within these bounds
+GPU_MINUTES = 60.0  # wall-clock budget of a fitted convolutional run on GPUs
+GPU_KIMG = (500.0, 5000.0)  # a fitted GPU run's length stays within these kimg (StyleGAN2-ADA runs thousands)
+BUDGET_SHARE = 0.85  # aim at this share of a budget: a shared machine's speed drifts by 10-20%
+FALLBACK_CONV_KIMG = 200.0  # a convolutional family with no row in the rate table
+GPU_BATCH = {64: 256, 128: 128}  # per GPU worker, by largest side it applies to; 64 above
+
+
+def fit_to_data(m: Manifest, hw: Hardware | None = None) -> tuple[dict[str, Any], list[str]]:
+    """(overrides on top of the default preset, one reason per choice) for a dataset's manifest on ``hw``
+    (default: this machine's cores)."""
+    hw = hw or Hardware(os.cpu_count() or 1, 0)
     h, w, c = m.shape
     side = max(h, w)
     model: dict[str, Any] = {"conditional": m.labelled}
     train: dict[str, Any] = {}
     why = [f"conditional={str(m.labelled).lower()} ({'labelled' if m.labelled else 'no labels'})"]
     pow2 = h == w and h >= 8 and not h & (h - 1)
-    if (c == 1 and side <= MLP_MAX_SIDE) or not pow2:
+    dense = (c == 1 and side <= MLP_MAX_SIDE and not (hw.gpus and side >= GPU_CONV_MIN_SIDE)) or not pow2
+    if dense:
         model["family"] = "mlp"
         train["workers"] = 1
         why.append(f"mlp with the preset's widths ({h}x{w}x{c}: small grayscale images train fastest as dense GANs "
                    "on CPUs), 1 worker (a dense GAN's step is shorter than its gradient all-reduce: a second worker "
                    "slows it down)")
+        if hw.gpus:
+            train["gpus_per_worker"] = hw.gpus_per_worker or 1.0
+            why.append(f"on 1 GPU of {hw.describe()} (a dense GAN this small cannot fill more)")
         if h * w * c > DIGITS_PIXELS:
             train["mode_seeking"] = 0.0
             why.append(f"mode seeking off (above {DIGITS_PIXELS} pixel values it costs precision and adds no recall)")
@@ -37,33 +61,82 @@ def fit_to_data(m: Manifest) -> tuple[dict[str, Any], list[str]]:
             size = 1 << (side.bit_length() - 1)
             why.append(f"(a DCGAN needs square power-of-two images: re-prepare with --image-size {size} for one)")
     else:
-        base = 64 if side <= 32 else 32
-        model.update(family="dcgan", base_channels=base)
-        train["global_batch"] = 64
-        why.append(f"dcgan with base_channels={base} ({h}x{w}x{c}: {'colour' if c == 3 else 'large'} images)")
+        why.append(_fit_conv(model, train, (h, w, c), hw))
     n = m.train_count
     if n < SMALL_DATA:
         policy = "translation,cutout,color" if c == 3 else "translation"  # DiffAugment's policy; on digits: translation
         train.update(augment=policy, ada_target=0.6)
         why.append(f"ADA augmentation ({policy}) of D's inputs ({n:,} training images < {SMALL_DATA:,})")
-    train["kimg"] = kimg_for(model.get("family", "mlp"), h * w * c)
-    why.append(f"{train['kimg']:g} kimg (whatever the dataset size: the same images shown)")
+    train["kimg"], reason = run_kimg(model["family"], (h, w, c), hw)
+    why.append(f"{train['kimg']:g} kimg ({reason}; whatever the dataset size: the same images shown)")
     return {"model": model, "train": train}, why
 
 
+def _fit_conv(model: dict[str, Any], train: dict[str, Any], shape: tuple[int, int, int], hw: Hardware) -> str:
+    """Fill a convolutional family's model and train keys for ``hw``; returns the reason."""
+    h, w, c = shape
+    side = max(h, w)
+    family = COLOUR_FAMILY[hw.kind] if c == 3 else "dcgan"
+    what = f"{h}x{w}x{c}: {'colour' if c == 3 else 'large'} images"
+    if hw.gpus:
+        workers = hw.gpu_workers
+        per_worker = next((b for top, b in sorted(GPU_BATCH.items()) if side <= top), 64)
+        model.update(family=family, base_channels=64)
+        train.update(workers=workers, gpus_per_worker=hw.gpus_per_worker or 1.0, global_batch=per_worker * workers,
+                     mixed_precision=True, steps_per_call=16)
+        return (f"{family} with base_channels=64 ({what}) on {workers} GPU worker{'s' if workers > 1 else ''} "
+                f"({hw.describe()} on {hw.where}), global batch {per_worker * workers} ({per_worker} per GPU), "
+                "mixed precision (float16 convolutions on tensor cores)")
+    base = 64 if side <= 32 else 32
+    workers = min(2, hw.cpus)
+    model.update(family=family, base_channels=base)
+    train.update(workers=workers, global_batch=64)
+    return (f"{family} with base_channels={base} ({what}) on {workers} worker{'s' if workers > 1 else ''} "
+            f"({hw.describe()} on {hw.where}), global batch 64")
+
+
+def cpu_minutes(side: int) -> float:
+    """Wall-clock budget of a fitted convolutional run on CPUs: 20 min at 32 px, 40 at 64, within CPU_MINUTES."""
+    return min(max(CPU_MINUTES_AT_32 * side / 32, CPU_MINUTES[0]), CPU_MINUTES[1])
+
+
+def run_kimg(family: str, shape: tuple[int, int, int], hw: Hardware) -> tuple[float, str]:
+    """(run length in kimg, why) for ``family`` at ``shape`` on ``hw``. Dense GANs keep the lengths tuned on digits;
+    convolutional ones take what fits a wall-clock budget at the rate table's speed."""
+    if family == "mlp":
+        return kimg_for(family, shape[0] * shape[1] * shape[2]), "the length tuned on digits"
+    fast = speed(family, shape, hw)
+    if fast is None:
+        return FALLBACK_CONV_KIMG, f"no measured rate for {family} on {hw.kind.upper()}s in train/rates.py"
+    if hw.gpus:
+        minutes = GPU_MINUTES
+        kimg = min(max(fast.kimg_within(BUDGET_SHARE * minutes * 60), GPU_KIMG[0]), GPU_KIMG[1])
+        kimg = float(int(kimg // 100 * 100) or 100)
+    else:
+        minutes = cpu_minutes(max(shape[:2]))
+        kimg = float(max(5, int(fast.kimg_within(BUDGET_SHARE * minutes * 60) // 5 * 5)))
+    basis = "measured" if fast.measured else "estimated"
+    return kimg, (f"{duration(fast.seconds(kimg))} on {hw.describe()} at the {basis} {fast.images_per_s:,.0f} "
+                  f"images/s of train/rates.py, within a {minutes:g}-minute budget")
+
+
 def kimg_for(family: str, pixels: int) -> float:
-    """Run length that fits about 10 minutes on 2 CPU cores for the chosen network."""
-    if family == "dcgan":
-        return 200.0
+    """A dense GAN's run length, tuned on digits (768 kimg at 8x8) and MNIST-sized images."""
+    assert family == "mlp", f"convolutional run lengths come from run_kimg, not {family}"
     return 768.0 if pixels <= DIGITS_PIXELS else 1600.0
 
 
-def fitted_for(data: str, store: str, turn_off: str = "--preset default") -> tuple[dict[str, Any], str]:
-    """(the fitted overrides, the line that says what was chosen, why, and how to ``turn_off`` the fitting)
-    for a dataset URI or store name."""
+def open_manifest(data: str, store: str) -> Manifest:
     from genai_ray.data.reader import open_dataset, resolve_dataset_uri
 
-    manifest = open_dataset(resolve_dataset_uri(data, store)).manifest
-    fitted, why = fit_to_data(manifest)
+    return open_dataset(resolve_dataset_uri(data, store)).manifest
+
+
+def fitted_for(data: str, store: str, turn_off: str = "--preset default",
+               hw: Hardware | None = None) -> tuple[dict[str, Any], str]:
+    """(the fitted overrides, the line that says what was chosen, why, and how to ``turn_off`` the fitting)
+    for a dataset URI or store name, on ``hw`` (train/hardware.py's ``detect``)."""
+    manifest = open_manifest(data, store)
+    fitted, why = fit_to_data(manifest, hw)
     return fitted, (f"default preset fitted to {manifest.name}: {'; '.join(why)}. Keys you set win; "
                     f"{turn_off} turns the fitting off")

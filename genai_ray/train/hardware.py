@@ -1,0 +1,78 @@
+"""Where a run will execute, as the fitted defaults need to know it: CPU cores, or GPUs.
+
+A run that joins a Ray cluster (``--address`` or $GENAI_RAY_ADDRESS), or a process that already runs Ray, is
+fitted to ``ray.cluster_resources()``: Ray's logical resources, so a cluster whose nodes advertise GPUs is fitted
+for GPU workers. The private local Ray that ``genai-ray train`` starts is not started for this: the fitting
+reads this machine as that Ray would (its cores, and the GPUs Ray's own accelerator detection finds).
+``--gpus-per-worker`` (``train.gpus_per_worker``) alone also means GPU workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cpus: int  # CPU cores the run's workers share
+    gpus: int  # GPUs the run may use; 0: CPU workers
+    gpus_per_worker: float = 0.0  # what the user set (train.gpus_per_worker); 0: fitted, 1 per worker on GPUs
+    where: str = "this machine"
+
+    @property
+    def kind(self) -> str:
+        """The rate table's hardware class: ``"gpu"`` or ``"cpu"``."""
+        return "gpu" if self.gpus else "cpu"
+
+    @property
+    def gpu_workers(self) -> int:
+        """Workers that fill the GPUs: one per GPU, or as many as ``gpus_per_worker`` allows (at least 1)."""
+        return max(1, math.floor(self.gpus / (self.gpus_per_worker or 1.0)))
+
+    def describe(self) -> str:
+        if self.gpus:
+            return f"{self.gpus} GPU{'s' if self.gpus > 1 else ''}"
+        return f"{self.cpus} CPU{'s' if self.cpus > 1 else ''}"
+
+
+def local_gpus() -> int:
+    """GPUs a local Ray would advertise on this machine (Ray's detection: CUDA_VISIBLE_DEVICES, then the driver)."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        return int(get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators() or 0)
+    except Exception:  # noqa: BLE001 - a private Ray API: no answer means no GPUs we can count on
+        return 0
+
+
+def with_gpus_per_worker(hw: Hardware, gpus_per_worker: float | None) -> Hardware:
+    """``hw`` as the user's ``train.gpus_per_worker`` changes it: > 0 means GPU workers even where the cluster
+    advertises none yet (an autoscaler may add them); 0 means CPU workers on any cluster."""
+    if gpus_per_worker is None:
+        return hw
+    if gpus_per_worker == 0:
+        return Hardware(hw.cpus, 0, 0.0, hw.where)
+    return Hardware(hw.cpus, max(hw.gpus, math.ceil(gpus_per_worker)), gpus_per_worker, hw.where)
+
+
+def detect(address: str | None = None, gpus_per_worker: float | None = None) -> Hardware:
+    """The hardware a run started with ``address`` will train on. Joins that cluster (``fit`` reuses the
+    connection); never starts a local Ray."""
+    import ray
+
+    from genai_ray.ray_runtime import ADDRESS_ENV, ensure_ray
+
+    address = address or os.environ.get(ADDRESS_ENV)
+    cores = os.cpu_count() or 1
+    if address or ray.is_initialized():
+        ensure_ray(address)
+        resources = ray.cluster_resources()
+        cpus = int(resources.get("CPU", 1))
+        # a Ray started in this process is local: it advertises more logical CPUs than cores (ray_runtime.py)
+        hw = Hardware(cpus if address else min(cpus, cores), int(resources.get("GPU", 0)),
+                      where=f"the Ray cluster at {address}" if address else "the running Ray")
+    else:
+        hw = Hardware(cores, local_gpus())
+    return with_gpus_per_worker(hw, gpus_per_worker)
