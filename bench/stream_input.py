@@ -17,8 +17,7 @@ import time
 from dataclasses import replace
 
 from bench.common import machine, moto_s3, table
-
-STARTUP = ["startup/launch_s", "startup/setup_s", "startup/shard_read_s", "startup/first_call_s"]
+from genai_ray.train.loop import STARTUP
 
 
 def prepare_shapes(uri: str, count: int) -> float:

@@ -31,6 +31,7 @@ import numpy as np
 
 from bench.common import free_port, machine, table
 from bench.process_cpu import CpuSampler
+from genai_ray.train.loop import STARTUP
 
 PLAIN = r"""
 import json, os, sys, time, numpy as np
@@ -84,7 +85,6 @@ def plain_rate(cfg, dataset_uri: str, epochs: int, threads: tuple[int, int] | No
     return float(next(line.split()[1] for line in outs[0].splitlines() if line.startswith("RATE")))  # rank 0's
 
 
-STARTUP = ["startup/launch_s", "startup/setup_s", "startup/shard_read_s", "startup/first_call_s"]
 WORKER_PROCESS = "ray::RayTrainWorker"  # how bench.process_cpu names a Ray Train worker
 
 

@@ -77,10 +77,10 @@ def test_cross_field_rules_say_how_to_fix() -> None:
 
 def test_set_parses_dotted_keys_and_yaml_scalars() -> None:
     parsed = parse_set_option(["train.epochs=5", "train.g_lr=1.5e-4", "model.conditional=true",
-                               "train.fail_at_epoch=null", "model.g_widths=[16, 32]", "train.loss=hinge",
+                               "train.kimg=null", "model.g_widths=[16, 32]", "train.loss=hinge",
                                "serve.model_uri=s3://b/models/x=1", "a.b.c=d"])
     assert parsed == {
-        "train": {"epochs": 5, "g_lr": 1.5e-4, "loss": "hinge", "fail_at_epoch": None},
+        "train": {"epochs": 5, "g_lr": 1.5e-4, "loss": "hinge", "kimg": None},
         "model": {"conditional": True, "g_widths": [16, 32]},
         "serve": {"model_uri": "s3://b/models/x=1"},  # only the first '=' splits
         "a": {"b": {"c": "d"}},

@@ -155,7 +155,7 @@ def test_sigkill_of_a_train_worker_mid_epoch_resumes_from_the_last_checkpoint(ra
     assert result.epochs == epochs, f"{fault}; expected the run to end at epoch {epochs}; {measured}"
     assert result.resumed_from >= max(seen) >= 1, (
         f"{fault}; expected a restart from that checkpoint or a later one, not from scratch; {measured}")
-    assert not storage.exists(storage.join(result.run_uri, "faults")), "the fail_at_epoch hook must not have run"
+    assert not storage.exists(storage.join(result.run_uri, "faults")), "the fault-injection hook must not have run"
     bad = incomplete_checkpoints(run_dir)
     assert not bad, f"{fault}; expected every checkpoint folder to be complete; incomplete: {bad}"
     assert (run_dir / f"checkpoint-epoch-{epochs:05d}").is_dir(), f"{fault}; no final checkpoint in {run_dir}"

@@ -37,6 +37,9 @@ STATE_DIR = "state"  # tf.train.Checkpoint files inside a checkpoint folder
 STATE_PREFIX = "ckpt"
 DIGESTS_DIR = "digests"  # <run>/digests/NNNNN.json: the weight digests of the checkpoint at tick NNNNN
 GRID_SEEDS = 64
+# A run's time to its first step, as its first report tells it, in order: launch (a Ray Train run's controller
+# and workers), set-up (TensorFlow, data, model, restore), the shard read's wait, then the first traced call.
+STARTUP = ("startup/launch_s", "startup/setup_s", "startup/shard_read_s", "startup/first_call_s")
 PROGRESS_LINES = 30  # progress lines a run prints, about
 
 

@@ -16,10 +16,9 @@ from typing import Any
 
 from ray.tune import Callback
 
+from genai_ray.train.loop import STARTUP
+
 DONE, RUNNING = ("TERMINATED", "ERROR"), ("RUNNING",)
-# A trial's time to its first step, as its first report tells it: set-up (TensorFlow, data, model, restore;
-# for a Ray Train trial also the launch of its controller and workers), then the first traced call.
-STARTUP = ("startup/launch_s", "startup/setup_s", "startup/shard_read_s", "startup/first_call_s")
 
 
 def short(value: Any) -> str:
