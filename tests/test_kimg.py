@@ -72,3 +72,13 @@ def test_kimg_and_epochs_both_set_is_one_line_and_exit_2(capsys) -> None:
     assert main(["train", "--data", "nowhere", "--kimg", "5", "--epochs", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "both set" in err and "\n" not in err
+
+
+def test_a_run_reports_kimg_not_its_ticks_and_epochs_only_when_it_counts_them() -> None:
+    from genai_ray.train.run import TrainResult, length_trained
+
+    # a 768-kimg run on digits: 750 ticks of about 1 kimg, stored in the checkpoint's epoch field
+    kimg_run = TrainResult("runs/d", 750, {"kimg": 768.0}, "runs/d/checkpoint-epoch-00750", 0, None)
+    assert length_trained(kimg_run, counts_epochs=False) == "768 kimg"
+    assert length_trained(TrainResult("r", 32, {"kimg": 2.048}, "c", 0, None), counts_epochs=False) == "2.048 kimg"
+    assert length_trained(TrainResult("r", 3, {"kimg": 4.8}, "c", 0, None), counts_epochs=True) == "3 epochs"
