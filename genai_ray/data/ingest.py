@@ -260,7 +260,9 @@ def build_dataset(src: StoreSource):
         ds = ray.data.read_binary_files(src.paths[0], filesystem=fs, include_paths=True,
                                         file_extensions=[s.lstrip(".") for s in IMAGE_SUFFIXES],
                                         override_num_blocks=-(-src.count // rows))
-        return ds.map_batches(decode.decode_files, batch_size=rows, batch_format="pyarrow",
+        # batch_size=None lets Ray fuse reading and decoding into one task (the raw bytes never reach the object
+        # store); each read task's block is already about `rows` files.
+        return ds.map_batches(decode.decode_files, batch_size=None, batch_format="pyarrow",
                               fn_kwargs={"spec": src.spec, "scheme": _scheme(src.uri)})
     columns = [src.image_column] + ([src.label_column] if src.label_column else [])
     file_column = None if "path" in columns else "path"
