@@ -16,6 +16,7 @@ which images are in which split, nor their labels or pixels.
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from collections import Counter
@@ -246,11 +247,31 @@ def decode_batch_rows(count: int) -> int:
     import ray
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
+    if len([n for n in ray.nodes() if n["Alive"]]) == 1:
+        cpus = min(cpus, os.cpu_count() or 1)  # as cap_to_cores does
     return max(1, min(DECODE_BATCH, -(-count // (2 * cpus))))
+
+
+def cap_to_cores(ds) -> None:
+    """On one node that advertises more logical CPUs than it has cores (a private Ray does, for training's sake:
+    genai_ray/ray_runtime.py), run at most one decode task per core: decoding is CPU-bound, and more tasks
+    would only add worker processes and memory."""
+    import ray
+
+    cores = os.cpu_count() or 1
+    if len([n for n in ray.nodes() if n["Alive"]]) == 1 and ray.cluster_resources().get("CPU", 0) > cores:
+        options = ds.context.execution_options
+        options.resource_limits = options.resource_limits.copy(cpu=cores)
 
 
 def build_dataset(src: StoreSource):
     """The lazy Ray Dataset of decoded rows: image, label, holdout, uri, error, node."""
+    ds = _decoded(src)
+    cap_to_cores(ds)
+    return ds
+
+
+def _decoded(src: StoreSource):
     import ray.data
 
     fs, _ = storage.resolve(src.uri)
