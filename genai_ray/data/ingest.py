@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from genai_ray import storage
-from genai_ray.data import decode
+from genai_ray.data import decode, image_table
 from genai_ray.data.manifest import Manifest, now_iso, write_manifest
 from genai_ray.data.prepare import (
     Progress,
@@ -45,7 +45,6 @@ from genai_ray.errors import UserError
 
 DECODE_BATCH = 64  # images per decode call: enough to amortise a call, small enough to stream
 SKIPPED_LISTED = 100  # skipped images named in the manifest and on stderr, at most
-LABEL_NAMES = ("label", "labels", "class", "category", "target")
 
 
 @dataclass
@@ -149,78 +148,18 @@ def _folder(uri: str, fs: pafs.FileSystem, base: str, images: list[str], *, imag
     return StoreSource("folder", uri, len(images), spec, class_names, first=relative[0], paths=[base])
 
 
-def _column_kind(t: pa.DataType) -> str | None:
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return "binary"
-    if pa.types.is_struct(t) and t.get_field_index("bytes") >= 0:
-        inner = t.field("bytes").type
-        return "struct" if pa.types.is_binary(inner) or pa.types.is_large_binary(inner) else None
-    return None
-
-
-def _pick_image_column(uri: str, schema: pa.Schema, given: str | None) -> str:
-    columns = ", ".join(f"{f.name} ({f.type})" for f in schema)
-    candidates = [f.name for f in schema if _column_kind(f.type)]
-    if given is not None:
-        if given not in schema.names or given not in candidates:
-            raise UserError(f"{uri}: --image-column {given!r} is not a column of encoded images (binary, or a "
-                            f"{{bytes, path}} struct); its columns: {columns}")
-        return given
-    if len(candidates) == 1:
-        return candidates[0]
-    if "image" in candidates:
-        return "image"
-    if candidates:
-        raise UserError(f"{uri}: several columns could hold images ({', '.join(candidates)}); pass --image-column")
-    raise UserError(f"{uri}: no column of encoded images (binary, or a {{bytes, path}} struct as Hugging Face "
-                    f"exports them); its columns: {columns}")
-
-
-def _pick_label_column(uri: str, schema: pa.Schema, given: str | None) -> str | None:
-    usable = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_string(f.type)
-              or pa.types.is_large_string(f.type)]
-    if given is not None:
-        if given not in usable:
-            found = f"is {schema.field(given).type}" if given in schema.names else "does not exist"
-            raise UserError(f"{uri}: --label-column {given!r} {found}; it must be an integer or string column "
-                            f"(usable: {', '.join(usable) or 'none'})")
-        return given
-    return next((n for n in LABEL_NAMES if n in usable), None)
-
-
-def _scan_labels(uri: str, fs: pafs.FileSystem, tables: list[str], column: str) -> list[str]:
-    """Class names from one streamed pass over the label column: sorted strings, or 0..max for integers."""
-    values: set = set()
-    nulls = 0
-    for path in tables:
-        with fs.open_input_file(path) as f:
-            for batch in pq.ParquetFile(f).iter_batches(columns=[column], batch_size=65536):
-                col = batch.column(0)
-                nulls += col.null_count
-                values.update(col.unique().drop_null().to_pylist())
-    if nulls:
-        raise UserError(f"{uri}: label column {column!r} has {nulls} empty (null) values; fill them or drop those "
-                        "rows, or pass --label-column for another column")
-    if all(isinstance(v, int) for v in values):
-        if values and min(values) < 0:
-            raise UserError(f"{uri}: label column {column!r} holds {min(values)}; labels must be class indices >= 0 "
-                            "or class names")
-        return [str(i) for i in range(max(values, default=-1) + 1)]
-    return sorted(str(v) for v in values)
-
-
 def _table(uri: str, fs: pafs.FileSystem, tables: list[str], image_column: str | None, label_column: str | None,
            *, image_size: int | None, crop: bool, seed: int, holdout: float) -> StoreSource:
     try:
         with fs.open_input_file(tables[0]) as f:
             schema = pq.read_schema(f)
-        image_col = _pick_image_column(uri, schema, image_column)
-        label_col = _pick_label_column(uri, schema, label_column)
+        image_col = image_table.pick_image_column(uri, schema, image_column)
+        label_col = image_table.pick_label_column(uri, schema, label_column)
         count = 0
         for path in tables:
             with fs.open_input_file(path) as f:
                 count += pq.ParquetFile(f).metadata.num_rows
-        class_names = _scan_labels(uri, fs, tables, label_col) if label_col else None
+        class_names = image_table.scan_labels(uri, fs, tables, label_col) if label_col else None
         with fs.open_input_file(tables[0]) as f:
             head = next(pq.ParquetFile(f).iter_batches(batch_size=1, columns=[image_col]), None)
     except pa.ArrowInvalid as err:
