@@ -16,6 +16,7 @@ which images are in which split, nor their labels or pixels.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 import time
@@ -244,6 +245,8 @@ def prepare_store(src: StoreSource, out_uri: str, *, name: str, shards: int | No
     storage.check_writable(out_uri)
     clear_output(out_uri, overwrite)
     ensure_ray(address)
+    # Ray Data warns once that its progress bars are off (ensure_ray turns them off); our own line replaces them.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if shards:
         shard_rows = -(-src.count // shards)  # the train split holds at most every image
     shard_rows = shard_rows or default_shard_rows(src.shape)
