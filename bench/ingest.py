@@ -31,11 +31,12 @@ from bench.process_cpu import short_name
 CHILD = """
 import json, sys, time
 mode, cpus, source, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+shard_rows = int(sys.argv[5]) or None
 if mode == "single":
     from bench.ingest import reference_source
     from genai_ray.data.prepare import prepare
     start = time.monotonic()
-    prepare(reference_source(source, 64), out, name="bench", progress=False)
+    prepare(reference_source(source, 64), out, name="bench", progress=False, shard_rows=shard_rows)
     setup = 0.0
 else:
     import ray
@@ -50,7 +51,8 @@ else:
                 raise
     setup = time.monotonic() - t0
     start = time.monotonic()
-    prepare_store(open_store_source(source, image_size=64, crop=True), out, name="bench", progress=False)
+    prepare_store(open_store_source(source, image_size=64, crop=True), out, name="bench", progress=False,
+                  shard_rows=shard_rows)
 print("RESULT " + json.dumps({"seconds": time.monotonic() - start, "setup": setup}), flush=True)
 """
 
@@ -136,30 +138,29 @@ def peak_rss(pid: int) -> tuple[str, int] | None:
     return short_name(command) if command else "?", hwm
 
 
-def run(mode: str, cpus: int, source: str, out: str) -> dict:
+def run(mode: str, cpus: int, source: str, out: str, shard_rows: int = 0) -> dict:
     """One prepare in its own process tree; its time and each process's peak RSS (MiB), by process name."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    log = tempfile.TemporaryFile("w+")
-    child = subprocess.Popen([sys.executable, "-c", CHILD, mode, str(cpus), source, out], env=env,
-                             stdout=subprocess.PIPE, stderr=log, text=True)
     peaks: dict[int, tuple[str, int]] = {}
+    with tempfile.TemporaryFile("w+") as log:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, mode, str(cpus), source, out, str(shard_rows)],
+                                 env=env, stdout=subprocess.PIPE, stderr=log, text=True)
 
-    def sample() -> None:
-        while child.poll() is None:
-            for pid in tree(child.pid):
-                got = peak_rss(pid)
-                if got:
-                    peaks[pid] = got
-            time.sleep(0.25)
+        def sample() -> None:
+            while child.poll() is None:
+                for pid in tree(child.pid):
+                    got = peak_rss(pid)
+                    if got:
+                        peaks[pid] = got
+                time.sleep(0.25)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, _ = child.communicate()
-    sampler.join()
-    if child.returncode != 0 or "RESULT " not in stdout:
-        log.seek(0)
-        raise RuntimeError(f"{mode} on {cpus} CPUs failed: {stdout[-1000:]} {log.read()[-3000:]}")
-    log.close()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        stdout, _ = child.communicate()
+        sampler.join()
+        if child.returncode != 0 or "RESULT " not in stdout:
+            log.seek(0)
+            raise RuntimeError(f"{mode} on {cpus} CPUs failed: {stdout[-1000:]} {log.read()[-3000:]}")
     result = json.loads(stdout.split("RESULT ", 1)[1])
     by_name: dict[str, int] = {}
     for name, kib in peaks.values():
@@ -175,6 +176,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20_000, help="images in the large run")
     parser.add_argument("--small", type=int, default=2_000, help="images in the small run (peak RSS only)")
+    parser.add_argument("--shard-size", type=int, default=0,
+                        help="images per shard (default: genai-ray's, 5,461 at 64x64x3); a small count fills no "
+                             "shard, so pass a smaller shard to see the steady state's memory")
     args = parser.parse_args()
     results: dict[tuple, dict] = {}
     with tempfile.TemporaryDirectory() as tmp, moto_s3() as bucket:
@@ -185,7 +189,7 @@ def main() -> None:
             for where, source in (("local", str(folder)), ("s3", f"{bucket}/jpegs-{count}")):
                 for mode, cpus in CONFIGS:
                     out = f"{tmp}/out-{count}-{where}-{mode}-{cpus}"
-                    results[(count, where, mode, cpus)] = run(mode, cpus, source, out)
+                    results[(count, where, mode, cpus)] = run(mode, cpus, source, out, args.shard_size)
                     print(count, where, mode, cpus, json.dumps(results[(count, where, mode, cpus)]), flush=True)
     print(f"\ningest: data prepare of mixed-size JPEGs at 64x64 --crop; machine: {machine()}")
     rows = []
