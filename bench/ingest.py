@@ -179,21 +179,26 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=0,
                         help="images per shard (default: genai-ray's, 5,461 at 64x64x3); a small count fills no "
                              "shard, so pass a smaller shard to see the steady state's memory")
+    parser.add_argument("--where", choices=["local", "s3", "both"], default="both", help="which sources to run")
     args = parser.parse_args()
+    wheres = ["local", "s3"] if args.where == "both" else [args.where]
     results: dict[tuple, dict] = {}
     with tempfile.TemporaryDirectory() as tmp, moto_s3() as bucket:
         for count in (args.small, args.count):
             folder = Path(tmp) / f"jpegs-{count}"
             make_jpegs(count, folder)
-            upload(folder, f"{bucket}/jpegs-{count}")
+            if "s3" in wheres:
+                upload(folder, f"{bucket}/jpegs-{count}")
             for where, source in (("local", str(folder)), ("s3", f"{bucket}/jpegs-{count}")):
+                if where not in wheres:
+                    continue
                 for mode, cpus in CONFIGS:
                     out = f"{tmp}/out-{count}-{where}-{mode}-{cpus}"
                     results[(count, where, mode, cpus)] = run(mode, cpus, source, out, args.shard_size)
                     print(count, where, mode, cpus, json.dumps(results[(count, where, mode, cpus)]), flush=True)
     print(f"\ningest: data prepare of mixed-size JPEGs at 64x64 --crop; machine: {machine()}")
     rows = []
-    for where in ("local", "s3"):
+    for where in wheres:
         base = args.count / results[(args.count, where, "single", 1)]["seconds"]
         for mode, cpus in CONFIGS:
             r = results[(args.count, where, mode, cpus)]
@@ -202,7 +207,7 @@ def main() -> None:
                          f"{rate:,.0f}", f"{rate / base:.2f}x", f"{r['setup']:.1f}"])
     print(table(["source", "path", "images/s", "vs single", "Ray start (s)"], rows))
     rss_rows = []
-    for where in ("local", "s3"):
+    for where in wheres:
         for mode, cpus in CONFIGS:
             small = results[(args.small, where, mode, cpus)]["rss_mib"]
             large = results[(args.count, where, mode, cpus)]["rss_mib"]
