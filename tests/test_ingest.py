@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -245,3 +246,14 @@ def test_submitted_prepare_reads_s3_on_a_local_head(head, s3_bucket: str, capsys
     assert "prepared s3-job: 12 images 8x8x3" in out
     manifest = json.loads((store / "datasets" / "s3-job" / "manifest.json").read_text())
     assert manifest["class_names"] == sorted(CLASSES) and manifest["source"]["uri"] == source
+
+
+def test_progress_shows_the_rate_and_an_eta(capsys):
+    from genai_ray.data.prepare import Progress
+
+    meter = Progress(1000, "preparing p")
+    meter.start -= 10.0  # 10 s in, 250 done: 25 images/s, 30 s to go
+    meter.last = meter.start
+    meter.update(250)
+    line = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"preparing p: 250/1,000 images \(25%\), 25 images/s, ETA (29|30|31)s", line), line
