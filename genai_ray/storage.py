@@ -226,3 +226,13 @@ def check_writable(uri: str) -> None:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def walk(uri: str) -> list[pafs.FileInfo]:
+    """Every file under a folder URI, at any depth (one listing, paged by the client); empty when there is none."""
+    fs, path = resolve(uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    except OSError as err:
+        raise _describe_os_error(uri, err) from err
+    return [i for i in infos if i.type == pafs.FileType.File]

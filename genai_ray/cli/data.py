@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from genai_ray import storage
+from genai_ray.errors import UserError
 
 
 @click.group()
@@ -32,21 +33,40 @@ def data() -> None:
 @click.option("--labels", "labels_path", type=click.Path(),
               help="Labels file for an IDX image file. Default: MNIST's *-labels-idx1-ubyte[.gz] beside it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
+@click.option("--skip-bad", is_flag=True,
+              help="Skip unreadable images (folders, s3://, tables) instead of failing; the manifest records them.")
+@click.option("--image-column", help="Parquet tables: the column of encoded images, when it can't be guessed.")
+@click.option("--label-column", help="Parquet tables: the int or string label column. Default: 'label' if present.")
+@click.option("--address", metavar="RAY_ADDRESS",
+              help="Folders, s3:// and tables: decode on this Ray cluster instead of a private local Ray.")
 @click.pass_obj
 def prepare_cmd(obj, source, out_uri, name, shards, shard_size, image_size, crop, holdout, seed, count, labels_path,
-                overwrite) -> None:
-    """Turn SOURCE (digits, mnist, shapes, photos, a folder, a .npz or an IDX file) into a dataset."""
+                overwrite, skip_bad, image_column, label_column, address) -> None:
+    """Turn SOURCE (digits, mnist, shapes, photos, a folder or s3:// prefix of images, a Parquet table of encoded
+    images, a .npz or an IDX file) into a dataset."""
+    from genai_ray.data import ingest
     from genai_ray.data.prepare import check_options, prepare
     from genai_ray.data.sources import open_source
     from genai_ray.names import check_name, safe_name
 
     check_options(holdout, shards, shard_size)
-    src = open_source(source, image_size=image_size, count=count, seed=seed, labels=labels_path, crop=crop)
+    store_source = source not in ("digits", "mnist", "shapes", "photos") and ingest.is_store_source(source)
+    if not store_source and (skip_bad or image_column or label_column):
+        raise UserError("--skip-bad, --image-column and --label-column apply to folders, s3:// prefixes and "
+                        "Parquet tables only")
     given = Path(source.rstrip("/")).expanduser()
     name = check_name(name, "--name") if name else safe_name(given.name if given.is_dir() else given.stem, "dataset")
     out_uri = out_uri or storage.join(obj.store, "datasets", name)
-    manifest = prepare(src, out_uri, name=name, holdout=holdout, seed=seed, shards=shards, shard_rows=shard_size,
-                       overwrite=overwrite)
+    if store_source:
+        src = ingest.open_store_source(source, image_size=image_size, crop=crop, seed=seed, holdout=holdout,
+                                       image_column=image_column, label_column=label_column)
+        manifest, report = ingest.prepare_store(src, out_uri, name=name, shards=shards, shard_rows=shard_size,
+                                                overwrite=overwrite, skip_bad=skip_bad, address=address)
+        ingest.print_skipped(report)
+    else:
+        src = open_source(source, image_size=image_size, count=count, seed=seed, labels=labels_path, crop=crop)
+        manifest = prepare(src, out_uri, name=name, holdout=holdout, seed=seed, shards=shards,
+                           shard_rows=shard_size, overwrite=overwrite)
     h, w, c = manifest.shape
     click.echo(f"prepared {manifest.name}: {manifest.count} images {h}x{w}x{c}, "
                f"{manifest.train_count} train / {manifest.holdout_count} holdout, "

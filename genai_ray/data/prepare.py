@@ -141,13 +141,23 @@ class Progress:
 
     def _print(self, now: float) -> None:
         rate = self.done / max(now - self.start, 1e-9)
+        left = max(self.total - self.done, 0) / rate if rate > 0 else float("inf")
+        eta = f", ETA {fmt_seconds(left)}" if self.done < self.total else f", {fmt_seconds(now - self.start)}"
         line = (f"{self.what}: {self.done:,}/{self.total:,} images ({100 * self.done / max(self.total, 1):.0f}%), "
-                f"{rate:,.0f} images/s")
+                f"{rate:,.0f} images/s{eta}")
         print(f"\r{line}" if self.live else line, end="" if self.live else "\n", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.live:
             print(file=sys.stderr, flush=True)
+
+
+def fmt_seconds(seconds: float) -> str:
+    """12s, 3m05s, 2h07m: short enough for a progress line."""
+    if seconds == float("inf"):
+        return "?"
+    s = int(round(seconds))
+    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def default_shard_rows(shape: tuple[int, int, int]) -> int:
@@ -176,7 +186,7 @@ def prepare(source: Source, out_uri: str, *, name: str, holdout: float = 0.1, se
     check_options(holdout, shards, shard_rows)
     check_name(name, "dataset name")
     storage.check_writable(out_uri)
-    _clear_output(out_uri, overwrite)
+    clear_output(out_uri, overwrite)
     if shards:
         # Per-class rounding can put up to one extra image per class into train; leave room for it.
         most_train = round(source.count * (1 - holdout)) + max(len(source.class_names or []), 1)
@@ -201,7 +211,7 @@ def prepare(source: Source, out_uri: str, *, name: str, holdout: float = 0.1, se
         write_manifest(out_uri, manifest)
     except BaseException:
         for writer in writers.values():
-            _discard_quietly(writer)
+            discard_quietly(writer)
         raise
     return manifest
 
@@ -225,7 +235,7 @@ def _stream(source: Source, writers: dict[str, ShardWriter], splitter: HoldoutSp
     return label_counts
 
 
-def _clear_output(out_uri: str, overwrite: bool) -> None:
+def clear_output(out_uri: str, overwrite: bool) -> None:
     """Refuse to touch existing data unless asked; with --overwrite, make the old dataset incomplete first."""
     names = storage.list_dir(out_uri)
     if not names:
@@ -241,7 +251,7 @@ def _clear_output(out_uri: str, overwrite: bool) -> None:
         storage.delete(storage.join(out_uri, n))
 
 
-def _discard_quietly(writer: ShardWriter) -> None:
+def discard_quietly(writer: ShardWriter) -> None:
     """Best-effort cleanup after a failure; the original error matters more than a cleanup error."""
     try:
         writer.discard()
