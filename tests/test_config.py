@@ -60,7 +60,7 @@ def test_a_key_under_a_value_is_refused_and_names_the_value(tmp_path: Path) -> N
 @pytest.mark.parametrize(("overrides", "where", "got"), [
     ({"train": {"epochs": 0}}, "train.epochs", "(got 0)"),
     ({"train": {"loss": "lsgan"}}, "train.loss", "(got 'lsgan')"),
-    ({"model": {"family": "transformer"}}, "model.family", "(got 'transformer')"),
+    ({"model": {"family": "stylegan"}}, "model.family", "(got 'stylegan')"),
     ({"model": {"g_widths": [8, "wide"]}}, "model.g_widths.1", "(got 'wide')"),
     ({"serve": {"api_key_hash": "abc"}}, "serve.api_key_hash", "(got 'abc')"),
     ({"tune": {"scheduler": "hyperband"}}, "tune.scheduler", "(got 'hyperband')"),

@@ -65,7 +65,7 @@ def test_a_seeded_random_search_samples_the_same_trials_in_the_same_order():
         ("params: {train.g_lr: {uniform: [0.1, 5]}}", "params.train.g_lr=5"),
         ("params: {train.g_lr: {normal: [0, 1]}}", "give exactly one of"),
         ("params: {train.g_lr: {loguniform: [0, 0.1]}}", "empty or not positive"),
-        ("params: {model.family: {choice: [mlp, resnet]}}", "model.family"),
+        ("params: {model.family: {choice: [mlp, stylegan]}}", "model.family"),
         ("params: [1, 2]", "'params' must map"),
         ("scheduler: asha\nparams: {train.g_lr: {choice: [0.1]}}", "unknown top-level key 'scheduler'"),
         ("params: {train.g_lr: {uniform: [0.1, 0.2]}\n", "not valid YAML"),
