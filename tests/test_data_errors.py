@@ -22,6 +22,7 @@ from genai_ray.data.prepare import prepare
 from genai_ray.data.reader import open_dataset
 from genai_ray.data.sources import open_source
 from genai_ray.errors import IntegrityError, UserError
+from tests.helpers import prepare_digits
 
 
 def image_folder(root: Path, n: int, size=(6, 6), corrupt: str | None = None) -> Path:
@@ -188,8 +189,7 @@ def test_existing_output_needs_overwrite(where, tmp_path, request):
 
 
 def test_interrupted_overwrite_never_looks_complete(tmp_path, small_chunks):
-    uri = str(tmp_path / "d")
-    prepare(open_source("digits"), uri, name="d", progress=False)
+    uri = prepare_digits(str(tmp_path / "d"), name="d")
     folder = image_folder(tmp_path, 10, corrupt="zz-broken.png")
     with pytest.raises(UserError, match="zz-broken.png"):
         prepare(open_source(str(folder)), uri, name="d", shard_rows=2, overwrite=True, progress=False)
@@ -207,9 +207,7 @@ def test_overwrite_refuses_to_delete_a_folder_that_is_not_a_dataset(tmp_path):
 @pytest.fixture(params=["local", "s3"])
 def dataset(request, tmp_path) -> str:
     root = request.getfixturevalue("s3_bucket") if request.param == "s3" else str(tmp_path)
-    uri = storage.join(root, "digits")
-    prepare(open_source("digits"), uri, name="digits", shard_rows=500, progress=False)
-    return uri
+    return prepare_digits(storage.join(root, "digits"), shard_rows=500)
 
 
 def edit_manifest(uri: str, change) -> None:

@@ -16,31 +16,9 @@ from pathlib import Path
 import pytest
 
 from genai_ray import storage
-from genai_ray.config import build_config
 from genai_ray.tune.campaign import run_campaign
 from genai_ray.tune.space import load_space
-
-SPACE = """
-preset: tiny
-base:
-  model: {conditional: false}
-  train: {epochs: EPOCHS, eval_every: 1, eval_samples: 100, global_batch: 32, steps_per_call: 8}
-  eval: {n_samples: 200, classifier_epochs: 3}
-params:
-  train.g_lr: {loguniform: [1.0e-4, 2.0e-3]}
-  train.d_lr: {loguniform: [1.0e-4, 2.0e-3]}
-  model.latent_dim: {choice: [8, 16]}
-"""
-
-
-def space_file(tmp_path: Path, epochs: int) -> Path:
-    path = tmp_path / "space.yaml"
-    path.write_text(SPACE.replace("EPOCHS", str(epochs)))
-    return path
-
-
-def tune_cfg(**kw):
-    return build_config("tiny", {"tune": kw}).tune
+from tests.helpers import space_file, tune_cfg
 
 
 def histories(root: Path) -> dict[str, list[dict]]:
