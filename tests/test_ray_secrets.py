@@ -14,6 +14,10 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # its own Ray; `make test-fast` skips it
+
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = textwrap.dedent("""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from genai_ray.config import ServeConfig
 from genai_ray.package import load_package
@@ -61,6 +62,7 @@ def test_a_poisoned_request_fails_alone_and_its_batch_mates_get_200(cond: str) -
     assert max(int(r.headers["x-batch-size"]) for r in responses if r.status_code == 200) > 1
 
 
+@pytest.mark.slow  # load: 192 requests from 32 clients
 def test_batches_fill_while_a_slow_model_computes_and_keep_dcgan_pixels(serve_root: str, tmp_path: Path) -> None:
     """Ray's batcher forms the next batch as soon as a request arrives, so with a 1 ms wait a slow model saw
     batches of 1-2 under load; the replica waits about one model call while busy (about 60 ms here).

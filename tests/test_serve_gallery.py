@@ -6,11 +6,18 @@ import base64
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.serve_helpers import COND1_METRICS, Chromium
 
 
-def test_gallery_renders_and_generates_in_chromium(cond: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module", autouse=True)
+def chromium() -> None:
+    """Skip (or fail, under CI) before the module deploys its app, not after."""
     Chromium.require()
+
+
+def test_gallery_renders_and_generates_in_chromium(cond: str, tmp_path: Path) -> None:
     with Chromium() as browser:
         browser.send("Page.enable")
         browser.send("Page.navigate", url=f"{cond}/")

@@ -15,6 +15,7 @@ from tests.helpers import Load
 from tests.serve_helpers import LOCAL_CONFIG, cli_serve, deploy, post
 
 
+@pytest.mark.slow  # fault: a corrupt package, until Serve gives up on the deploy
 def test_failed_load_marks_replica_unhealthy_naming_the_uri(serve_root: str, packages: dict[str, str]) -> None:
     from ray import serve
 

@@ -155,6 +155,7 @@ def test_entrypoint_quotes_arguments():
     assert validate_command(["evaluate", "--model", "m", "--n", "20"]) == "evaluate"
 
 
+@pytest.mark.slow  # starts (and fails) its own Ray head
 def test_a_head_that_fails_to_start_leaves_nothing_behind(tmp_path, monkeypatch):
     """`ray start` refuses the request: one clear error with its log, no process, no temp dir, no state."""
     temp_dir = Path(tempfile.mkdtemp(prefix="genai-ray-failed-"))
