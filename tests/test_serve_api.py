@@ -1,17 +1,23 @@
-"""The generation API over real HTTP on Ray Serve: formats, seeds, metadata, client errors and the API key."""
+"""The generation API over real HTTP on Ray Serve: formats, seeds, metadata, client errors (listed and fuzzed) and the
+API key."""
 
 from __future__ import annotations
 
 import base64
+import json
+import re
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from genai_ray.images import png_text
 from genai_ray.package import load_package
-from tests.serve_helpers import COND1_METRICS, KEY, npy, post
+from genai_ray.serve.http import MAX_SEED
+from tests.serve_helpers import CLASSES, COND1_METRICS, KEY, npy, post
 
 
 def test_generate_formats_name_model_and_seeds(cond: str, packages: dict[str, str]) -> None:
@@ -55,6 +61,9 @@ def test_model_health_docs_and_gallery_html(cond: str) -> None:
     (b'{"n": 1, "label": "nine"}', 422, "unknown label 'nine'"),
     (b'{"n": 1, "label": 7}', 422, "label 7 is out of range"),
     (b'{"n": 1, "label": 1.5}', 422, "label"),
+    (b'{"n": 1, "truncation_psi": 1.5}', 422, "truncation_psi: Input should be less than or equal to 1"),
+    (b'{"n": 1, "truncation_psi": -0.1}', 422, "truncation_psi: Input should be greater than or equal to 0"),
+    (b'{"n": 1, "truncation_psi": "high"}', 422, "truncation_psi: Input should be a valid number"),
     (b"[1, 2]", 422, "dictionary"),
     (b'{"n": 1, "pad": "' + b"x" * 20_000 + b'"}', 413, "over 16384 bytes"),
 ])
@@ -73,6 +82,134 @@ def test_streamed_oversized_body_is_413(cond: str) -> None:
 
     r = post(cond, content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413, r.text
+
+
+ROUTES = [("POST", "/v1/generate"), ("GET", "/v1/model"), ("GET", "/healthz"), ("GET", "/"), ("GET", "/docs"),
+          ("GET", "/openapi.json"), ("GET", "/v1/generate"), ("POST", "/v1/model"), ("DELETE", "/healthz"),
+          ("GET", "/v1/nothing")]
+WRONG_METHOD = {("GET", "/v1/generate"), ("POST", "/v1/model"), ("DELETE", "/healthz")}  # 405
+NO_ROUTE = {("GET", "/v1/nothing")}  # 404
+FORMATS = ["png", "npy", "json"]
+ASCII_INT = re.compile(r"-?[0-9]{1,9}")  # a label string the server reads as an index (Unicode digits are not)
+# Printable ASCII without edge whitespace: anything else HTTP clients refuse to send at all.
+HEADER_VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(str.strip)
+JUNK = st.lists(st.integers(), max_size=2) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+
+
+def field_values(conditional: bool) -> tuple[dict, dict]:
+    """(valid, invalid) strategies per request field, for a model with ``CLASSES`` when ``conditional``. Invalid
+    values are unambiguous: nothing that lax parsing could turn into a valid one ("3" for n, "0.5" for psi)."""
+    names = CLASSES if conditional else []
+    good_labels = st.none() | st.sampled_from([0, 1, 2, *names, "0", "2", "-0"]) if conditional else st.none()
+    bad_labels = (st.integers(max_value=-1) | st.integers(min_value=len(names))
+                  | st.sampled_from(["nine", "²", "٣", "9" * 5000, "7", 1.5])
+                  | st.text(max_size=8).filter(lambda s: s not in names and not ASCII_INT.fullmatch(s)) | JUNK)
+    if not conditional:  # any label at all: the model is unconditional
+        bad_labels = bad_labels | st.sampled_from([0, 1, "one", "0"])
+    valid = {"n": st.integers(1, 4), "seed": st.none() | st.integers(0, MAX_SEED), "label": good_labels,
+             "format": st.sampled_from(FORMATS), "truncation_psi": st.floats(0, 1) | st.sampled_from([0, 1])}
+    invalid = {
+        "n": st.integers(max_value=0) | st.integers(65, 5000) | st.sampled_from(["five", "", 1.5, None]) | JUNK,
+        "seed": st.integers(max_value=-1) | st.integers(min_value=MAX_SEED + 1) | st.sampled_from(["x", 0.5]) | JUNK,
+        "label": bad_labels,
+        "format": st.text(max_size=8).filter(lambda s: s not in FORMATS) | st.integers() | JUNK,
+        "truncation_psi": st.floats(-10, -0.001) | st.floats(1.001, 10) | st.sampled_from(["high", ""]) | JUNK,
+    }
+    return valid, invalid
+
+
+def key_ok(authorization: str | None) -> bool:
+    """RFC 6750: the Bearer scheme (any case), then the key."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and token.strip() == KEY
+
+
+@st.composite
+def fuzzed(draw, conditional: bool, keyed: bool) -> tuple[str, str, bytes | None, dict, int, set[str]]:
+    """One request on any route: (method, path, body, headers, the status it must get, invalid fields).
+
+    The generate body is fields (each omitted, valid or invalid, plus unknown keys), JSON that is not an object,
+    or bytes that are not JSON; sent as JSON or as another content type. The expected status follows the order the
+    server checks in: the key (401, /v1/* only), the route (404, 405), the body (422), else 200.
+    """
+    method, path = draw(st.sampled_from(ROUTES))
+    headers = draw(st.fixed_dictionaries({}, optional={"accept": HEADER_VALUE, "x-request-id": HEADER_VALUE}))
+    # The key goes only in Authorization: Serve logs a client's X-Request-ID, and the last test greps logs for it.
+    auth = draw(st.none() | HEADER_VALUE | st.sampled_from(
+        [f"Bearer {KEY}", f"bearer {KEY}", f"Bearer  {KEY}", "Bearer", "Basic Zm9v", f"bearer {KEY}x"]))
+    if auth is not None:
+        headers["authorization"] = auth
+    json_type = draw(st.sampled_from(["application/json", "application/json; charset=utf-8", "application/x+json"]))
+    other_type = draw(st.sampled_from(["text/plain", "multipart/form-data", "application/xml", None]))
+    content_type = draw(st.sampled_from([json_type, json_type, json_type, other_type]))
+    if content_type is not None:
+        headers["content-type"] = content_type
+
+    valid, invalid = field_values(conditional)
+    bad: set[str] = set()
+    shape = draw(st.sampled_from(["fields", "fields", "fields", "not an object", "not JSON"]))
+    if shape == "fields":
+        body = {}
+        for name in valid:
+            pick = draw(st.sampled_from(["omit", "valid", "valid", "invalid"]))
+            if pick != "omit":
+                body[name] = draw((invalid if pick == "invalid" else valid)[name])
+                bad |= {name} if pick == "invalid" else set()
+        for key in draw(st.lists(st.text(min_size=1, max_size=6).filter(lambda k: k not in valid), max_size=1)):
+            body[key] = draw(st.integers())
+            bad.add(key)
+        content = json.dumps(body).encode()
+    elif shape == "not an object":
+        content = json.dumps(draw(st.none() | st.integers() | st.text(max_size=8) | st.lists(st.integers()))).encode()
+    else:
+        content = draw(st.binary(max_size=40).filter(lambda b: not parses_as_json(b)))
+
+    if keyed and path.startswith("/v1/") and not key_ok(auth):
+        status = 401
+    elif (method, path) in WRONG_METHOD:
+        status = 405
+    elif (method, path) in NO_ROUTE:
+        status = 404
+    elif (method, path) != ("POST", "/v1/generate"):
+        status = 200
+    else:
+        status = 422 if bad or shape != "fields" or content_type != json_type else 200
+    return method, path, content if method != "GET" else None, headers, status, bad
+
+
+def parses_as_json(raw: bytes) -> bool:
+    try:
+        json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return False
+    return True
+
+
+@pytest.mark.parametrize("app", ["cond", "locked"])
+def test_fuzzed_requests_get_the_exact_status(app: str, request: pytest.FixtureRequest) -> None:
+    """Every route with fuzzed bodies, fields, headers (keys, content types) and labels (Unicode digits: "²", "٣"):
+    each request gets exactly the status its worst part calls for, 401, 404, 405, 422 or 200, and a 422 for one
+    invalid field names that field."""
+    url = request.getfixturevalue(app)
+    conditional, keyed = app == "cond", app == "locked"
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(case=fuzzed(conditional, keyed))
+    def check(case) -> None:
+        method, path, content, headers, status, bad = case
+        r = httpx.request(method, f"{url}{path}", content=content, headers=headers, timeout=120)
+        assert r.status_code == status, (case, r.status_code, r.text)
+        if status >= 400:
+            detail = r.json()["detail"]
+            assert detail, r.text
+            if status == 422 and len(bad) == 1 and content_type_is_json(headers):
+                assert next(iter(bad)) in detail, (case, detail)
+
+    check()
+
+
+def content_type_is_json(headers: dict[str, str]) -> bool:
+    return "json" in headers.get("content-type", "")
 
 
 def test_auth_protects_v1_routes_and_key_is_never_logged(locked: str, ray_local) -> None:
