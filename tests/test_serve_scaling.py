@@ -75,7 +75,7 @@ def test_replica_killed_under_load_is_replaced(serve_root: str, packages: dict[s
         seen = [(t, c) for t, c, _ in load.seen]
         failed = [(t - killed_at, c) for t, c in seen if c != 200]
         report = (f"{len(seen)} requests, {len(failed)} failed (codes {sorted({c for _, c in failed})}) "
-                  f"within {max((t for t, _ in failed), default=0):.1f} s of the kill; "
+                  f"the last sent {max((t for t, _ in failed), default=0):+.1f} s from the kill; "
                   f"replacement answering after {recovered_at - killed_at:.1f} s")
         print(f"replica crash: {report}")
         assert new_pids - pids, f"no replacement replica appeared: {report}"
