@@ -1,5 +1,11 @@
-# README's commands: `make demo`, `make test` (everything; what CI runs) and `make test-fast` (the subset
-# without the tests marked slow: whole extra training runs, campaigns, own Ray heads, fault and load tests).
+# README's commands: `make demo`, `make test` (everything; what CI runs; under 40 minutes on 2 cores) and
+# `make test-fast` (under 5 minutes on 2 cores). test-fast leaves out the tests marked slow: every whole training
+# run (test_train's 2-worker runs, test_data_scale, test_learning, test_reliability), every tuning campaign
+# (test_tune, test_tune_inline's), every test that starts its own Ray or Ray head (test_ray_secrets,
+# test_cluster_jobs, test_serve_deploy, a failed `cluster up`), fault tests (SIGKILLed workers, drivers and
+# replicas, S3 faults, a deploy that fails to load), load tests against Serve (overload, autoscaling, hot
+# reloads, batching under 32 clients), and 4 of the 5 one-vs-two-replica checks. It keeps the units, the CLI,
+# data, evaluation, Ray Train's settings and the endpoint's API, batching and gallery over HTTP.
 # All create .venv when missing.
 PYTHON ?= python3.11
 VENV := .venv

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from genai_ray.config import ServeConfig
 from genai_ray.ray_runtime import free_port
+from tests.helpers import prepare_digits
+from tests.serve_helpers import COND1_METRICS, KEY, KEY_ENV, deploy, make_package
 
 TEST_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -60,12 +63,7 @@ def s3_bucket(s3_endpoint: str) -> str:
 @pytest.fixture(scope="module")
 def digits_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The bundled digits prepared once per test module, for campaigns and training runs to share."""
-    from genai_ray.data.prepare import prepare
-    from genai_ray.data.sources import open_source
-
-    uri = str(tmp_path_factory.mktemp("digits-data") / "digits")
-    prepare(open_source("digits"), uri, name="digits", progress=False)
-    return uri
+    return prepare_digits(str(tmp_path_factory.mktemp("digits-data") / "digits"))
 
 
 @pytest.fixture
@@ -123,3 +121,105 @@ def head(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str):
             assert not left, f"cluster down left processes running: {left}"
             assert not Path(state.temp_dir).exists(), "cluster down left Ray's temp dir behind"
             assert local.read_state() is None
+
+
+# ---- Serve (tests/test_serve_*.py) ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def serve_root(ray_local) -> str:
+    """Serve's HTTP proxy on a free loopback port (never 8000), started once: Serve keeps its first port. Apps are
+    deleted by their fixtures and tests."""
+    from ray import serve
+
+    from genai_ray.serve.app import http_port
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return f"http://127.0.0.1:{http_port(port)}"
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Real toy packages: ``cond`` v0001 (with evaluation metrics) and v0002, ``uncond``, and a corrupt one."""
+    store = str(tmp_path_factory.mktemp("serve-store"))
+    corrupt = make_package(store, "broken", "v0001", True, seed=3)
+    with open(os.path.join(corrupt, "generator.keras"), "ab") as f:
+        f.write(b"tampered")
+    return {"store": store, "cond1": make_package(store, "cond", "v0001", True, seed=1, metrics=COND1_METRICS),
+            "cond2": make_package(store, "cond", "v0002", True, seed=2), "corrupt": corrupt,
+            "uncond": make_package(store, "uncond", "v0001", False, seed=4)}
+
+
+@pytest.fixture(scope="module")
+def cond(serve_root: str, packages: dict[str, str]):
+    """A conditional model, no API key, batches of up to 16 that wait 50 ms to fill."""
+    from ray import serve
+
+    deploy("t-cond", ServeConfig(model_uri=packages["cond1"], max_n=64, max_batch_size=16, batch_wait_timeout_s=0.05),
+           max_ongoing_requests=32)
+    yield f"{serve_root}/t-cond"
+    serve.delete("t-cond")
+
+
+@pytest.fixture(scope="module")
+def locked(serve_root: str, packages: dict[str, str]):
+    """An unconditional model behind an API key, with room for one request and one in the queue; its responses name
+    the package URI (serve.expose_model_uri)."""
+    from ray import serve
+
+    os.environ[KEY_ENV] = KEY  # the builder reads it here and sends only its scrypt hash to the replica
+    try:
+        deploy("t-locked", ServeConfig(model_uri=packages["uncond"], max_batch_size=1, api_key_env=KEY_ENV,
+                                       expose_model_uri=True),
+               max_ongoing_requests=1, max_queued_requests=1)
+    finally:
+        os.environ.pop(KEY_ENV)
+    yield f"{serve_root}/t-locked"
+    serve.delete("t-locked")
+
+
+@pytest.fixture
+def s3_with_auth(monkeypatch, tmp_path):
+    """A private moto S3 server (its own process) that checks signatures and IAM policies.
+
+    moto accepts any credentials until authentication is switched on over HTTP (/moto-api/reset-auth). We
+    make a bucket and an IAM user with an S3 policy first, then switch it on. A private server keeps the
+    session's shared endpoint open to every other test. Yields (bucket URI, access key id, secret).
+    """
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import boto3
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "moto.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):
+            try:
+                httpx.get(f"{endpoint}/moto-api/", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="authed")
+        iam = boto3.client("iam", endpoint_url=endpoint)
+        iam.create_user(UserName="trainer")
+        iam.put_user_policy(UserName="trainer", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="trainer")["AccessKey"]
+        httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"0", timeout=10).raise_for_status()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        yield "s3://authed", key["AccessKeyId"], key["SecretAccessKey"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

@@ -1,14 +1,16 @@
-"""Helpers for the serving tests: tiny real model packages, Serve on a free port, HTTP, headless Chromium."""
+"""Helpers for the serving tests: tiny real model packages, apps on the session's Serve, HTTP, headless Chromium.
+The fixtures that deploy them (``serve_root``, ``packages``, ``cond``, ``locked``) are in ``conftest.py``."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,45 +18,66 @@ import httpx
 import numpy as np
 import pytest
 
-from genai_ray import storage
-from genai_ray.package.format import write_package
+from genai_ray.config import ServeConfig
+from tests.helpers import run, toy_package
 
-SHAPE = (8, 8, 1)
-LATENT = 8
+KEY_ENV = "GENAI_RAY_TEST_SERVE_KEY"
+KEY = "s3cret-test-key-7f1c9a"
+SMALL = {"ray_actor_options": {"num_cpus": 0.5}}
 CLASSES = ["zero", "one", "two"]
-
-
-def _generator(conditional: bool, seed: int) -> Any:
-    """A tiny generator from plain Keras layers: z (+ int labels) -> tanh images."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    z = keras.Input((LATENT,), name="z")
-    inputs: list[Any] = [z]
-    h = z
-    if conditional:
-        labels = keras.Input((), dtype="int32", name="labels")
-        inputs.append(labels)
-        h = keras.layers.Concatenate()([z, keras.layers.Embedding(len(CLASSES), 4)(labels)])
-    h = keras.layers.Dense(32, activation="relu")(h)
-    h = keras.layers.Dense(int(np.prod(SHAPE)), activation="tanh")(h)
-    out = keras.layers.Reshape(SHAPE)(h)
-    return keras.Model(inputs if conditional else z, out)
+# What an evaluated package records: headline scores, the KDE baseline's, and many more (class shares...).
+COND1_METRICS = {"eval/fd": 1.5, "eval/precision": 0.81, "eval/recall": 0.42, "eval/memorisation": 0.004,
+                 "baseline/kde/eval/fd": 1.05, "baseline/kde/eval/recall": 0.76,
+                 **{f"eval/class_share/{i}": 0.1 for i in range(10)}, "eval/coverage": 0.7}
+LOCAL_CONFIG = Path(__file__).resolve().parents[1] / "serve_configs" / "local.yaml"
 
 
 def make_package(store: str, name: str, version: str, conditional: bool, seed: int = 0,
                  metrics: dict[str, float] | None = None) -> str:
-    """Write a real package (generator.keras + model.json) and return its URI."""
-    uri = storage.join(store, "models", name, version)
-    meta = {
-        "name": name, "version": version, "image_shape": SHAPE, "latent_dim": LATENT,
-        "conditional": conditional, "class_names": CLASSES if conditional else None,
-        "class_probs": [0.2, 0.3, 0.5] if conditional else None,
-        "dataset_uri": "memory://test", "dataset_sha256": "0" * 64, "config": {},
-        "metrics": metrics or {}, "created_at": datetime.now(UTC).isoformat(),
-    }
-    write_package(uri, _generator(conditional, seed), meta, None)
-    return uri
+    """The toy package (``helpers.toy_package``) with three named classes drawn 20/30/50%; returns its URI."""
+    return toy_package(store, name, version, conditional=conditional, class_names=CLASSES,
+                       class_probs=[0.2, 0.3, 0.5], seed=seed, metrics=metrics)
+
+
+def deploy(name: str, cfg: ServeConfig, **options: Any) -> None:
+    """Run the app at ``/<name>`` on the session's Serve, with half a CPU per replica unless ``options`` say."""
+    from ray import serve
+
+    from genai_ray.serve.app import application
+
+    serve.run(application(cfg, {**SMALL, **options}), name=name, route_prefix=f"/{name}")
+
+
+def post(url: str, **kw: Any) -> httpx.Response:
+    return httpx.post(f"{url}/v1/generate", timeout=120, **kw)
+
+
+def npy(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return np.load(io.BytesIO(response.content))
+
+
+def replica_states(app: str) -> dict[str, int]:
+    from ray import serve
+
+    return {str(k): v for k, v in serve.status().applications[app].deployments["Generator"].replica_states.items()}
+
+
+def wait_replicas(app: str, running: int, timeout_s: float = 180) -> float:
+    """Poll Serve until ``running`` replicas run and none starts or stops; returns the seconds it took."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        states = replica_states(app)
+        if states.get("RUNNING", 0) == running and sum(states.values()) == running:
+            return time.monotonic() - t0
+        threading.Event().wait(0.2)
+    raise AssertionError(f"{app} never settled at {running} replica(s): {replica_states(app)}")
+
+
+def cli_serve(store: str, model: str, port: int, capsys, config: str = str(LOCAL_CONFIG)) -> tuple[int, str, str]:
+    """``genai-ray serve --no-blocking`` in this process: (exit code, stdout, stderr)."""
+    return run(capsys, "--store", store, "serve", "--model", model, "--config", config, "--port", str(port),
+               "--no-blocking")
 
 
 class Chromium:

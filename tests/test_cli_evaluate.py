@@ -7,10 +7,9 @@ import json
 import pytest
 
 from genai_ray import storage
-from genai_ray.cli import main
 from genai_ray.data.reader import open_dataset
 from genai_ray.package.format import load_package, read_meta
-from tests.eval_helpers import prepare_digits, write_toy_package
+from tests.helpers import prepare_digits, run, toy_package
 
 FAST = ["--set", "eval.classifier_epochs=4"]  # the CLI tests check plumbing, not feature quality
 
@@ -22,15 +21,10 @@ def local_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return root
 
 
-def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_evaluate_model_writes_metrics_into_model_json(local_store: str, capsys) -> None:
     ds = open_dataset(storage.join(local_store, "datasets", "digits"))
-    uri = write_toy_package(local_store, ds.uri, ds.manifest.sha256(), conditional=True)
+    uri = toy_package(local_store, dataset=ds, conditional=True,
+                      metrics={"loss/g": 1.5})  # as if training had written it
     code, out, err = run(capsys, "--store", local_store, "evaluate", "--model", "toy", "--n", "200", *FAST)
     assert code == 0, err
     lines = out.splitlines()
@@ -57,7 +51,7 @@ def test_evaluate_champion(local_store: str, capsys) -> None:
     from genai_ray.package.format import champion_uri
 
     ds = open_dataset(storage.join(local_store, "datasets", "digits"))
-    uri = write_toy_package(local_store, ds.uri, ds.manifest.sha256(), conditional=True, name="champ")
+    uri = toy_package(local_store, dataset=ds, conditional=True, name="champ")
     storage.write_bytes(champion_uri(local_store, "champ"), json.dumps({"uri": uri}).encode())
     code, out, err = run(capsys, "--store", local_store, "evaluate", "--model", "champion:champ", "--n", "120",
                          "--json", *FAST)
@@ -102,8 +96,7 @@ def test_user_mistakes_are_one_line(local_store: str, capsys, args: list[str], m
 
 def test_model_for_another_image_shape_is_refused(local_store: str, capsys) -> None:
     ds = open_dataset(storage.join(local_store, "datasets", "digits"))
-    uri = write_toy_package(local_store, ds.uri, ds.manifest.sha256(), conditional=False, name="wide",
-                            shape=(8, 16, 1))
+    uri = toy_package(local_store, dataset=ds, conditional=False, name="wide", shape=(8, 16, 1))
     before = storage.read_bytes(storage.join(uri, "model.json"))
     code, _, err = run(capsys, "--store", local_store, "evaluate", "--model", "wide")
     assert code == 2 and "(8, 16, 1) images" in err
@@ -114,7 +107,7 @@ def test_evaluate_on_s3(s3_bucket: str, capsys) -> None:
     store = storage.join(s3_bucket, "store")
     data = prepare_digits(storage.join(store, "datasets", "digits"))
     ds = open_dataset(data)
-    uri = write_toy_package(store, data, ds.manifest.sha256(), conditional=False)
+    uri = toy_package(store, dataset=ds, conditional=False)
     code, out, err = run(capsys, "--store", store, "evaluate", "--model", "toy", "--data", data, "--n", "150",
                          *FAST)
     assert code == 0, err

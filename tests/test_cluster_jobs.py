@@ -18,14 +18,9 @@ import requests
 
 from genai_ray.cli import main
 from genai_ray.cluster import auth, local
+from tests.helpers import run
 
 pytestmark = pytest.mark.slow  # its own Ray head, and jobs that train; `make test-fast` skips it
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_up_again_finds_the_running_head_and_status_reports_it(head, capsys):

@@ -4,14 +4,8 @@ complete (no manifest.json) left behind."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import boto3
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,6 +16,7 @@ from genai_ray.data.prepare import prepare
 from genai_ray.data.reader import open_dataset
 from genai_ray.data.sources import open_source
 from genai_ray.errors import IntegrityError, UserError
+from tests.helpers import prepare_digits
 
 
 def image_folder(root: Path, n: int, size=(6, 6), corrupt: str | None = None) -> Path:
@@ -113,43 +108,6 @@ def test_missing_bucket(s3_endpoint):
         open_dataset("s3://no-such-bucket-here/ds")
 
 
-@pytest.fixture
-def s3_with_auth(monkeypatch, tmp_path):
-    """A private moto S3 server (its own process) that checks signatures and IAM policies.
-
-    moto accepts any credentials until authentication is switched on over HTTP (/moto-api/reset-auth). We
-    make a bucket and an IAM user with an S3 policy first, then switch it on. A private server keeps the
-    session's shared endpoint open to every other test. Yields (bucket URI, access key id, secret).
-    """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    endpoint = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "moto.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="authed")
-        iam = boto3.client("iam", endpoint_url=endpoint)
-        iam.create_user(UserName="trainer")
-        iam.put_user_policy(UserName="trainer", PolicyName="s3", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-        key = iam.create_access_key(UserName="trainer")["AccessKey"]
-        httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"0", timeout=10).raise_for_status()
-        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-        yield "s3://authed", key["AccessKeyId"], key["SecretAccessKey"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
-
-
 def test_wrong_credentials_are_refused_and_named(s3_with_auth, monkeypatch):
     bucket, key_id, secret = s3_with_auth
     uri = f"{bucket}/ds"
@@ -188,8 +146,7 @@ def test_existing_output_needs_overwrite(where, tmp_path, request):
 
 
 def test_interrupted_overwrite_never_looks_complete(tmp_path, small_chunks):
-    uri = str(tmp_path / "d")
-    prepare(open_source("digits"), uri, name="d", progress=False)
+    uri = prepare_digits(str(tmp_path / "d"), name="d")
     folder = image_folder(tmp_path, 10, corrupt="zz-broken.png")
     with pytest.raises(UserError, match="zz-broken.png"):
         prepare(open_source(str(folder)), uri, name="d", shard_rows=2, overwrite=True, progress=False)
@@ -207,9 +164,7 @@ def test_overwrite_refuses_to_delete_a_folder_that_is_not_a_dataset(tmp_path):
 @pytest.fixture(params=["local", "s3"])
 def dataset(request, tmp_path) -> str:
     root = request.getfixturevalue("s3_bucket") if request.param == "s3" else str(tmp_path)
-    uri = storage.join(root, "digits")
-    prepare(open_source("digits"), uri, name="digits", shard_rows=500, progress=False)
-    return uri
+    return prepare_digits(storage.join(root, "digits"), shard_rows=500)
 
 
 def edit_manifest(uri: str, change) -> None:

@@ -17,6 +17,8 @@ from genai_ray.data.sources import open_source, shapes_source
 from genai_ray.package.format import load_package
 from genai_ray.train.run import fit
 
+pytestmark = pytest.mark.slow  # four whole training runs, one with a worker SIGKILLed; `make test-fast` skips it
+
 # A narrow DCGAN: what these tests check is the data path and the architecture's sizes, not image quality.
 NARROW = {"model": {"family": "dcgan", "base_channels": 4, "latent_dim": 16}}
 

@@ -10,6 +10,7 @@ from genai_ray.cli import main
 from genai_ray.config import build_config
 from genai_ray.data.manifest import Manifest
 from genai_ray.train.defaults import fit_to_data
+from tests.helpers import prepare_digits
 
 
 def manifest(shape: tuple[int, int, int], train: int, labelled: bool = True) -> Manifest:
@@ -50,11 +51,8 @@ def test_keys_the_user_sets_win_over_the_fitting() -> None:
 
 
 def test_train_prints_what_it_chose_and_why_unless_a_preset_is_named(tmp_path, capsys) -> None:
-    from genai_ray.data.prepare import prepare
-    from genai_ray.data.sources import open_source
-
     store = str(tmp_path / "store")
-    prepare(open_source("digits"), storage.join(store, "datasets", "digits"), name="digits", progress=False)
+    prepare_digits(storage.join(store, "datasets", "digits"))
     # a batch larger than the dataset is refused after the fitting is printed, before Ray starts: nothing trains
     assert main(["--store", store, "train", "--data", "digits", "--set", "train.global_batch=4096"]) == 2
     out = capsys.readouterr()
@@ -73,12 +71,10 @@ def test_every_fitted_config_validates(shape) -> None:
 
 
 def test_a_space_file_without_a_preset_is_fitted_to_the_dataset_and_its_keys_win(tmp_path, capsys) -> None:
-    from genai_ray.data.prepare import prepare
-    from genai_ray.data.sources import open_source
     from genai_ray.tune.space import load_space
 
     store = str(tmp_path / "store")
-    prepare(open_source("digits"), storage.join(store, "datasets", "digits"), name="digits", progress=False)
+    prepare_digits(storage.join(store, "datasets", "digits"))
     body = "base: {train: {epochs: 3, ada_target: 0.3}}\nparams:\n  train.g_lr: {loguniform: [1.0e-4, 1.0e-3]}\n"
     (tmp_path / "fitted.yaml").write_text(body)
     (tmp_path / "named.yaml").write_text("preset: default\n" + body)

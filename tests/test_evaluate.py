@@ -13,7 +13,8 @@ from genai_ray.data.reader import open_dataset
 from genai_ray.evaluation.baselines import kde_sampler, real_floor
 from genai_ray.evaluation.evaluate import Sampler, cheap_metrics, evaluate, reference, to_float
 from genai_ray.evaluation.metrics import features
-from tests.eval_helpers import CFG, prepare_digits
+from tests.helpers import EVAL_CFG as CFG
+from tests.helpers import prepare_digits
 
 
 @pytest.fixture(scope="session")
@@ -193,9 +194,9 @@ def test_a_damaged_cache_is_retrained_not_trusted(tmp_path, train_xy) -> None:
 def test_in_memory_keras_generator_matches_its_package(digits, tmp_path) -> None:
     from genai_ray.evaluation.evaluate import keras_generate, package_sampler
     from genai_ray.package.format import load_package
-    from tests.eval_helpers import LATENT, toy_generator, write_toy_package
+    from tests.helpers import LATENT, toy_generator, toy_package
 
-    uri = write_toy_package(str(tmp_path / "store"), digits.uri, digits.manifest.sha256(), conditional=True)
+    uri = toy_package(str(tmp_path / "store"), dataset=digits, conditional=True)
     from_package = package_sampler(load_package(uri)).draw(100, 5)
     generate = keras_generate(toy_generator(conditional=True), LATENT, conditional=True)
     in_memory = Sampler(generate, [0.1] * 10).draw(100, 5)
@@ -210,14 +211,15 @@ def test_in_memory_keras_generator_matches_its_package(digits, tmp_path) -> None
 def test_cheap_metrics_in_a_ray_worker_match_the_driver(digits, ray_local) -> None:
     """What rank 0 of a training run does: load the cached feature model in another process, same numbers."""
     from genai_ray.evaluation.evaluate import keras_generate, prepare_features
-    from tests.eval_helpers import LATENT, toy_generator
+    from tests.helpers import LATENT, toy_generator
 
     prepare_features(digits.uri, CFG)  # the driver's job before workers start
 
     @ray_local.remote(num_cpus=1)
     def in_worker(uri: str) -> dict[str, float]:
         from genai_ray.evaluation.evaluate import cheap_metrics, keras_generate
-        from tests.eval_helpers import CFG, LATENT, toy_generator
+        from tests.helpers import EVAL_CFG as CFG
+        from tests.helpers import LATENT, toy_generator
 
         return cheap_metrics(keras_generate(toy_generator(False), LATENT, False), uri, n=120, cfg=CFG)
 

@@ -16,31 +16,40 @@ SCRIPT = Path(__file__).parent / "scripts" / "replica_equivalence.py"
 COLLECTIVES = Path(__file__).parent / "scripts" / "step_collectives.py"
 
 
+# Each case trains in its own 2-replica TensorFlow process (10-40 s); test-fast keeps the default preset's shape.
+SLOW_CASE = pytest.mark.slow
+
+
 @pytest.mark.parametrize("overrides", [
     # batch norm in G (synchronised), spectral norm in D, EMA, WGAN-GP with its penalty, two D steps
-    {"model": {"g_norm": "batch", "d_norm": "spectral"},
-     "train": {"loss": "wgan-gp", "d_steps": 2, "ema_decay": 0.9, "global_batch": 16, "workers": 1}},
+    pytest.param({"model": {"g_norm": "batch", "d_norm": "spectral"},
+                  "train": {"loss": "wgan-gp", "d_steps": 2, "ema_decay": 0.9, "global_batch": 16, "workers": 1}},
+                 id="mlp-wgan-gp", marks=SLOW_CASE),
     # conditional DCGAN with hinge loss and batch norm in both networks
-    {"model": {"family": "dcgan", "conditional": True, "g_norm": "batch", "d_norm": "batch"},
-     "train": {"loss": "hinge", "global_batch": 8, "workers": 1}},
+    pytest.param({"model": {"family": "dcgan", "conditional": True, "g_norm": "batch", "d_norm": "batch"},
+                  "train": {"loss": "hinge", "global_batch": 8, "workers": 1}},
+                 id="dcgan-conditional-hinge", marks=SLOW_CASE),
     # the default preset's shape with the mode-seeking term: its pairs must not straddle replicas
-    {"model": {"conditional": True, "g_norm": "batch", "d_norm": "spectral"},
-     "train": {"loss": "hinge", "mode_seeking": 0.5, "global_batch": 16, "workers": 1}},
+    pytest.param({"model": {"conditional": True, "g_norm": "batch", "d_norm": "spectral"},
+                  "train": {"loss": "hinge", "mode_seeking": 0.5, "global_batch": 16, "workers": 1}},
+                 id="mlp-conditional-mode-seeking"),
     # D's augmentation with ADA: transforms drawn for the global batch, then sliced per replica; r_t all-reduced
-    {"model": {"conditional": True, "g_norm": "none", "d_norm": "spectral"},
-     "train": {"loss": "hinge", "augment": "translation,cutout,color", "ada_target": 0.6, "ada_kimg": 0.01,
-               "global_batch": 16, "workers": 1}},
+    pytest.param({"model": {"conditional": True, "g_norm": "none", "d_norm": "spectral"},
+                  "train": {"loss": "hinge", "augment": "translation,cutout,color", "ada_target": 0.6, "ada_kimg": 0.01,
+                            "global_batch": 16, "workers": 1}},
+                 id="mlp-augment-ada", marks=SLOW_CASE),
     # R1 on augmented reals: a gradient of D's input gradient, per replica
-    {"model": {"conditional": True, "g_norm": "none", "d_norm": "none"},
-     "train": {"loss": "hinge", "r1_gamma": 1.0, "augment": "translation", "augment_p": 0.5, "global_batch": 16,
-               "workers": 1}},
+    pytest.param({"model": {"conditional": True, "g_norm": "none", "d_norm": "none"},
+                  "train": {"loss": "hinge", "r1_gamma": 1.0, "augment": "translation", "augment_p": 0.5,
+                            "global_batch": 16, "workers": 1}},
+                 id="mlp-r1", marks=SLOW_CASE),
     # R3GAN's recipe: residual nets, RpGAN (G's loss reads D on a real batch too), R1 at reals and R2 at fakes
-    {"model": {"family": "resnet", "conditional": True, "base_channels": 4, "res_expansion": 2,
-               "res_group_channels": 4},
-     "train": {"loss": "rpgan", "r1_gamma": 1.0, "r2_gamma": 1.0, "augment": "translation", "augment_p": 0.5,
-               "global_batch": 16, "workers": 1}},
-], ids=["mlp-wgan-gp", "dcgan-conditional-hinge", "mlp-conditional-mode-seeking", "mlp-augment-ada", "mlp-r1",
-        "resnet-rpgan-r1-r2"])
+    pytest.param({"model": {"family": "resnet", "conditional": True, "base_channels": 4, "res_expansion": 2,
+                            "res_group_channels": 4},
+                  "train": {"loss": "rpgan", "r1_gamma": 1.0, "r2_gamma": 1.0, "augment": "translation",
+                            "augment_p": 0.5, "global_batch": 16, "workers": 1}},
+                 id="resnet-rpgan-r1-r2"),
+])
 def test_one_and_two_replicas_make_the_same_first_update(overrides):
     out = subprocess.run([sys.executable, str(SCRIPT), json.dumps(overrides)], capture_output=True, text=True,
                          timeout=300)
@@ -62,6 +71,7 @@ def test_one_and_two_replicas_make_the_same_first_update(overrides):
     np.testing.assert_allclose(*result["loss_g"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # its own 2-process TensorFlow cluster
 def test_a_two_worker_step_all_reduces_dense_gradients_and_gathers_nothing():
     """An embedding's sparse gradient would add all-gathers (each a ~2 ms round trip) to every step."""
     from tests.conftest import free_port

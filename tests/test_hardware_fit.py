@@ -18,6 +18,7 @@ from genai_ray.data.manifest import Manifest
 from genai_ray.train.defaults import fit_to_data
 from genai_ray.train.hardware import Hardware
 from genai_ray.train.rates import estimate, estimate_report, speed
+from tests.helpers import prepare_digits
 
 TWO_CPUS = Hardware(2, 0)
 
@@ -135,11 +136,8 @@ def test_gpus_per_worker_alone_picks_the_gpu_settings(tmp_path, capsys) -> None:
 
 @pytest.mark.slow
 def test_a_fitted_run_prints_its_estimate_and_at_its_end_how_long_it_took(ray_local, tmp_path, capsys) -> None:
-    from genai_ray.data.prepare import prepare
-    from genai_ray.data.sources import open_source
-
     store = str(tmp_path / "store")
-    prepare(open_source("digits"), storage.join(store, "datasets", "digits"), name="digits", progress=False)
+    prepare_digits(storage.join(store, "datasets", "digits"))
     assert main(["--store", store, "train", "--data", "digits", "--kimg", "2", "--no-export"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert "default preset fitted to digits" in lines[0]

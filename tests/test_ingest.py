@@ -17,13 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from test_data_errors import s3_with_auth  # noqa: F401 - the private moto server that checks signatures
 
 from genai_ray import storage
-from genai_ray.cli import main
 from genai_ray.data.ingest import open_store_source, prepare_store
 from genai_ray.data.reader import open_dataset
 from genai_ray.data.sources import folder_source
+from tests.helpers import run
 
 CLASSES = ["zebra", "ant", "moth"]  # not in sorted order: class names must come out sorted
 
@@ -67,12 +66,6 @@ def rows(uri: str, split: str) -> list[tuple[int, bytes]]:
     return sorted(zip(y.tolist(), (img.tobytes() for img in x), strict=True))
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_local_folder_gives_the_single_process_pixels_and_labels(ray_local, tmp_path: Path):
     folder = to_folder(image_files(30), tmp_path / "imgs")
     src = open_store_source(folder, image_size=12, crop=True, holdout=0.2, seed=1)
@@ -109,7 +102,7 @@ def test_s3_labelled_folder_of_mixed_sizes_prepares_and_trains(ray_local, s3_buc
     from genai_ray.train.run import fit
 
     source = to_s3(image_files(96), f"{s3_bucket}/raw/pets")
-    code, out, err = cli(capsys, "data", "prepare", source + "/", "--image-size", "8", "--crop",
+    code, out, err = run(capsys, "data", "prepare", source + "/", "--image-size", "8", "--crop",
                          "--out", f"{s3_bucket}/datasets/pets")
     assert code == 0, err
     assert "prepared pets: 96 images 8x8x3" in out and "images/s" in err
@@ -137,7 +130,7 @@ def test_parquet_table_of_encoded_images_with_string_labels(ray_local, tmp_path:
     images = [jpeg(rng, 16, 16) for _ in range(24)]
     labels = [["ship", "car", "frog"][i % 3] for i in range(24)]
     path = table(tmp_path, images, labels, hf)
-    code, out, err = cli(capsys, "data", "prepare", path, "--out", str(tmp_path / "out"), "--holdout", "0.25")
+    code, out, err = run(capsys, "data", "prepare", path, "--out", str(tmp_path / "out"), "--holdout", "0.25")
     assert code == 0, err
     ds = open_dataset(str(tmp_path / "out"), checksums=True)
     assert ds.manifest.class_names == ["car", "frog", "ship"] and ds.manifest.shape == (16, 16, 3)
@@ -162,7 +155,7 @@ def test_corrupt_jpeg_in_s3_fails_with_its_key_or_is_skipped_and_recorded(ray_lo
                           "2") == (f"{s3_bucket}/raw/007.jpg: unreadable or corrupt image (OSError); remove or "
                                    "replace it, or pass --skip-bad")
     assert storage.list_dir(out) == [], "a failed prepare leaves no shard and no manifest"
-    code, _, err = cli(capsys, "data", "prepare", source, "--image-size", "8", "--out", out, "--skip-bad")
+    code, _, err = run(capsys, "data", "prepare", source, "--image-size", "8", "--out", out, "--skip-bad")
     assert code == 0, err
     assert f"skipped 1 unreadable images (--skip-bad); the first 1:\n  {s3_bucket}/raw/007.jpg\n" in err
     manifest = open_dataset(out, checksums=True).manifest
@@ -172,7 +165,7 @@ def test_corrupt_jpeg_in_s3_fails_with_its_key_or_is_skipped_and_recorded(ray_lo
 def one_line_error(capsys, *args: str) -> str:
     """The error line of a failed prepare. Progress lines, and log lines Ray forwards from its workers, may come
     before it on stderr (the console command hides the latter; tests call main() directly)."""
-    code, out, err = cli(capsys, *args)
+    code, out, err = run(capsys, *args)
     lines = err.splitlines()
     assert code == 2 and out == "" and "Traceback" not in err, (code, out, err)
     assert lines[-1].startswith("error: ") and sum(line.startswith("error") for line in lines) == 1, err
@@ -241,7 +234,7 @@ def test_two_nodes_decode_and_split_as_one_cpu_does(tmp_path: Path):
 def test_submitted_prepare_reads_s3_on_a_local_head(head, s3_bucket: str, capsys):
     _, store = head
     source = to_s3(image_files(12), f"{s3_bucket}/raw")
-    code, out, err = cli(capsys, "submit", "--", "data", "prepare", source, "--image-size", "8", "--name", "s3-job")
+    code, out, err = run(capsys, "submit", "--", "data", "prepare", source, "--image-size", "8", "--name", "s3-job")
     assert code == 0, err[-3000:]
     assert "prepared s3-job: 12 images 8x8x3" in out
     manifest = json.loads((store / "datasets" / "s3-job" / "manifest.json").read_text())

@@ -10,6 +10,7 @@ from genai_ray.cli import main
 from genai_ray.config import build_config
 from genai_ray.errors import UserError
 from genai_ray.train.loop import RunPlan, run_length
+from tests.helpers import prepare_digits
 
 
 @pytest.mark.parametrize("kimg", [0.5, 12.0, 768.0, 1000.3])
@@ -29,13 +30,10 @@ def test_epochs_count_whole_passes() -> None:
 
 
 def test_plan_does_not_depend_on_worker_count(tmp_path) -> None:
-    from genai_ray.data.prepare import prepare
     from genai_ray.data.reader import open_dataset
-    from genai_ray.data.sources import open_source
     from genai_ray.train.run import plan_run
 
-    ds = open_dataset(prepare(open_source("digits"), str(tmp_path / "d"), name="d", progress=False) and
-                      str(tmp_path / "d"))
+    ds = open_dataset(prepare_digits(str(tmp_path / "d"), name="d"))
     plans = [plan_run(build_config(None, {"train": {"kimg": 10, "workers": w, "global_batch": 64}}), ds, "x")
              for w in (1, 2, 4)]
     assert len({(p.steps_per_epoch, p.ticks, p.total_steps) for p in plans}) == 1

@@ -22,7 +22,7 @@ from genai_ray.package.format import (
     sorted_versions,
     write_package,
 )
-from tests.eval_helpers import LATENT, toy_generator
+from tests.helpers import LATENT, toy_generator
 
 CLASSES = [str(i) for i in range(10)]
 

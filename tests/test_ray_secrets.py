@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # its own Ray; `make test-fast` skips it
+
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = textwrap.dedent("""

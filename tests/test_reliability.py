@@ -22,17 +22,12 @@ import pytest
 
 from genai_ray import storage
 from genai_ray.config import build_config
-from genai_ray.data.prepare import prepare
-from genai_ray.data.sources import digits_source
+from tests.helpers import prepare_digits
 
 pytestmark = pytest.mark.slow  # fault injection into whole training runs and campaigns; `make test-fast` skips it
 
 WORKER_CLASS = "RayTrainWorker"  # Ray Train V2's worker actor class
 CHECKPOINT_FILES = ("samples.png", "meta.json")
-
-
-def prepare_digits(store: str) -> None:
-    prepare(digits_source(None), storage.join(store, "datasets", "digits"), name="digits", progress=False, shards=2)
 
 
 def registered_checkpoints(run_dir: Path) -> list[int]:
@@ -132,7 +127,7 @@ def test_sigkill_of_a_train_worker_mid_epoch_resumes_from_the_last_checkpoint(ra
     from genai_ray.train.run import fit
 
     store = str(tmp_path / "store")
-    prepare_digits(store)
+    prepare_digits(storage.join(store, "datasets", "digits"), shards=2)
     epochs = 6  # 50 small steps each: the kill lands well before the end
     cfg = build_config("tiny", {"train": {"workers": 2, "epochs": epochs, "global_batch": 32, "steps_per_call": 1,
                                           "checkpoint_every": 1, "keep_checkpoints": epochs, "max_failures": 1}})
@@ -211,7 +206,7 @@ def test_tune_trial_whose_train_worker_is_sigkilled_resumes_and_the_campaign_com
     from genai_ray.tune.space import load_space
 
     store = str(tmp_path / "store")
-    prepare_digits(store)
+    prepare_digits(storage.join(store, "datasets", "digits"), shards=2)
     (tmp_path / "space.yaml").write_text(TUNE_SPACE)
     space = load_space(tmp_path / "space.yaml")
     tune_cfg = build_config("tiny", {"tune": {"samples": 1, "scheduler": "fifo", "max_concurrent": 1,

@@ -51,7 +51,7 @@ def test_a_resnet_generator_package_round_trips_through_safe_mode_loading(tmp_pa
     """genai_ray/package.py loads generators with safe_mode=True and no custom objects: only standard layers pass."""
     from datetime import UTC, datetime
 
-    from genai_ray.package import latents, load_package, write_package
+    from genai_ray.package.format import latents, load_package, write_package
 
     cfg = _cfg({"conditional": True, "latent_dim": 8, "res_expansion": 2, "res_group_channels": 4})
     g = resnet.build_generator(cfg.model, (32, 32, 3), 10)

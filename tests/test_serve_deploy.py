@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from serve_helpers import make_package
 
 from genai_ray.ray_runtime import free_port
+from tests.serve_helpers import make_package
 
 pytestmark = pytest.mark.slow  # its own Ray head, and Serve deployed on it; `make test-fast` skips it
 

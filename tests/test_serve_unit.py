@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from serve_helpers import Chromium, make_package
 
 from genai_ray.config import ServeConfig
 from genai_ray.errors import UserError
 from genai_ray.package.format import load_package, per_image_seeds
 from genai_ray.serve.app import check_consistency, load_serve_file, serve_config
 from genai_ray.serve.slot import Job, ModelSlot, run_batch
+from tests.serve_helpers import Chromium, make_package
 
 CONFIGS = Path(__file__).resolve().parents[1] / "serve_configs"
 

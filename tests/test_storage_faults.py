@@ -22,6 +22,7 @@ def faulty_endpoint(s3_endpoint, monkeypatch):
     storage._s3_filesystem.cache_clear()
 
 
+@pytest.mark.slow  # fault injection: S3 500s, 503s and dropped connections
 def test_prepare_and_read_survive_throttling_500s_and_dropped_connections(s3_bucket, faulty_endpoint):
     uri = f"{s3_bucket}/digits"
     manifest = prepare(open_source("digits"), uri, name="digits", shard_rows=800, progress=False)

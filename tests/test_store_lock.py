@@ -16,7 +16,7 @@ from genai_ray import storage
 from genai_ray.errors import UserError
 from genai_ray.package.format import add_version, load_package, write_package
 from genai_ray.store_lock import lock_age, lock_uri, model_lock
-from tests.eval_helpers import LATENT, toy_generator
+from tests.helpers import LATENT, toy_generator
 
 
 def meta_fields(version: str) -> dict:

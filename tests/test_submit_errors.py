@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from genai_ray.cli import main
 from genai_ray.cli.job_command import validate_command
 from genai_ray.cluster import jobs, local
 from genai_ray.errors import UserError
 from genai_ray.ray_runtime import free_port
+from tests.helpers import run_merged as run
 
 
 @pytest.fixture
@@ -29,12 +29,6 @@ def no_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENAI_RAY_CLUSTER_DIR", str(tmp_path / "cluster"))
     for key in jobs.ADDRESS_ENVS:
         monkeypatch.delenv(key, raising=False)
-
-
-def run(capsys, *args: str) -> tuple[int, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 @pytest.mark.parametrize("command, expected", [
@@ -161,6 +155,7 @@ def test_entrypoint_quotes_arguments():
     assert validate_command(["evaluate", "--model", "m", "--n", "20"]) == "evaluate"
 
 
+@pytest.mark.slow  # starts (and fails) its own Ray head
 def test_a_head_that_fails_to_start_leaves_nothing_behind(tmp_path, monkeypatch):
     """`ray start` refuses the request: one clear error with its log, no process, no temp dir, no state."""
     temp_dir = Path(tempfile.mkdtemp(prefix="genai-ray-failed-"))

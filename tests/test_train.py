@@ -11,19 +11,13 @@ import pytest
 
 from genai_ray import storage
 from genai_ray.config import build_config
-from genai_ray.data.prepare import prepare
 from genai_ray.data.reader import open_dataset
-from genai_ray.data.sources import digits_source
 from genai_ray.package.format import load_package
 from genai_ray.train.run import fit
 from genai_ray.train.worker import FAULT_ENV
+from tests.helpers import prepare_digits
 
 TINY_CONDITIONAL = {"model": {"conditional": True}, "train": {"workers": 2, "epochs": 2, "keep_checkpoints": 1}}
-
-
-def digits(uri: str) -> str:
-    prepare(digits_source(None), uri, name="digits", progress=False, shards=2)
-    return uri
 
 
 def test_ray_train_collects_reports_faster_than_an_epoch(ray_local):
@@ -63,10 +57,11 @@ def test_local_ray_workers_are_not_niced_below_its_daemons(ray_local):
 def trained(ray_local, tmp_path_factory):
     """One conditional 2-worker run on digits, exported: (store, result)."""
     store = str(tmp_path_factory.mktemp("train") / "store")
-    digits(storage.join(store, "datasets", "digits"))
+    prepare_digits(storage.join(store, "datasets", "digits"), shards=2)
     return store, fit(build_config("tiny", TINY_CONDITIONAL), "digits", name="two", store=store)
 
 
+@pytest.mark.slow  # uses `trained`, a whole 2-worker training run
 def test_two_workers_report_checkpoint_and_export(trained):
     store, result = trained
     assert result.epochs == 2 and result.resumed_from == 0
@@ -115,6 +110,7 @@ def test_what_the_train_controller_unpickles_does_not_import_tensorflow():
     assert out.stdout.split() == ["False", "False"], "unpickling the run's backend config or loop imported TensorFlow"
 
 
+@pytest.mark.slow  # uses `trained`, a whole 2-worker training run
 def test_worker_output_shows_each_progress_line_once_and_no_per_report_dump(trained):
     """Ray Train printed every progress line twice (stdout and its logger) and dumped each report's repr at
     INFO; the session's worker log files are what the driver streams to users."""
@@ -134,6 +130,7 @@ def test_worker_output_shows_each_progress_line_once_and_no_per_report_dump(trai
     assert not dumps, f"workers {dumps} logged Ray Train's per-report dump"
 
 
+@pytest.mark.slow  # uses `trained`, a whole 2-worker training run
 def test_tensorboard_has_scalars_and_images(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -143,6 +140,7 @@ def test_tensorboard_has_scalars_and_images(trained):
     assert {"loss/d", "loss/g", "perf/images_per_s", "samples"} <= tags
 
 
+@pytest.mark.slow  # uses `trained`, a whole 2-worker training run
 def test_rerun_of_a_finished_run_trains_nothing_and_returns_its_package(trained, capsys):
     from genai_ray.cli import main
 
@@ -160,6 +158,7 @@ def test_rerun_of_a_finished_run_trains_nothing_and_returns_its_package(trained,
     assert storage.list_dir(storage.join(store, "models", "two")) == ["v0001"]
 
 
+@pytest.mark.slow  # another whole training run
 def test_rerun_with_the_same_name_resumes(trained):
     store, first = trained
     more = build_config("tiny", {**TINY_CONDITIONAL, "train": {**TINY_CONDITIONAL["train"], "epochs": 3}})
@@ -169,6 +168,7 @@ def test_rerun_with_the_same_name_resumes(trained):
     assert result.metrics["step"] == first.metrics["step"] * 3 // 2  # the step counter continued
 
 
+@pytest.mark.slow  # uses `trained`, a whole 2-worker training run
 def test_rerun_with_a_different_model_is_refused(trained):
     from genai_ray.errors import UserError
 
@@ -181,7 +181,7 @@ def test_rerun_with_a_different_model_is_refused(trained):
 @pytest.mark.slow  # another whole training run
 def test_worker_crash_resumes_from_the_last_checkpoint(ray_local, tmp_path, monkeypatch):
     store = str(tmp_path / "store")
-    digits(storage.join(store, "datasets", "digits"))
+    prepare_digits(storage.join(store, "datasets", "digits"), shards=2)
     monkeypatch.setenv(FAULT_ENV, "2")
     cfg = build_config("tiny", {"train": {"workers": 2, "epochs": 2, "max_failures": 1,
                                           "checkpoint_every": 1, "keep_checkpoints": 3}})
@@ -195,7 +195,7 @@ def test_worker_crash_resumes_from_the_last_checkpoint(ray_local, tmp_path, monk
 @pytest.mark.slow  # another whole training run
 def test_train_from_s3_with_checkpoints_on_s3(ray_local, s3_bucket):
     store = f"{s3_bucket}/genai"
-    digits(storage.join(store, "datasets", "digits"))
+    prepare_digits(storage.join(store, "datasets", "digits"), shards=2)
     cfg = build_config("tiny", {"train": {"workers": 1, "epochs": 1}})
     result = fit(cfg, "digits", name="s3run", store=store)
     assert result.checkpoint_uri.startswith(f"{s3_bucket}/genai/runs/s3run/checkpoint-epoch-00001")
@@ -208,6 +208,7 @@ def test_train_from_s3_with_checkpoints_on_s3(ray_local, s3_bucket):
     assert json.loads(storage.read_bytes(f"{result.run_uri}/genai-ray-run.json"))["train"]["workers"] == 1
 
 
+@pytest.mark.slow  # uses `trained`, a whole 2-worker training run
 def test_generate_npy_is_deterministic_float32_in_unit_range(trained, tmp_path):
     from genai_ray.package.generate import generate
 
@@ -224,6 +225,7 @@ def test_generate_npy_is_deterministic_float32_in_unit_range(trained, tmp_path):
     np.testing.assert_array_equal(x[1], z[0])  # image i uses seed + i, independent of the batch
 
 
+@pytest.mark.slow  # uses `trained`, a whole 2-worker training run
 def test_generate_cli_png_label_and_errors(trained, tmp_path, capsys):
     from genai_ray.cli import main
     from genai_ray.images import png_text
@@ -243,6 +245,7 @@ def test_generate_cli_png_label_and_errors(trained, tmp_path, capsys):
     assert "no exported model named 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # uses `trained`, a whole 2-worker training run
 def test_generate_to_a_dataset_records_provenance_and_class_proportions(trained):
     from genai_ray.package.generate import generate
 
@@ -286,7 +289,7 @@ def tensorboard_scalars(run_uri: str, tag: str) -> dict[int, float]:
 @pytest.mark.slow  # another whole training run
 def test_keep_the_best_checkpoints_by_fd_export_the_best_resume_the_latest(ray_local, tmp_path, monkeypatch):
     store = str(tmp_path / "store")
-    digits(storage.join(store, "datasets", "digits"))
+    prepare_digits(storage.join(store, "datasets", "digits"), shards=2)
     # eval_every=2 with a checkpoint every epoch: checkpoint epochs are evaluated too, so each carries eval/fd.
     cfg = build_config("tiny", {"train": {
         "workers": 1, "epochs": 4, "eval_every": 2, "eval_samples": 100, "ema_decay": 0.0, "g_lr": 5e-3,
@@ -316,7 +319,7 @@ def test_keep_by_fd_needs_in_training_evaluation(tmp_path):
     from genai_ray.errors import UserError
 
     store = str(tmp_path / "store")
-    digits(storage.join(store, "datasets", "digits"))
+    prepare_digits(storage.join(store, "datasets", "digits"), shards=2)
     cfg = build_config("tiny", {"train": {"workers": 1, "keep_checkpoints_by": "fd"}})
     with pytest.raises(UserError, match=r"needs in-training evaluation; set train.eval_every$"):
         fit(cfg, "digits", name="nofd", store=store)
@@ -326,7 +329,7 @@ def test_keep_by_fd_needs_in_training_evaluation(tmp_path):
 @pytest.mark.slow  # another whole training run
 def test_streaming_mode_restreams_the_shard_and_finishes(ray_local, tmp_path):
     store = str(tmp_path / "store")
-    digits(storage.join(store, "datasets", "digits"))
+    prepare_digits(storage.join(store, "datasets", "digits"), shards=2)
     cfg = build_config("tiny", {"train": {"workers": 2, "epochs": 2, "cache_in_memory": False}})
     result = fit(cfg, "digits", name="stream", store=store, export=False)
     steps = open_dataset(storage.join(store, "datasets", "digits")).manifest.train_count // 64
@@ -356,7 +359,7 @@ def test_workers_report_only_at_checkpoint_epochs_and_the_last(ray_local, tmp_pa
     from genai_ray.train.run import build_trainer, plan_run, runs_uri
 
     store = str(tmp_path / "store")
-    dataset = open_dataset(digits(storage.join(store, "datasets", "digits")))
+    dataset = open_dataset(prepare_digits(storage.join(store, "datasets", "digits"), shards=2))
     cfg = build_config("tiny", {"train": {"workers": 1, "epochs": 5, "checkpoint_every": 2}})
     plan = plan_run(cfg, dataset, storage.join(runs_uri(store), "cadence"))
     reports = tmp_path / "reports.txt"

@@ -10,14 +10,14 @@ from genai_ray import storage
 from genai_ray.cli import main
 from genai_ray.data.reader import open_dataset
 from genai_ray.package.format import load_package, read_meta
-from tests.eval_helpers import prepare_digits, write_toy_package
+from tests.helpers import prepare_digits, toy_package
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = str(tmp_path_factory.mktemp("truncation") / "store")
     ds = open_dataset(prepare_digits(storage.join(root, "datasets", "digits")))
-    write_toy_package(root, ds.uri, ds.manifest.sha256(), conditional=True)
+    toy_package(root, dataset=ds, conditional=True)
     return root
 
 

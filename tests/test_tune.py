@@ -13,42 +13,18 @@ from pathlib import Path
 import pytest
 
 from genai_ray import storage
-from genai_ray.config import build_config
 from genai_ray.errors import UserError
 from genai_ray.package.format import read_champion, read_meta
 from genai_ray.tune.campaign import TrialMode, run_campaign
 from genai_ray.tune.leftovers import live_placement_groups, release_leftovers
 from genai_ray.tune.space import load_space
+from tests.helpers import space_file, tune_cfg
 
 pytestmark = pytest.mark.slow  # whole tuning campaigns; `make test-fast` skips it
 
-TINY_SPACE = """
-preset: tiny
-base:
-  model: {conditional: false}
-  train: {epochs: EPOCHS, eval_every: 1, eval_samples: 100, global_batch: BATCH, steps_per_call: 8,
-          max_failures: 1}
-  eval: {n_samples: 200, classifier_epochs: 3}
-params:
-  train.g_lr: {loguniform: [1.0e-4, 2.0e-3]}
-  train.d_lr: {loguniform: [1.0e-4, 2.0e-3]}
-  model.latent_dim: {choice: [8, 16]}
-"""
-
-
-def space_file(tmp_path: Path, epochs: int, batch: int = 128) -> Path:
-    path = tmp_path / "space.yaml"
-    path.write_text(TINY_SPACE.replace("EPOCHS", str(epochs)).replace("BATCH", str(batch)))
-    return path
-
-
-def tune_cfg(**kw):
-    return build_config("tiny", {"tune": kw}).tune
-
-
 def test_asha_campaign_on_s3_writes_leaderboard_curves_and_promotes(ray_local, digits_uri, tmp_path, s3_bucket):
     store = f"{s3_bucket}/store"
-    space = load_space(space_file(tmp_path, epochs=4))
+    space = load_space(space_file(tmp_path, epochs=4, batch=128, max_failures=1))
     before = live_placement_groups()
     result = run_campaign(space, digits_uri, name="asha", store=store,
                           tune_cfg=tune_cfg(samples=6, scheduler="asha", grace_epochs=1, max_concurrent=2))
@@ -71,7 +47,7 @@ def test_asha_campaign_on_s3_writes_leaderboard_curves_and_promotes(ray_local, d
 
 def test_optuna_fifo_campaign_runs(ray_local, digits_uri, tmp_path):
     store = str(tmp_path / "store")
-    space = load_space(space_file(tmp_path, epochs=2))
+    space = load_space(space_file(tmp_path, epochs=2, batch=128, max_failures=1))
     before = live_placement_groups()
     result = run_campaign(space, digits_uri, name="optuna", store=store,
                           tune_cfg=tune_cfg(samples=2, scheduler="fifo", search="optuna", max_concurrent=2))
@@ -86,7 +62,7 @@ def test_pbt_exploits_the_winner_and_applies_perturbed_rates(ray_local, digits_u
     # exploit a trial still running, and these trials' epochs last 0.2 s). Epoch 5 is not a perturbation
     # point, so the trials finish without another pause.
     epochs = 5
-    space = load_space(space_file(tmp_path, epochs=epochs, batch=32))
+    space = load_space(space_file(tmp_path, epochs=epochs, batch=32, max_failures=1))
     before = live_placement_groups()
     result = run_campaign(space, digits_uri, name="pbt", store=store, mode=TrialMode(pbt_sync=True),
                           tune_cfg=tune_cfg(samples=2, scheduler="pbt", perturbation_interval=3, max_concurrent=2))
@@ -174,7 +150,7 @@ def _history(store: str, campaign: str, trial: str) -> list[dict]:
 
 
 def test_bad_campaign_requests_fail_before_any_trial(ray_local, digits_uri, tmp_path):
-    space = load_space(space_file(tmp_path, epochs=2))
+    space = load_space(space_file(tmp_path, epochs=2, batch=128, max_failures=1))
     with pytest.raises(UserError, match="lower --workers-per-trial"):
         run_campaign(space, digits_uri, name="big", store=str(tmp_path / "s"),
                      tune_cfg=tune_cfg(workers_per_trial=64))
@@ -190,7 +166,7 @@ def test_bad_campaign_requests_fail_before_any_trial(ray_local, digits_uri, tmp_
 
 def test_interrupted_campaign_resumes_without_rerunning_finished_trials(ray_local, digits_uri, tmp_path):
     store = tmp_path / "store"
-    space = space_file(tmp_path, epochs=2)
+    space = space_file(tmp_path, epochs=2, batch=128, max_failures=1)
     cmd = [sys.executable, "-m", "genai_ray", "--store", str(store), "tune", "--data", digits_uri, "--space",
            str(space), "--samples", "3", "--max-concurrent", "1", "--scheduler", "fifo", "--name", "resume"]
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -16,31 +16,9 @@ from pathlib import Path
 import pytest
 
 from genai_ray import storage
-from genai_ray.config import build_config
 from genai_ray.tune.campaign import TrialMode, run_campaign
 from genai_ray.tune.space import load_space
-
-SPACE = """
-preset: tiny
-base:
-  model: {conditional: false}
-  train: {epochs: EPOCHS, eval_every: 1, eval_samples: 100, global_batch: 32, steps_per_call: 8}
-  eval: {n_samples: 200, classifier_epochs: 3}
-params:
-  train.g_lr: {loguniform: [1.0e-4, 2.0e-3]}
-  train.d_lr: {loguniform: [1.0e-4, 2.0e-3]}
-  model.latent_dim: {choice: [8, 16]}
-"""
-
-
-def space_file(tmp_path: Path, epochs: int) -> Path:
-    path = tmp_path / "space.yaml"
-    path.write_text(SPACE.replace("EPOCHS", str(epochs)))
-    return path
-
-
-def tune_cfg(**kw):
-    return build_config("tiny", {"tune": kw}).tune
+from tests.helpers import space_file, tune_cfg
 
 
 def histories(root: Path) -> dict[str, list[dict]]:
@@ -51,6 +29,7 @@ def histories(root: Path) -> dict[str, list[dict]]:
     return out
 
 
+@pytest.mark.slow  # two campaigns
 def test_trials_back_to_back_in_a_reused_actor_match_fresh_actors(ray_local, digits_uri, tmp_path):
     """The second trial of a reused actor trains exactly as it would in a fresh process: a leaked graph, RNG
     state, optimiser slot or Keras name would change its losses."""
@@ -77,6 +56,7 @@ def test_trials_back_to_back_in_a_reused_actor_match_fresh_actors(ray_local, dig
         assert curves[True] == curves[False], f"trial {dict(key)} differs in a reused actor (latent_dims {archs})"
 
 
+@pytest.mark.slow  # a PBT campaign
 def test_pbt_exploit_starts_from_the_winners_weights_at_the_perturbed_rates(ray_local, digits_uri, tmp_path):
     """Proof by weights: the exploiting trial's G, D and EMA at its first step are the winner's checkpoint
     tensors (sha256 of each network's weights), and it runs at its perturbed learning rates. The same check
@@ -173,6 +153,7 @@ def state_records_a_checkpoint(campaign: str, trial_folders: list[str]) -> bool:
     return False
 
 
+@pytest.mark.slow  # a campaign whose driver is SIGKILLed, then resumed
 @pytest.mark.timeout(900)
 def test_sigkilled_campaign_driver_resumes_on_s3(ray_local, digits_uri, tmp_path, s3_bucket, capsys):
     """Fault: SIGKILL the `genai-ray tune` driver while one trial has finished and the next is mid-run.
@@ -232,6 +213,7 @@ def test_sigkilled_campaign_driver_resumes_on_s3(ray_local, digits_uri, tmp_path
     assert len(after) == 3
 
 
+@pytest.mark.slow  # a campaign, then its refused resume
 def test_a_resume_with_another_space_file_is_refused_naming_both(ray_local, digits_uri, tmp_path, capsys):
     from genai_ray.cli import main
 
