@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from bench.common import free_port, table
+from bench.common import free_port, machine, table
 
 WORKER = r"""
 import json, os, sys, time
@@ -89,6 +89,9 @@ class Running:
         self.procs = [subprocess.Popen([sys.executable, "-c", WORKER, spec, cfg.model_dump_json(), json.dumps(ports),
                                         str(rank)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                       for rank in range(variant.workers)]
+        self.first_call_s = 0.0
+
+    def wait_ready(self) -> None:
         self.first_call_s = float(self._read_all("READY")[0][0])  # rank 0's trace and first call
 
     def _read_all(self, tag: str) -> list[list[str]]:
@@ -120,12 +123,14 @@ class Running:
 
 def compare(cfg, variants: list[Variant], shape: tuple[int, int, int], classes: int, images: int, rounds: int,
             burst_images: int) -> tuple[list[list[float]], list[float]]:
-    """(images/s per round per variant, each variant's first-call seconds). Variants start one at a time, so
-    no tracing overlaps a measurement; each round visits them in turn, in reverse every other round."""
+    """(images/s per round per variant, each variant's first-call seconds). Variants trace side by side, before
+    any measurement; each round visits them in turn, in reverse every other round."""
     running: list[Running] = []
     try:
         for variant in variants:
             running.append(Running(variant, cfg, shape, classes, images))
+        for run in running:
+            run.wait_ready()
         for run in running:  # one unmeasured burst each: caches, the allocator, tf.data's first buffers
             run.burst(burst_images)
         rates = []
@@ -133,6 +138,7 @@ def compare(cfg, variants: list[Variant], shape: tuple[int, int, int], classes: 
             order = list(range(len(running)))[:: -1 if r % 2 else 1]
             got = {i: running[i].burst(burst_images) for i in order}
             rates.append([got[i] for i in range(len(running))])
+            print(f"round {r + 1}: " + ", ".join(f"{rate:,.1f}" for rate in rates[-1]) + " images/s", flush=True)
         return rates, [run.first_call_s for run in running]
     finally:
         for run in running:
@@ -148,7 +154,7 @@ def report(variants: list[Variant], rates: list[list[float]], first_call_s: list
                      f"{statistics.median(ratios):.2f}x", f"{min(ratios):.2f}-{max(ratios):.2f}",
                      f"{first_call_s[i]:.1f}"])
     head = ["variant", "images/s (median)", "images/s range", "vs first (median)", "ratio range",
-            "first call s (tracing)"]
+            "first call s (tracing, side by side)"]
     return (table(head, rows) + f"\nload average before / after: {' / '.join(f'{a:.1f}' for a in load)}")
 
 
@@ -159,7 +165,8 @@ def run(cfg, variant_texts: list[str], rounds: int, images: int, shape: tuple[in
     started = time.perf_counter()
     rates, first = compare(cfg, variants, shape, classes, images, rounds, burst_images)
     load = (before, os.getloadavg()[0])
-    print(f"\n{rounds} rounds of {burst_images} images per variant in {time.perf_counter() - started:.0f} s; model "
+    print(f"\n{machine()}\n{rounds} rounds of"
+          f" {burst_images} images per variant in {time.perf_counter() - started:.0f} s; model "
           f"{cfg.model.family} base {cfg.model.base_channels}, {shape[0]}x{shape[1]}x{shape[2]}, {classes} classes, "
           f"{images} images, global batch {cfg.train.global_batch}, augment {cfg.train.augment}")
     print(report(variants, rates, first, load))

@@ -34,7 +34,12 @@ COLLECTIVES = Path(__file__).parent / "scripts" / "step_collectives.py"
     {"model": {"conditional": True, "g_norm": "none", "d_norm": "none"},
      "train": {"loss": "hinge", "r1_gamma": 1.0, "augment": "translation", "augment_p": 0.5, "global_batch": 16,
                "workers": 1}},
-], ids=["mlp-wgan-gp", "dcgan-conditional-hinge", "mlp-conditional-mode-seeking", "mlp-augment-ada", "mlp-r1"])
+    # train.jit_compile: one replica runs the XLA step, two fall back to the plain step, and both agree
+    {"model": {"family": "dcgan", "conditional": True, "g_norm": "none", "d_norm": "spectral"},
+     "train": {"loss": "hinge", "augment": "translation,cutout,color", "augment_p": 0.5, "jit_compile": True,
+               "global_batch": 8, "workers": 1}},
+], ids=["mlp-wgan-gp", "dcgan-conditional-hinge", "mlp-conditional-mode-seeking", "mlp-augment-ada", "mlp-r1",
+        "dcgan-xla-one-replica"])
 def test_one_and_two_replicas_make_the_same_first_update(overrides):
     out = subprocess.run([sys.executable, str(SCRIPT), json.dumps(overrides)], capture_output=True, text=True,
                          timeout=300)

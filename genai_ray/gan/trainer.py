@@ -85,7 +85,10 @@ class GanTrainer:
         if self.ema is not None:
             parts["ema"] = self.ema
         self.checkpoint = tf.train.Checkpoint(**parts)
-        self.jit = t.jit_compile
+        # XLA compiles the whole step (both updates, the EMA, ADA) on one replica; with several, the step stays
+        # uncompiled: XLA on CPU has no collectives, and MirroredStrategy's per-device variables can't enter one
+        # cluster (docs/training.md).
+        self.jit = t.jit_compile and replicas == 1
         self._draws: dict[str, tf.Tensor] | None = None  # the compiled step's random numbers, while it traces
         self._step_fn = tf.function(self._whole_step, jit_compile=True) if self.jit else self._whole_step
         self._train_steps = tf.function(self._steps)
