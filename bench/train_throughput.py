@@ -13,6 +13,11 @@ and each ratio is taken against the plain loop of its own round; the verdict is 
 loop always runs with no Ray on the machine (each round starts its own local Ray and shuts it down).
 
     python -m bench.train_throughput [--data digits|shapes] [--epochs 60] [--rounds 3] [--set key=value ...]
+
+``--variants W,INTRA,INTER,XLA,STEPS ...`` instead compares step variants of the default preset fitted to a
+labelled 32x32x3 dataset of ``--images`` images (``bench.step_variants``), interleaved, without Ray:
+
+    python -m bench.train_throughput --variants 2,1,1,0,8 1,2,2,0,8 1,2,2,1,8 --rounds 8 --images 3000
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bench import step_variants
 from bench.common import free_port, machine, table
 from bench.process_cpu import CpuSampler
 from genai_ray.train.loop import STARTUP
@@ -197,7 +203,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="repeat every path, alternating their order")
     ap.add_argument("--set", action="append", default=[], help="config override, e.g. train.global_batch=256")
     ap.add_argument("--images", type=int, default=10000, help="shapes: how many 32x32 images to generate")
+    ap.add_argument("--variants", nargs="+", help="workers,intra,inter,xla,steps_per_call of each step variant; the "
+                    "first is the reference (bench.step_variants)")
+    ap.add_argument("--burst-images", type=int, default=1024, help="--variants: images per variant per round")
     args = ap.parse_args()
+    if args.variants:
+        fitted_variants(args)
+        return
     cfg = build_config(args.preset, {**parse_set_option(args.set), "train": {
         **parse_set_option(args.set).get("train", {}), "workers": 1}})
     store = tempfile.mkdtemp(prefix="genai-ray-bench-")
@@ -240,6 +252,23 @@ def main() -> None:
             for label in sorted(labels) for i, r in enumerate(rounds, start=1)]
     print(table(["path", "local Ray start", "launch (controller, worker group)", "setup (TF, model)",
                  "shard read", "first call (tracing)", "run start to first step"], rows))
+
+
+def fitted_variants(args) -> None:
+    """``--variants``: the step variants of the default preset fitted to a labelled 32x32x3 dataset of
+    ``--images`` images (10 classes), with ``--set`` on top."""
+    from genai_ray.config import build_config, parse_set_option
+    from genai_ray.data.manifest import Manifest
+    from genai_ray.train.defaults import fit_to_data
+
+    shape = (32, 32, 3)
+    manifest = Manifest(name="bench", shape=shape, channels=3, count=args.images, train_count=args.images,
+                        holdout_count=0, holdout_fraction=0.0, class_names=[str(i) for i in range(10)], seed=0,
+                        shards=[], source={}, created_at="")
+    fitted, why = fit_to_data(manifest)
+    print("fitted: " + "; ".join(why))
+    cfg = build_config("default", parse_set_option(args.set), fitted=fitted)
+    step_variants.run(cfg, args.variants, args.rounds, args.images, shape, 10, args.burst_images)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ class TrainConfig(StrictModel):
     ada_kimg: float = Field(100.0, gt=0.0)  # ADA: thousands of real images over which p can move from 0 to 1
     steps_per_call: int = Field(8, ge=1, le=1000)  # train steps fused into one tf.function call
     mixed_precision: bool = False  # float16 compute on GPU workers
+    jit_compile: bool = False  # compile each train step with XLA
     seed: int = 0  # seeds weights, noise and data order
     workers: int = Field(2, ge=1)  # Ray Train workers
     cpus_per_worker: float = Field(1.0, gt=0.0)  # logical CPUs each worker reserves

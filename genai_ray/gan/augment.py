@@ -69,6 +69,13 @@ TRANSFORMS: dict[str, Callable[[tf.Tensor, Callable[[int], tf.Tensor]], tf.Tenso
     "color": _color,
 }
 assert tuple(TRANSFORMS) == AUGMENTATIONS, "the config's augmentation names and the transforms must match"
+def augment_draws(policy: tuple[str, ...], seed: tf.Tensor, total: int) -> tf.Tensor:
+    """(len(policy), total, 4) uniforms for a global batch of ``total`` rows: per transform, column 0 decides
+    whether it applies to a row, columns 1.. are its parameters. ``seed`` is an int64 pair."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=len(policy))
+    return tf.stack([tf.random.stateless_uniform([total, 4], seed=seeds[i]) for i in range(len(policy))])
+
+
 def augment(images: tf.Tensor, policy: tuple[str, ...], p: tf.Tensor | float, seed: tf.Tensor,
             offset: tf.Tensor | int = 0, global_batch: int | None = None) -> tf.Tensor:
     """Apply each transform of ``policy`` to each image with probability ``p``.
@@ -79,16 +86,23 @@ def augment(images: tf.Tensor, policy: tuple[str, ...], p: tf.Tensor | float, se
     """
     if not policy:
         return images
+    total = global_batch or (images.shape[0] if images.shape[0] is not None else tf.shape(images)[0])
+    return augment_with(images, policy, p, augment_draws(policy, seed, total), offset)
+
+
+def augment_with(images: tf.Tensor, policy: tuple[str, ...], p: tf.Tensor | float, draws: tf.Tensor,
+                 offset: tf.Tensor | int = 0) -> tf.Tensor:
+    """``augment`` with its random numbers given: ``draws`` from ``augment_draws`` for the global batch, of which
+    ``images`` are the rows [offset, offset + B)."""
+    if not policy:
+        return images
     b = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
-    total = global_batch or b
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=len(policy))
     x = tf.cast(images, tf.float32)
     p = tf.cast(p, tf.float32)
     for i, name in enumerate(policy):
-        # Per transform: column 0 decides whether it applies, columns 1.. are its parameters.
-        draws = tf.random.stateless_uniform([total, 4], seed=seeds[i])[offset : offset + b]  # (B, 4)
-        applied = TRANSFORMS[name](x, lambda k, d=draws: d[:, k + 1])
-        on = tf.reshape(draws[:, 0] < p, [-1, 1, 1, 1])
+        rows = draws[i, offset : offset + b]  # (B, 4)
+        applied = TRANSFORMS[name](x, lambda k, d=rows: d[:, k + 1])
+        on = tf.reshape(rows[:, 0] < p, [-1, 1, 1, 1])
         x = tf.where(on, applied, x)
     return tf.cast(x, images.dtype)
 

@@ -19,11 +19,12 @@ import tensorflow as tf
 
 from genai_ray.config import DEFAULT_GP_WEIGHT, Config, parse_augment
 from genai_ray.gan import family
-from genai_ray.gan.augment import ada_adjust, augment
+from genai_ray.gan.augment import ada_adjust, augment_draws, augment_with
 from genai_ray.gan.losses import LOSSES, gradient_penalty, mode_seeking_penalty, r1_penalty, r2_penalty
 
 GP_STREAM = 1_000_003  # offsets the gradient-penalty alpha stream from the noise stream
 AUG_STREAM = 2_000_003  # offsets the augmentation stream from the noise stream
+STREAMS = {"noise": 0, "alpha": GP_STREAM, "augment": AUG_STREAM}  # seed offset of each random stream
 
 
 @dataclass
@@ -84,6 +85,12 @@ class GanTrainer:
         if self.ema is not None:
             parts["ema"] = self.ema
         self.checkpoint = tf.train.Checkpoint(**parts)
+        # XLA compiles the whole step (both updates, the EMA, ADA) on one replica; with several, the step stays
+        # uncompiled: XLA on CPU has no collectives, and MirroredStrategy's per-device variables can't enter one
+        # cluster (docs/training.md).
+        self.jit = t.jit_compile and replicas == 1
+        self._draws: dict[str, tf.Tensor] | None = None  # the compiled step's random numbers, while it traces
+        self._step_fn = tf.function(self._whole_step, jit_compile=True) if self.jit else self._whole_step
         self._train_steps = tf.function(self._steps)
 
     def _optimizer(self, lr: float) -> keras.optimizers.Optimizer:
@@ -106,20 +113,52 @@ class GanTrainer:
         return full[rid * self.replica_batch : (rid + 1) * self.replica_batch]
 
     def _noise(self, counter: tf.Tensor) -> tf.Tensor:
-        seed = tf.stack([tf.constant(self.cfg.train.seed, tf.int64), counter])
-        return self._slice(tf.random.stateless_normal([self.global_batch, self.cfg.model.latent_dim], seed=seed))
+        return self._slice(self._drawn("noise", counter))
 
     def _alpha(self, counter: tf.Tensor) -> tf.Tensor:
-        seed = tf.stack([tf.constant(self.cfg.train.seed + GP_STREAM, tf.int64), counter])
-        return self._slice(tf.random.stateless_uniform([self.global_batch], seed=seed))  # Uniform[0, 1]
+        return self._slice(self._drawn("alpha", counter))  # Uniform[0, 1]
 
     def _augment(self, images: tf.Tensor, counter: tf.Tensor) -> tf.Tensor:
         """D's view of this replica's rows: augmented like rows of the global batch (seed, counter)."""
         if not self.policy:
             return images
-        seed = tf.stack([tf.constant(self.cfg.train.seed + AUG_STREAM, tf.int64), counter])
         rid = tf.distribute.get_replica_context().replica_id_in_sync_group
-        return augment(images, self.policy, self.aug_p, seed, rid * self.replica_batch, self.global_batch)
+        return augment_with(images, self.policy, self.aug_p, self._drawn("augment", counter), rid * self.replica_batch)
+
+    # ---- random numbers: stateless functions of (seed, stream, counter), drawn for the global batch -------
+    def _draw(self, stream: str, counter: tf.Tensor) -> tf.Tensor:
+        seed = tf.stack([tf.constant(self.cfg.train.seed + STREAMS[stream], tf.int64), counter])
+        if stream == "noise":
+            return tf.random.stateless_normal([self.global_batch, self.cfg.model.latent_dim], seed=seed)
+        if stream == "alpha":
+            return tf.random.stateless_uniform([self.global_batch], seed=seed)
+        return augment_draws(self.policy, seed, self.global_batch)
+
+    def _step_counters(self, stream: str) -> tuple[tf.Tensor, int]:
+        """(first counter, how many) of ``stream`` that one step draws at. With b = step x (d_steps + 1): noise at
+        b .. b + d_steps (the D steps', then G's), alpha at b .. b + d_steps - 1, augmentation at 2b ..
+        2(b + d_steps) + 1 (reals even, fakes odd)."""
+        d = self.cfg.train.d_steps
+        base = self.step * (d + 1)
+        return {"noise": (base, d + 1), "alpha": (base, d), "augment": (2 * base, 2 * (d + 1))}[stream]
+
+    def _step_draws(self) -> dict[str, tf.Tensor]:
+        """Every random number of the next step, stacked by counter: what a compiled step reads instead of drawing
+        (XLA's stateless generators give other numbers than TensorFlow's kernels for the same seed)."""
+        streams = ["noise"] + ["alpha"] * self.loss.gradient_penalty + ["augment"] * bool(self.policy)
+        out = {}
+        for stream in streams:
+            first, count = self._step_counters(stream)
+            out[stream] = tf.stack([self._draw(stream, first + i) for i in range(count)])
+        return out
+
+    def _drawn(self, stream: str, counter: tf.Tensor) -> tf.Tensor:
+        """The global batch's draw of ``stream`` at ``counter``: from the step's precomputed draws when the step is
+        compiled, else drawn here."""
+        if self._draws is None:
+            return self._draw(stream, counter)
+        first, _ = self._step_counters(stream)
+        return tf.gather(self._draws[stream], counter - first)
 
     def _apply(self, opt: keras.optimizers.Optimizer, loss: tf.Tensor, tape: tf.GradientTape,
                variables: list) -> None:
@@ -206,8 +245,17 @@ class GanTrainer:
                 dst.assign(src)
 
     def _one(self, iterator) -> tuple:
-        images, labels = next(iterator)
-        d_loss, g_loss, signs = self.strategy.run(self._replica_step, args=(images, labels))
+        images, labels = next(iterator)  # outside the compiled step: XLA has no kernel for an iterator
+        if not self.jit:
+            return self._whole_step(images, labels)
+        return self._step_fn(images, labels, self._step_draws())
+
+    def _whole_step(self, images: tf.Tensor, labels: tf.Tensor, draws: dict | None = None) -> tuple:
+        self._draws = draws
+        try:
+            d_loss, g_loss, signs = self.strategy.run(self._replica_step, args=(images, labels))
+        finally:
+            self._draws = None
         self._update_ema()  # cross-replica context: every replica's copy gets the same update
         self._update_ada(signs)
         self.step.assign_add(1)
