@@ -134,7 +134,7 @@ def fuzzed(draw, conditional: bool, keyed: bool) -> tuple[str, str, bytes | None
 
     The generate body is fields (each omitted, valid or invalid, plus unknown keys), JSON that is not an object,
     or bytes that are not JSON; sent as JSON or as another content type. The expected status follows the order the
-    server checks in: the key (401, /v1/* only), the route (404, 405), the body (422), else 200.
+    server checks in: the key (401, /v1/* and the API docs only), the route (404, 405), the body (422), else 200.
     """
     method, path = draw(st.sampled_from(ROUTES))
     headers = draw(st.fixed_dictionaries({}, optional={"accept": HEADER_VALUE, "x-request-id": HEADER_VALUE}))
@@ -168,7 +168,7 @@ def fuzzed(draw, conditional: bool, keyed: bool) -> tuple[str, str, bytes | None
     else:
         content = draw(st.binary(max_size=40).filter(lambda b: not parses_as_json(b)))
 
-    if keyed and path.startswith("/v1/") and not key_ok(auth):
+    if keyed and path.startswith(("/v1/", "/docs", "/openapi.json")) and not key_ok(auth):
         status = 401
     elif (method, path) in WRONG_METHOD:
         status = 405
