@@ -10,6 +10,7 @@ from genai_ray.cli import main
 from genai_ray.config import build_config
 from genai_ray.data.manifest import Manifest
 from genai_ray.train.defaults import fit_to_data
+from genai_ray.train.hardware import Hardware
 from tests.helpers import prepare_digits
 
 
@@ -19,8 +20,9 @@ def manifest(shape: tuple[int, int, int], train: int, labelled: bool = True) -> 
                     shards=[], source={}, created_at="now")
 
 
-def fitted_config(m: Manifest, overrides: dict | None = None):
-    return build_config(None, overrides or {}, fitted=fit_to_data(m)[0])
+def fitted_config(m: Manifest, overrides: dict | None = None, hw: Hardware = Hardware(8, 0)):
+    """The fitted config on an 8-core CPU node unless ``hw`` says otherwise, whatever machine runs the test."""
+    return build_config(None, overrides or {}, fitted=fit_to_data(m, hw)[0])
 
 
 def test_small_digits_get_the_tuned_mlp_with_augmentation_and_kimg() -> None:
@@ -38,7 +40,9 @@ def test_mnist_sized_images_get_a_longer_dense_run_without_mode_seeking_and_64px
     assert mnist.train.workers == digits.train.workers == 1  # dense GANs: one worker
     photos = fitted_config(manifest((64, 64, 3), 20_000, labelled=False))
     assert (photos.model.family, photos.model.conditional, photos.model.base_channels) == ("dcgan", False, 32)
-    assert photos.train.workers == 2  # convolutions: the preset's data parallelism
+    assert photos.train.workers == 2  # convolutions on 8 cores: the preset's data parallelism
+    small = fitted_config(manifest((64, 64, 3), 20_000, labelled=False), hw=Hardware(2, 0))
+    assert (small.train.workers, small.train.cpus_per_worker) == (1, 2.0)  # 2 cores: one worker's threads
     odd = fitted_config(manifest((48, 40, 3), 20_000))
     assert odd.model.family == "mlp"  # a DCGAN cannot make 48x40 images
     assert any("--image-size 32" in line for line in fit_to_data(manifest((48, 40, 3), 20_000))[1])

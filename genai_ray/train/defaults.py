@@ -31,6 +31,8 @@ GPU_MINUTES = 60.0  # wall-clock budget of a fitted convolutional run on GPUs
 GPU_KIMG = (500.0, 5000.0)  # a fitted GPU run's length stays within these kimg (StyleGAN2-ADA runs thousands)
 BUDGET_SHARE = 0.85  # aim at this share of a budget: a shared machine's speed drifts by 10-20%
 FALLBACK_CONV_KIMG = 200.0  # a convolutional family with no row in the rate table
+ONE_WORKER_MAX_CPUS = 2  # up to this many cores a convolutional net trains faster on 1 worker than on 2 (measured
+# at 2 cores: bench.train_throughput --variants, BENCHMARKS.md); above, 2 workers as before (not measured)
 GPU_BATCH = {64: 256, 128: 128}  # per GPU worker, by largest side it applies to; 64 above
 
 
@@ -88,11 +90,14 @@ def _fit_conv(model: dict[str, Any], train: dict[str, Any], shape: tuple[int, in
                 f"({hw.describe()} on {hw.where}), global batch {per_worker * workers} ({per_worker} per GPU), "
                 "mixed precision (float16 convolutions on tensor cores)")
     base = 64 if side <= 32 else 32
-    workers = min(2, hw.cpus)
     model.update(family=family, base_channels=base)
-    train.update(workers=workers, global_batch=64)
-    return (f"{family} with base_channels={base} ({what}) on {workers} worker{'s' if workers > 1 else ''} "
-            f"({hw.describe()} on {hw.where}), global batch 64")
+    if hw.cpus <= ONE_WORKER_MAX_CPUS:
+        train.update(workers=1, cpus_per_worker=float(hw.cpus), global_batch=64)
+        return (f"{family} with base_channels={base} ({what}) on 1 worker with all {hw.describe()} of {hw.where} "
+                "(on a small node one worker's threads beat two workers' all-reduces: docs/training.md), "
+                "global batch 64")
+    train.update(workers=2, global_batch=64)
+    return f"{family} with base_channels={base} ({what}) on 2 workers ({hw.describe()} on {hw.where}), global batch 64"
 
 
 def cpu_minutes(side: int) -> float:
