@@ -22,7 +22,7 @@ VARIANTS: dict[str, dict] = {
                             "train": {"loss": "rpgan", "r1_gamma": 0.1, "r2_gamma": 0.1}},
     "resnet expansion 2 + groups of 16": {"model": {"family": "resnet", "res_expansion": 2, "res_group_channels": 16},
                                          "train": {"loss": "rpgan", "r1_gamma": 0.1, "r2_gamma": 0.1}},
-    "dcgan (hinge, no penalty)": {"model": {"family": "dcgan", "g_norm": "none", "d_norm": "spectral"},
+    "dcgan (hinge; no penalty)": {"model": {"family": "dcgan", "g_norm": "none", "d_norm": "spectral"},
                                   "train": {"loss": "hinge"}},
 }
 

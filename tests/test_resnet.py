@@ -12,9 +12,6 @@ from genai_ray.gan import resnet
 
 SIDES = [8, 28, 32, 64]
 CASES = [(side, c, cond) for side in SIDES for c in (1, 3) for cond in (False, True)]
-# Tracing a step with RpGAN, R1 and R2 (two double backprops) costs ~20-25 s of CPU, so two cases run in the fast
-# suite, the smallest and the colour size the fitted default trains at; the other 14 are `slow`.
-FAST = {(8, 1, False), (32, 3, True)}
 TINY = {"family": "resnet", "base_channels": 4, "latent_dim": 8}
 
 
@@ -131,8 +128,7 @@ def _one_tick(side: int, c: int, cond: bool, **model) -> tuple:
     return trainer, losses, moved
 
 
-@pytest.mark.parametrize("case", [c if c in FAST else pytest.param(c, marks=pytest.mark.slow) for c in CASES],
-                         ids=_ids)
+@pytest.mark.parametrize("case", CASES, ids=_ids)  # 2-5 s each on an idle 2-core machine (tiny widths, batch 4)
 def test_trains_one_tick_with_rpgan_r1_and_r2(case):
     trainer, losses, moved = _one_tick(*case)
     assert np.isfinite(losses.d) and np.isfinite(losses.g)
@@ -142,7 +138,6 @@ def test_trains_one_tick_with_rpgan_r1_and_r2(case):
     assert int(trainer.step.numpy()) == 1
 
 
-@pytest.mark.slow  # ~20 s of tracing; the fast suite trains grouped blocks in test_gan_trainer.py's replica test
 def test_grouped_bottleneck_blocks_train_with_both_penalties():
     """Grouped convs run through XLA on CPU (Keras' workaround); R1 and R2 differentiate through them twice."""
     _, losses, moved = _one_tick(8, 3, True, res_expansion=2, res_group_channels=4)
