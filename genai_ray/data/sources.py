@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from genai_ray.data.photos import DEFAULT_SIZE, crop_photos, load_photos
 from genai_ray.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -177,8 +178,6 @@ def shapes_source(count: int, image_size: int | None, seed: int) -> Source:
 
 def photos_source(count: int, image_size: int | None, seed: int) -> Source:
     """Seeded square crops of the colour photographs bundled in scikit-image and scikit-learn (data/photos.py)."""
-    from genai_ray.data.photos import DEFAULT_SIZE, crop_photos, load_photos
-
     size = image_size or DEFAULT_SIZE
     if count < 1:
         raise UserError(f"--count {count}: the photos source needs at least 1 image")

@@ -26,6 +26,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from genai_ray import storage
 from genai_ray.errors import IntegrityError, UserError
@@ -152,9 +154,6 @@ class RowGroup:
 
 def row_groups(shard_uris: list[str]) -> list[RowGroup]:
     """Every row group of these shards, in shard order, from their Parquet footers (read on the driver)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     out = []
     for uri in shard_uris:
         fs, path = storage.resolve(uri)
@@ -204,9 +203,6 @@ class GroupReader:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genai-ray-stream-read")
 
     def _read(self, g: int, begin: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         group = self._groups[g]
         try:
             if group.uri not in self._files:

@@ -12,6 +12,7 @@ to the controller's poll interval (docs/ray-notes.md).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -34,8 +35,6 @@ def quiet_worker_logs() -> None:
     """Keep a run's output to its progress lines and warnings. Ray Train 2.60 logs every ``ray.train.report``
     at INFO with the report's whole repr (its logger is named after its source file, so no ``ray`` logger
     setting reaches it), and TensorFlow logs every collective it builds at INFO."""
-    import logging
-
     import tensorflow as tf
     from ray.train.v2._internal.execution import context as train_context  # Ray:
 

@@ -29,11 +29,16 @@ from genai_ray import storage
 from genai_ray.config import TuneConfig
 from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
+from genai_ray.evaluation.evaluate import evaluate_package, prepare_features
 from genai_ray.names import check_name
-from genai_ray.train.loop import run_length
+from genai_ray.package.export import export_checkpoint
+from genai_ray.ray_runtime import cluster_resources
+from genai_ray.train.loop import run_length, thread_counts
 from genai_ray.tune.inline import scalar as _scalar
 from genai_ray.tune.leftovers import live_placement_groups, release_leftovers
-from genai_ray.tune.space import SearchSpace
+from genai_ray.tune.promote import promote
+from genai_ray.tune.report import curves_png, leaderboard_csv, leaderboard_rows, leaderboard_text
+from genai_ray.tune.space import SearchSpace, candidate_values
 
 METRIC, MODE = "eval/fd", "min"
 POLL_S = 0.5
@@ -164,8 +169,6 @@ def check_resources(tune_cfg: TuneConfig, cpus_per_worker: float, gpus_per_worke
                     mode: TrialMode = DEFAULT_MODE) -> None:
     """Refuse a campaign that can never be scheduled, or whose Train runs would starve Ray Data of CPUs
     (docs/ray-notes.md). Inline trials read their data themselves, so they may use every CPU."""
-    from genai_ray.ray_runtime import cluster_resources
-
     have = cluster_resources()
     cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
     per_trial_cpu = tune_cfg.workers_per_trial * cpus_per_worker
@@ -188,9 +191,6 @@ def check_resources(tune_cfg: TuneConfig, cpus_per_worker: float, gpus_per_worke
 def check_thread_settings(space: SearchSpace, tune_cfg: TuneConfig, mode: TrialMode = DEFAULT_MODE) -> None:
     """Inline trials share reused actors, and TensorFlow sets its thread pools once per process: refuse a space
     whose trials would need different ones."""
-    from genai_ray.train.loop import thread_counts
-    from genai_ray.tune.space import candidate_values
-
     if not runs_inline(tune_cfg, mode):
         return
     overrides = trial_overrides(tune_cfg, space.base.get("train", {}))
@@ -322,7 +322,6 @@ def run_campaign(space: SearchSpace, data: str, *, name: str, tune_cfg: TuneConf
                  resume: bool = False, force: bool = False, model_name: str | None = None,
                  address: str | None = None, mode: TrialMode = DEFAULT_MODE) -> CampaignResult:
     """Run (or resume) a campaign, write its leaderboard and curves, export and promote the best generator."""
-    from genai_ray.evaluation.evaluate import prepare_features
     from genai_ray.ray_runtime import ensure_ray
     from genai_ray.train.run import plan_run, runs_uri
     from genai_ray.tune.progress import CampaignProgress
@@ -357,11 +356,6 @@ def finish(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg
            trials: list[dict[str, Any]], curves: dict[str, list[tuple[float, float]]], force: bool,
            model_name: str) -> CampaignResult:
     """Leaderboard CSV, curves PNG, then the best trial exported, evaluated in full and promoted."""
-    from genai_ray.evaluation.evaluate import evaluate_package
-    from genai_ray.package.export import export_checkpoint
-    from genai_ray.tune.promote import promote
-    from genai_ray.tune.report import curves_png, leaderboard_csv, leaderboard_rows, leaderboard_text
-
     out = campaign_uri(store, name)
     rows = leaderboard_rows([{k: v for k, v in t.items() if k != "result"} for t in trials], MODE)
     storage.write_bytes(storage.join(out, "leaderboard.csv"), leaderboard_csv(rows))

@@ -16,6 +16,7 @@ only be set once per process; the campaign refuses a space whose trials would ne
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -42,8 +43,6 @@ def training_arrays(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 def quiet_trial_logs() -> None:
     """The campaign prints each report; Ray logs every checkpoint it persists and restores at INFO."""
-    import logging
-
     for name in ("ray.train", "ray.tune", "absl"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
