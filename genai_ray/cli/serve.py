@@ -52,7 +52,6 @@ def serve(obj, model_ref: str, config_path: str | None, port: int | None, host: 
 
 def _wait_until_stopped(name: str, url: str, address: str | None) -> None:
     """Serve until SIGINT or SIGTERM. On a cluster the app is deleted then; a private Ray ends with the command."""
-
     if address or os.environ.get(ADDRESS_ENV):
         def delete() -> None:
             from ray import serve as ray_serve

@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from PIL import Image
 
-from genai_ray import storage
+from genai_ray import ray_runtime, storage
 from genai_ray.data import decode, image_table
 from genai_ray.data.manifest import Manifest, now_iso, write_manifest
 from genai_ray.data.prepare import (
@@ -238,13 +238,11 @@ def prepare_store(src: StoreSource, out_uri: str, *, name: str, shards: int | No
                   shard_rows: int | None = None, overwrite: bool = False, skip_bad: bool = False,
                   address: str | None = None, progress: bool = True) -> tuple[Manifest, Report]:
     """Decode ``src`` on Ray Data and write it as a dataset at ``out_uri``; the manifest is written last."""
-    from genai_ray.ray_runtime import ensure_ray
-
     holdout, seed = src.spec.holdout, src.spec.seed
     check_options(holdout, shards, shard_rows)
     storage.check_writable(out_uri)
     clear_output(out_uri, overwrite)
-    ensure_ray(address)
+    ray_runtime.ensure_ray(address)
     # Ray Data warns once that its progress bars are off (ensure_ray turns them off); our own line replaces them.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if shards:

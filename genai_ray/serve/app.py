@@ -19,12 +19,14 @@ import ipaddress
 import json
 import os
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from genai_ray import ray_runtime
 from genai_ray.config import ServeConfig, build_config, load_yaml
 from genai_ray.errors import UserError
 from genai_ray.package.format import read_meta, resolve_model_uri
@@ -197,7 +199,6 @@ def deploy_schema(serve_file: ServeFile | None, uri: str, http: dict[str, Any],
     """
     from ray.serve.schema import ServeDeploySchema
 
-
     cfg = serve_file.args if serve_file else ServeConfig()
     args = cfg.model_dump(exclude={"model_uri"}, exclude_defaults=True)
     key = os.environ.get(cfg.api_key_env)
@@ -222,7 +223,6 @@ def deployed_key_hash(client: Any, app_name: str | None) -> str | None:
 
 def _health(url: str, key: str | None, attempts: int = 50) -> dict[str, Any]:
     """GET /healthz with the key (details need it), retrying while the proxies learn the new route."""
-    import urllib.request
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -248,8 +248,6 @@ def start(model_ref: str, serve_file: ServeFile | None, host: str | None, port: 
     from ray import serve
     from ray.serve._private import api as serve_api  # what `serve run FILE.yaml` uses
 
-    from genai_ray.ray_runtime import ensure_ray
-
     cfg = serve_file.args if serve_file else ServeConfig()
     if insecure_no_auth:
         cfg = cfg.model_copy(update={"insecure_no_auth": True})
@@ -261,7 +259,7 @@ def start(model_ref: str, serve_file: ServeFile | None, host: str | None, port: 
     require_auth(cfg, str(http["host"]), cfg.api_key_hash or key,
                  serve_file.path if serve_file else "genai-ray serve")
     uri = resolve_once(model_ref, store)
-    ensure_ray(address)
+    ray_runtime.ensure_ray(address)
     client = serve_api.serve_start(http_options=http)
     schema = deploy_schema(serve_file, uri, http, deployed_key_hash(client, serve_file.name if serve_file else None))
     app = schema.applications[0]

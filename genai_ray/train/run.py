@@ -14,7 +14,11 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from genai_ray import storage
+import ray.train
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.tensorflow import TensorflowTrainer
+
+from genai_ray import ray_runtime, storage
 from genai_ray.config import Config
 from genai_ray.data.manifest import Manifest
 from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
@@ -26,6 +30,7 @@ from genai_ray.package.export import class_probs, export_checkpoint
 from genai_ray.package.format import read_meta, sorted_versions
 from genai_ray.ray_runtime import cluster_resources
 from genai_ray.train import input as data_input
+from genai_ray.train.backend import TensorflowConfig
 from genai_ray.train.loop import RunPlan, run_length
 from genai_ray.train.worker import FAULT_ENV, train_loop_per_worker
 
@@ -128,11 +133,6 @@ def plan_input(cfg: Config, dataset: Dataset, plan: RunPlan) -> RunPlan:
 
 def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store: str, callbacks: list | None = None):
     """The ``TensorflowTrainer`` for one run (storage, failures and checkpoint retention from the config)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
-
-    from genai_ray.train.backend import TensorflowConfig
-
     t = cfg.train
     plan = plan if plan.data_mode else plan_input(cfg, dataset, plan)
     fs, runs_path = storage.resolve(runs_uri(store))
@@ -171,8 +171,6 @@ def checkpoint_uri(checkpoint, store: str) -> str:
 def recorded_checkpoints(run_uri: str) -> tuple[Any, list[tuple[Any, dict]]] | None:
     """The run's registered checkpoints from Ray Train's snapshot, without starting Ray Train: (latest (checkpoint,
     metrics), every kept (checkpoint, metrics)). None for a new run or a snapshot this code cannot read."""
-    import ray.train
-
     uri = storage.join(run_uri, SNAPSHOT_FILE)
     if not storage.exists(uri):
         return None
@@ -229,8 +227,6 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
     ``train.epochs`` trains nothing: it returns at once (``already_finished``), with the package already
     exported from the checkpoint it would export, or a new export when there is none.
     """
-    from genai_ray.ray_runtime import ensure_ray
-
     store = store or storage.default_store()
     if name is not None:
         check_name(name, "run name")  # before any work
@@ -238,7 +234,7 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
     name = check_name(name or default_run_name(dataset, cfg), "run name")
     run_uri = storage.join(runs_uri(store), name)
     plan = plan_run(cfg, dataset, run_uri)
-    ensure_ray(address)
+    ray_runtime.ensure_ray(address)
     check_resources(cfg)
     plan = plan_input(cfg, dataset, plan)  # may refuse train.data_mode=memory: before anything is written
     storage.check_writable(store)

@@ -16,6 +16,9 @@ import logging
 import os
 import time
 
+import ray.train
+from ray.train.v2._internal.execution import context as train_context  # Ray:
+
 from genai_ray import storage
 from genai_ray.config import Config, TrainConfig
 from genai_ray.train.input import MemoryInput, ShardReader, StreamInput, StreamSpec, read_shard
@@ -36,7 +39,6 @@ def quiet_worker_logs() -> None:
     at INFO with the report's whole repr (its logger is named after its source file, so no ``ray`` logger
     setting reaches it), and TensorFlow logs every collective it builds at INFO."""
     import tensorflow as tf
-    from ray.train.v2._internal.execution import context as train_context  # Ray:
 
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     tf.get_logger().setLevel(logging.WARNING)
@@ -71,7 +73,6 @@ def external_checkpoint(uri: str | None):
     """A checkpoint folder from another run (a Tune trial's winner) as a Ray checkpoint, or None."""
     if not uri:
         return None
-    import ray.train
 
     fs, path = storage.resolve(uri)
     return ray.train.Checkpoint(path, filesystem=fs)
@@ -79,8 +80,6 @@ def external_checkpoint(uri: str | None):
 
 def report_to_train(metrics: dict, folder: str | None) -> None:
     """The loop's sink: every rank reports (a barrier); rank 0 hands over the checkpoint folder it filled."""
-    import ray.train
-
     checkpoint = ray.train.Checkpoint.from_directory(folder) if folder else None
     ray.train.report(metrics, checkpoint=checkpoint,  # Ray:
                      checkpoint_dir_name=f"checkpoint-epoch-{metrics['epoch']:05d}" if checkpoint else None)
@@ -91,7 +90,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     entered = time.time()
     cfg = Config.model_validate(loop_config["config"])
     plan = RunPlan(**{**loop_config["plan"], "image_shape": tuple(loop_config["plan"]["image_shape"])})
-    import ray.train
 
     streaming = plan.data_mode == "stream"
     shard = None if streaming else ray.train.get_dataset_shard("train")  # Ray: this worker's share of the split
