@@ -22,7 +22,9 @@ import os
 import time
 from typing import Any
 
+import keras
 import numpy as np
+import ray.tune
 
 from genai_ray.config import Config
 from genai_ray.data.reader import Dataset
@@ -49,16 +51,12 @@ def quiet_trial_logs() -> None:
 
 def fresh_process_state(cfg: Config) -> None:
     """What one trial must not inherit from the last one in this actor."""
-    import keras
-
     configure_tensorflow(cfg)  # the same settings every time (check_thread_settings), so a no-op after the first
     keras.backend.clear_session()  # the previous trial's models, layer names and graph state
 
 
 def report_to_tune(metrics: dict[str, Any], folder: str | None) -> None:
     """The loop's sink for an inline trial: Tune copies the checkpoint folder into the trial's storage."""
-    import ray.tune
-
     checkpoint = ray.tune.Checkpoint.from_directory(folder) if folder else None
     ray.tune.report({k: v for k, v in metrics.items() if scalar(v)}, checkpoint=checkpoint)
 
