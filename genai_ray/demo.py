@@ -30,6 +30,9 @@ from genai_ray.ray_runtime import free_port
 from genai_ray.serve.app import load_serve_file, start
 from genai_ray.tables import format_table
 
+# TensorFlow and Ray are imported inside the functions that need them: main() first quiets their start-up logs
+# (genai_ray.quiet), which must happen before they load.
+
 RUN_NAME = "digits-demo"
 # The summary's scores, tables.KEY_METRICS: (metric, is higher better?). --verbose prints every metric.
 SUMMARY = [("eval/fd", False), ("eval/precision", True), ("eval/recall", True), ("eval/coverage", True),

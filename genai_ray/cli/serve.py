@@ -12,6 +12,8 @@ from genai_ray.errors import UserError
 from genai_ray.ray_runtime import ADDRESS_ENV
 from genai_ray.serve.app import load_serve_file, start
 
+# Ray Serve is imported inside the functions that stop the app: `genai-ray --help` and config errors stay fast.
+
 
 @click.command("serve")
 @click.option("--model", "model_ref", required=True, metavar="REF",

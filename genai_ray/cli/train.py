@@ -15,6 +15,9 @@ from genai_ray.train.defaults import fitted_for, open_manifest
 from genai_ray.train.hardware import detect
 from genai_ray.train.rates import estimate, estimate_report
 
+# genai_ray.train.run (TensorFlow and Ray) is imported once the config is valid: `genai-ray --help` and config
+# errors stay fast.
+
 
 @click.command("train")
 @click.option("--data", required=True, metavar="URI|NAME",
@@ -46,7 +49,7 @@ def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, kimg, 
         fitted, line = fitted_for(data, obj.store, hw=hw)
         cfg = load_config(config_path, preset, overrides, fitted=fitted)
         click.echo(line)
-    from genai_ray.train.run import default_run_name, fit, length_trained  # TF and Ray load once the config is valid
+    from genai_ray.train.run import default_run_name, fit, length_trained
 
     t = cfg.train
     expected = estimate(cfg, open_manifest(data, obj.store), hw)

@@ -13,6 +13,9 @@ from genai_ray.train.hardware import detect
 from genai_ray.tune.promote import promote
 from genai_ray.tune.space import load_space
 
+# genai_ray.tune.campaign (Ray Tune and TensorFlow) is imported once the space and config are valid: `genai-ray
+# --help` and config errors stay fast.
+
 
 @click.command("tune")
 @click.option("--data", "data_ref", required=True, metavar="URI", help="Dataset URI or name in the store.")

@@ -31,6 +31,9 @@ from genai_ray.errors import UserError
 from genai_ray.ray_runtime import ADDRESS_ENV
 from genai_ray.storage import STORE_ENV
 
+# Ray's job client is imported inside connect(): the CLI loads this module at start-up, and `genai-ray --help` and
+# config errors stay fast.
+
 ADDRESS_ENVS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")  # Ray's own job CLI reads these, in this order
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 WORKING_DIR_EXCLUDES = ["**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",

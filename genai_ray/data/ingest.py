@@ -44,6 +44,9 @@ from genai_ray.data.prepare import (
 from genai_ray.data.sources import IMAGE_SUFFIXES
 from genai_ray.errors import UserError
 
+# Ray is imported inside the functions that need it: the CLI loads this module at start-up, and `genai-ray --help`
+# and config errors stay fast.
+
 DECODE_BATCH = 64  # images per decode call: enough to amortise a call, small enough to stream
 SKIPPED_LISTED = 100  # skipped images named in the manifest and on stderr, at most
 

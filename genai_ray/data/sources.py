@@ -23,6 +23,9 @@ from PIL import Image, UnidentifiedImageError
 from genai_ray.data.photos import DEFAULT_SIZE, crop_photos, load_photos
 from genai_ray.errors import UserError
 
+# scikit-learn and mlxtend are imported inside the sources that need them: the CLI loads this module at start-up
+# (through data/decode.py), `genai-ray --help` and config errors stay fast, and mlxtend is an optional extra.
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SHAPE_NAMES = ["circle", "square", "triangle", "ring"]
 CHUNK = 1024  # images per source chunk, at most

@@ -32,6 +32,10 @@ from genai_ray.errors import UserError
 from genai_ray.package.format import read_meta, resolve_model_uri
 from genai_ray.serve.keyhash import hash_key, verify
 
+# Ray and Ray Serve (and serve/deployment.py, which loads them) are imported inside the functions that need them:
+# the CLI loads this module at start-up to read serve config files, and `genai-ray --help` and config errors stay
+# fast.
+
 IMPORT_PATH = "genai_ray.serve.app:build"
 DEPLOYMENT = "Generator"
 DEFAULT_MAX_ONGOING = 64  # the deployment's default max_ongoing_requests

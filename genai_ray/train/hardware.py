@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from genai_ray import ray_runtime
 
+# Ray is imported inside the functions that ask it about the cluster: the CLI loads this module at start-up (through
+# train/defaults.py), and `genai-ray --help` and config errors stay fast.
+
 
 @dataclass(frozen=True)
 class Hardware:

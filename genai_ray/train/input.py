@@ -32,6 +32,9 @@ import pyarrow.parquet as pq
 from genai_ray import storage
 from genai_ray.errors import IntegrityError, UserError
 
+# TensorFlow and Ray are imported inside the functions that build a worker's pipeline: train/loop.py imports this
+# module, and the run plan there is read without them (tune/progress.py, the benches).
+
 READ_BATCH = 4096  # rows per Ray Data batch when loading a shard into memory
 READ_AHEAD = 2  # stream mode: row groups read ahead of the one being shuffled (overlaps storage with steps)
 PREFETCH = 2  # batches tf.data prepares ahead of the step

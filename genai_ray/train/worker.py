@@ -24,6 +24,9 @@ from genai_ray.config import Config, TrainConfig
 from genai_ray.train.input import MemoryInput, ShardReader, StreamInput, StreamSpec, read_shard
 from genai_ray.train.loop import RunPlan, configure_tensorflow, local_folder, make_strategy, set_up, train
 
+# TensorFlow is imported inside quiet_worker_logs(), like the rest of a worker's TensorFlow (train/loop.py,
+# train/input.py): it loads when the worker starts its loop, not when Ray unpickles the loop function.
+
 # The last run's distributed iterator, kept alive until the process ends. Under MultiWorkerMirroredStrategy,
 # destroying it can block for many seconds (its destructor waits for a tf.data background thread),
 # and Ray Train ends a run only when every worker's function has returned. Ray kills the worker process after
