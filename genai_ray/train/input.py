@@ -28,12 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 
 from genai_ray import storage
 from genai_ray.errors import IntegrityError, UserError
 
-# TensorFlow and Ray are imported inside the functions that build a worker's pipeline: train/loop.py imports this
-# module, and the run plan there is read without them (tune/progress.py, the benches).
+# TensorFlow is imported inside the functions that build a worker's pipeline: Ray Train's controller loads this
+# module when it unpickles the worker's loop (train/worker.py), and TensorFlow there cost every run about 3 s of
+# start-up.
 
 READ_BATCH = 4096  # rows per Ray Data batch when loading a shard into memory
 READ_AHEAD = 2  # stream mode: row groups read ahead of the one being shuffled (overlaps storage with steps)
@@ -386,8 +388,6 @@ def worker_memory_budget(budget_mib: int, workers: int, cpus_per_worker: float) 
     """
     if budget_mib:
         return budget_mib << 20, f"train.memory_budget_mib={budget_mib}"
-    import ray
-
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
     if not nodes:
         return 0, "no alive node with CPUs"

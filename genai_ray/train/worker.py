@@ -24,8 +24,9 @@ from genai_ray.config import Config, TrainConfig
 from genai_ray.train.input import MemoryInput, ShardReader, StreamInput, StreamSpec, read_shard
 from genai_ray.train.loop import RunPlan, configure_tensorflow, local_folder, make_strategy, set_up, train
 
-# TensorFlow is imported inside quiet_worker_logs(), like the rest of a worker's TensorFlow (train/loop.py,
-# train/input.py): it loads when the worker starts its loop, not when Ray unpickles the loop function.
+# TensorFlow is imported inside the functions that need it, here and in train/loop.py and train/input.py: Ray Train's
+# controller unpickles train_loop_per_worker, and TensorFlow there cost every run about 3 s of start-up
+# (tests/test_train.py checks that it stays out).
 
 # The last run's distributed iterator, kept alive until the process ends. Under MultiWorkerMirroredStrategy,
 # destroying it can block for many seconds (its destructor waits for a tf.data background thread),
