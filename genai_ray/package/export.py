@@ -22,7 +22,6 @@ from genai_ray.train.loop import STATE_DIR, STATE_PREFIX, grid_inputs
 
 def load_sampler(folder: str, cfg: Config, image_shape: tuple[int, int, int], num_classes: int):
     """The EMA generator (or G when EMA is off) from a checkpoint folder, as a float32 Keras model."""
-
     model = family(cfg.model.family).build_generator(cfg.model, image_shape, num_classes)
     key = "ema" if cfg.train.ema_decay else "g"
     status = tf.train.Checkpoint(**{key: model}).read(os.path.join(folder, STATE_DIR, STATE_PREFIX))

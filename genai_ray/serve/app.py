@@ -227,7 +227,6 @@ def deployed_key_hash(client: Any, app_name: str | None) -> str | None:
 
 def _health(url: str, key: str | None, attempts: int = 50) -> dict[str, Any]:
     """GET /healthz with the key (details need it), retrying while the proxies learn the new route."""
-
     headers = {"Authorization": f"Bearer {key}"} if key else {}
 
     def get() -> dict[str, Any]:
