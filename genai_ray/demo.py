@@ -16,9 +16,22 @@ import urllib.request
 from pathlib import Path
 
 from genai_ray import storage
+from genai_ray.config import load_config
+from genai_ray.data.prepare import prepare
+from genai_ray.data.reader import open_dataset
+from genai_ray.data.sources import open_source
 from genai_ray.errors import UserError
+from genai_ray.evaluation.baselines import kde_sampler, real_floor
+from genai_ray.evaluation.evaluate import evaluate, evaluate_package
+from genai_ray.images import grid_png
+from genai_ray.package.format import load_package
 from genai_ray.quiet import install as install_quiet
 from genai_ray.ray_runtime import free_port
+from genai_ray.serve.app import load_serve_file, start
+from genai_ray.tables import format_table
+
+# TensorFlow and Ray are imported inside the functions that need them: main() first quiets their start-up logs
+# (genai_ray.quiet), which must happen before they load.
 
 RUN_NAME = "digits-demo"
 # The summary's scores, tables.KEY_METRICS: (metric, is higher better?). --verbose prints every metric.
@@ -40,8 +53,6 @@ def post_json(url: str, body: dict) -> tuple[bytes, dict[str, str]]:
 def summary(package_uri: str, grid: Path, served: Path, url: str, columns: dict[str, dict[str, float]],
             seconds: float, keep_serving: bool) -> str:
     """Where the model, the grids and the endpoint are, and the headline scores against the baselines."""
-    from genai_ray.tables import format_table
-
     ours, kde = columns["genai-ray"], columns["kde"]
     beats = [m.split("/", 1)[1] for m, higher in SUMMARY
              if m in ours and m in kde and (ours[m] > kde[m] if higher else ours[m] < kde[m])]
@@ -62,16 +73,6 @@ def summary(package_uri: str, grid: Path, served: Path, url: str, columns: dict[
 
 
 def run(out_dir: Path, workers: int, epochs: int | None, keep_serving: bool, verbose: bool = False) -> None:
-    from genai_ray.config import load_config
-    from genai_ray.data.prepare import prepare
-    from genai_ray.data.reader import open_dataset
-    from genai_ray.data.sources import open_source
-    from genai_ray.evaluation.baselines import kde_sampler, real_floor
-    from genai_ray.evaluation.evaluate import evaluate, evaluate_package
-    from genai_ray.images import grid_png
-    from genai_ray.package.format import load_package
-    from genai_ray.serve.app import load_serve_file, start
-    from genai_ray.tables import format_table
     from genai_ray.train.run import fit, length_trained, runs_uri
 
     demo_started = time.monotonic()

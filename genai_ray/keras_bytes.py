@@ -10,6 +10,9 @@ from typing import Any
 
 from genai_ray.errors import IntegrityError
 
+# Keras is imported inside keras_from_bytes(): the CLI loads this module at start-up (through the evaluation
+# metrics), and `genai-ray --help` and config errors stay fast.
+
 
 def keras_to_bytes(model: Any) -> bytes:
     """A Keras model as ``.keras`` file bytes, ready to hash and store as one object."""

@@ -14,6 +14,9 @@ from collections.abc import Mapping
 
 from genai_ray.errors import UserError
 
+# Ray is imported inside the functions that start or join it: the CLI loads this module at start-up (through
+# cluster/local.py), and `genai-ray --help` and config errors stay fast.
+
 ADDRESS_ENV = "GENAI_RAY_ADDRESS"
 MIN_LOGICAL_CPUS = 8
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"

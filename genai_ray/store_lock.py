@@ -30,6 +30,9 @@ from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import boto3
+from botocore.exceptions import ClientError
+
 from genai_ray import storage
 from genai_ray.errors import UserError
 
@@ -85,9 +88,6 @@ def _code(err: Any) -> str:
 
 @contextlib.contextmanager
 def _s3_lock(uri: str, name: str, wait_s: float, stale_s: float) -> Iterator[None]:
-    import boto3
-    from botocore.exceptions import ClientError
-
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     client = boto3.session.Session().client("s3")  # a session per lock: boto3's default one is not thread-safe
     token = uuid.uuid4().hex
@@ -125,8 +125,6 @@ def _s3_lock(uri: str, name: str, wait_s: float, stale_s: float) -> Iterator[Non
 
 def _release(client: Any, bucket: str, key: str, token: str, etag: str, uri: str) -> None:
     """Delete the lock only while it is still ours: same token, and (``If-Match``) the very object we read."""
-    from botocore.exceptions import ClientError
-
     try:
         current = client.get_object(Bucket=bucket, Key=key)
         mine = json.loads(current["Body"].read()).get("token") == token and current["ETag"] == etag

@@ -12,9 +12,16 @@ import traceback
 
 import click
 
-from genai_ray import __version__
+from genai_ray import __version__, stops
+from genai_ray.cli import cluster as cluster_cli
+from genai_ray.cli import data, keys
+from genai_ray.cli import evaluate as evaluate_cli
+from genai_ray.cli import serve as serve_cli
+from genai_ray.cli import train as train_cli
+from genai_ray.cli import tune as tune_cli
 from genai_ray.errors import UserError
 from genai_ray.quiet import install as install_quiet
+from genai_ray.storage import default_store
 
 
 class Context:
@@ -24,8 +31,6 @@ class Context:
 
     @property
     def store(self) -> str:
-        from genai_ray.storage import default_store
-
         return self._store or default_store()
 
 
@@ -42,13 +47,6 @@ def cli(ctx: click.Context, verbose: bool, store: str | None) -> None:
 
 
 def _register() -> None:
-    from genai_ray.cli import cluster as cluster_cli
-    from genai_ray.cli import data, keys
-    from genai_ray.cli import evaluate as evaluate_cli
-    from genai_ray.cli import serve as serve_cli
-    from genai_ray.cli import train as train_cli
-    from genai_ray.cli import tune as tune_cli
-
     cli.add_command(data.data)
     cli.add_command(serve_cli.serve)
     cli.add_command(cluster_cli.cluster)
@@ -73,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     quiet = install_quiet(verbose) if argv is None else None
     try:
         if argv is None:  # the console command owns its signals too: SIGINT and SIGTERM stop it in one line
-            from genai_ray import stops
-
             return stops.run(lambda: _run(args, verbose), verbose)
         return _run(args, verbose)
     finally:

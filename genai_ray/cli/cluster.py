@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from genai_ray.cli.job_command import validate_command
+from genai_ray.cluster import auth, jobs, local
 from genai_ray.errors import UserError
 
 ADDRESS_HELP = ("The cluster's dashboard / Jobs API, e.g. http://HEAD:8265. Default: $RAY_API_SERVER_ADDRESS, "
@@ -30,8 +32,6 @@ def cluster() -> None:
               help="Interface for the dashboard and Jobs API. They run code: keep them off public networks.")
 def up_cmd(num_cpus: int | None, dashboard_host: str) -> None:
     """Start a local Ray head with token auth, free ports and its own temp dir."""
-    from genai_ray.cluster import auth, local
-
     if dashboard_host not in ("127.0.0.1", "localhost", "::1"):
         _say(f"warning: the dashboard on {dashboard_host} runs code for anyone who reaches it with the token; "
              "prefer 127.0.0.1 and an SSH tunnel")
@@ -50,8 +50,6 @@ def up_cmd(num_cpus: int | None, dashboard_host: str) -> None:
 @cluster.command("down")
 def down_cmd() -> None:
     """Stop the local Ray head and every process it started (other Rays on the machine are left alone)."""
-    from genai_ray.cluster import local
-
     state, stopped = local.down()
     if state is None:
         click.echo(f"no local Ray head recorded in {local.state_dir()}; nothing to stop")
@@ -62,8 +60,6 @@ def down_cmd() -> None:
 @cluster.command("status")
 def status_cmd() -> None:
     """Say whether the local head runs, where, and what its jobs are doing."""
-    from genai_ray.cluster import jobs, local
-
     state = local.read_state()
     if state is None or not local.is_running(state):
         click.echo("local Ray head: not running" + (" (stale state; 'genai-ray cluster down' clears it)"
@@ -99,9 +95,6 @@ def submit(ctx: click.Context, address, wait, working_dir, no_upload, job_id, ar
     The command is checked here first. Storage settings (AWS_ENDPOINT_URL, AWS_REGION, --store) go with the
     job; credentials do not: the cluster uses its own (see docs/clusters.md).
     """
-    from genai_ray.cli.job_command import validate_command
-    from genai_ray.cluster import jobs
-
     command = validate_command(args)
     if no_upload and working_dir:
         raise UserError("--no-upload and --working-dir contradict each other; pass one of them")
@@ -125,8 +118,6 @@ def submit(ctx: click.Context, address, wait, working_dir, no_upload, job_id, ar
 
 def _report(client, job_id: str) -> int:
     """Print how the job ended; on failure its exit code and the tail of its log. Returns the exit code."""
-    from genai_ray.cluster import jobs
-
     info = jobs.job_info(client, job_id)
     code = jobs.exit_code(info)
     if code == 0:
@@ -148,8 +139,6 @@ def jobs_group(address: str | None) -> None:
 
 
 def _client(ctx: click.Context):
-    from genai_ray.cluster import jobs
-
     return jobs.connect(ctx.parent.params["address"])
 
 
@@ -157,8 +146,6 @@ def _client(ctx: click.Context):
 @click.pass_context
 def list_cmd(ctx) -> None:
     """All jobs on the cluster, newest first."""
-    from genai_ray.cluster import jobs
-
     infos = sorted(_client(ctx).list_jobs(), key=lambda i: i.start_time or 0, reverse=True)
     if not infos:
         click.echo("no jobs")
@@ -173,8 +160,6 @@ def list_cmd(ctx) -> None:
 @click.pass_context
 def job_status_cmd(ctx, job_id: str) -> None:
     """One job's state, exit code and message. Exits non-zero when the job failed."""
-    from genai_ray.cluster import jobs
-
     info = jobs.job_info(_client(ctx), job_id)
     click.echo(f"{job_id}: {info.status.value}")
     click.echo(f"  command: {jobs.short_entrypoint(info.entrypoint)}")
@@ -192,8 +177,6 @@ def job_status_cmd(ctx, job_id: str) -> None:
 @click.pass_context
 def logs_cmd(ctx, job_id: str, follow: bool) -> None:
     """Print a job's log."""
-    from genai_ray.cluster import jobs
-
     client = _client(ctx)
     jobs.job_info(client, job_id)  # a clear error for an unknown id
     if not follow:
@@ -208,8 +191,6 @@ def logs_cmd(ctx, job_id: str, follow: bool) -> None:
 @click.pass_context
 def stop_cmd(ctx, job_id: str) -> None:
     """Stop a running job (its processes get SIGTERM, then SIGKILL)."""
-    from genai_ray.cluster import jobs
-
     client = _client(ctx)
     info = jobs.job_info(client, job_id)
     if info.status.is_terminal():

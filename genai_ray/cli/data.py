@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from genai_ray import storage
+from genai_ray.data import ingest
+from genai_ray.data.prepare import check_options, prepare
+from genai_ray.data.reader import open_dataset, resolve_dataset_uri
+from genai_ray.data.sources import open_source
 from genai_ray.errors import UserError
+from genai_ray.images import grid_png
+from genai_ray.names import check_name, safe_name
 
 
 @click.group()
@@ -44,11 +50,6 @@ def prepare_cmd(obj, source, out_uri, name, shards, shard_size, image_size, crop
                 overwrite, skip_bad, image_column, label_column, address) -> None:
     """Turn SOURCE (digits, mnist, shapes, photos, a folder or s3:// prefix of images, a Parquet table of encoded
     images, a .npz or an IDX file) into a dataset."""
-    from genai_ray.data import ingest
-    from genai_ray.data.prepare import check_options, prepare
-    from genai_ray.data.sources import open_source
-    from genai_ray.names import check_name, safe_name
-
     check_options(holdout, shards, shard_size)
     store_source = source not in ("digits", "mnist", "shapes", "photos") and ingest.is_store_source(source)
     if not store_source and (skip_bad or image_column or label_column):
@@ -80,9 +81,6 @@ def prepare_cmd(obj, source, out_uri, name, shards, shard_size, image_size, crop
 @click.pass_obj
 def inspect_cmd(obj, uri, preview, verify) -> None:
     """Print a dataset's manifest and write a preview grid PNG."""
-    from genai_ray.data.reader import open_dataset, resolve_dataset_uri
-    from genai_ray.images import grid_png
-
     ds = open_dataset(resolve_dataset_uri(uri, obj.store), verify=True, checksums=verify)
     click.echo(json.dumps(ds.manifest.model_dump(mode="json"), indent=2))
     x, _ = ds.read_numpy("train", limit=64)

@@ -6,7 +6,12 @@ import json
 
 import click
 
+from genai_ray.config import load_config, parse_set_option
+from genai_ray.data.reader import open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
+from genai_ray.evaluation.baselines import kde_sampler, real_floor
+from genai_ray.evaluation.evaluate import evaluate, evaluate_package, split_prefix
+from genai_ray.package.format import check_truncation, read_meta, resolve_model_uri
 from genai_ray.tables import format_key_table, format_table
 
 BASELINES = ("real", "kde")
@@ -36,13 +41,10 @@ BASELINES = ("real", "kde")
 def evaluate_cmd(obj, model_ref, baselines, data_ref, n, split, seed, config_path, sets, truncation_psi, as_json,
                  all_rows, no_write) -> None:
     """Score a model (or a baseline) on a dataset: Frechet distance, precision/recall, coverage, memorisation."""
-    from genai_ray.config import load_config, parse_set_option
-
     if bool(model_ref) == bool(baselines):
         raise UserError("pass either --model URI|NAME|champion or --baseline real|kde (not both, not neither)")
     if n is not None and n < 10:
         raise UserError(f"--n {n}: evaluate at least 10 samples (the default is eval.n_samples)")
-    from genai_ray.package.format import check_truncation
 
     check_truncation(truncation_psi)
     if baselines and truncation_psi != 1.0:
@@ -62,10 +64,6 @@ def evaluate_cmd(obj, model_ref, baselines, data_ref, n, split, seed, config_pat
 
 
 def _evaluate_model(store, model_ref, data_ref, n, split, seed, cfg, write, psi) -> dict[str, float]:
-    from genai_ray.data.reader import open_dataset, resolve_dataset_uri
-    from genai_ray.evaluation.evaluate import evaluate_package
-    from genai_ray.package.format import read_meta, resolve_model_uri
-
     uri = resolve_model_uri(model_ref, store)
     meta = read_meta(uri)
     ds = open_dataset(resolve_dataset_uri(data_ref, store) if data_ref else meta.dataset_uri)
@@ -79,10 +77,6 @@ def _evaluate_model(store, model_ref, data_ref, n, split, seed, cfg, write, psi)
 
 
 def _evaluate_baselines(store, baselines, data_ref, n, split, seed, cfg) -> dict[str, dict[str, float]]:
-    from genai_ray.data.reader import open_dataset, resolve_dataset_uri
-    from genai_ray.evaluation.baselines import kde_sampler, real_floor
-    from genai_ray.evaluation.evaluate import evaluate, split_prefix
-
     ds = open_dataset(resolve_dataset_uri(data_ref, store))
     n = n or cfg.n_samples
     columns = {}

@@ -13,6 +13,9 @@ import click
 
 from genai_ray.errors import UserError
 
+# genai_ray.cli is imported inside validate_command: it imports this module (through cli/cluster.py), a cycle at
+# import time otherwise.
+
 NOT_JOBS = ("submit", "jobs", "cluster")  # commands that manage the cluster from your machine
 
 

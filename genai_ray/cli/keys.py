@@ -6,6 +6,9 @@ import sys
 
 import click
 
+from genai_ray.errors import UserError
+from genai_ray.serve.keyhash import hash_key
+
 
 @click.command("key-hash")
 def key_hash() -> None:
@@ -14,9 +17,6 @@ def key_hash() -> None:
     Put the output in a Serve config as serve.api_key_hash. The key never goes on the command line: shell history
     and 'ps' would keep it. Example: printf %s "$GENAI_RAY_API_KEY" | genai-ray key-hash
     """
-    from genai_ray.errors import UserError
-    from genai_ray.serve.keyhash import hash_key
-
     if sys.stdin.isatty():
         key = click.prompt("API key", hide_input=True, confirmation_prompt=True, err=True)
     else:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import click
+
+from genai_ray import stops
+from genai_ray.errors import UserError
+from genai_ray.ray_runtime import ADDRESS_ENV
+from genai_ray.serve.app import load_serve_file, start
+
+# Ray Serve is imported inside the functions that stop the app: `genai-ray --help` and config errors stay fast.
 
 
 @click.command("serve")
@@ -31,9 +39,6 @@ def serve(obj, model_ref: str, config_path: str | None, port: int | None, host: 
     The API key comes from the environment ($GENAI_RAY_API_KEY, or the config's serve.api_key_env), never from
     the command line. Without one, only loopback hosts are served unless --insecure-no-auth.
     """
-    from genai_ray.errors import UserError
-    from genai_ray.serve.app import load_serve_file, start
-
     if api_key is not None:
         raise UserError("--api-key: refusing a key on the command line (shell history and 'ps' keep it); "
                         "export it as $GENAI_RAY_API_KEY (or the variable serve.api_key_env names) instead")
@@ -49,11 +54,6 @@ def serve(obj, model_ref: str, config_path: str | None, port: int | None, host: 
 
 def _wait_until_stopped(name: str, url: str, address: str | None) -> None:
     """Serve until SIGINT or SIGTERM. On a cluster the app is deleted then; a private Ray ends with the command."""
-    import os
-
-    from genai_ray import stops
-    from genai_ray.ray_runtime import ADDRESS_ENV
-
     if address or os.environ.get(ADDRESS_ENV):
         def delete() -> None:
             from ray import serve as ray_serve

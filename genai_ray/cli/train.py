@@ -6,6 +6,18 @@ import time
 
 import click
 
+from genai_ray import stops
+from genai_ray.config import DEFAULT_KIMG, deep_merge, load_config, load_yaml, parse_set_option
+from genai_ray.data.reader import open_dataset, resolve_dataset_uri
+from genai_ray.names import check_name
+from genai_ray.package.generate import generate as run
+from genai_ray.train.defaults import fitted_for, open_manifest
+from genai_ray.train.hardware import detect
+from genai_ray.train.rates import estimate, estimate_report
+
+# genai_ray.train.run (TensorFlow and Ray) is imported once the config is valid: `genai-ray --help` and config
+# errors stay fast.
+
 
 @click.command("train")
 @click.option("--data", required=True, metavar="URI|NAME",
@@ -24,18 +36,12 @@ import click
 def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, kimg, epochs, name, address,
           no_export) -> None:
     """Train a GAN on Ray Train workers and export its generator as a model package."""
-    from genai_ray.config import DEFAULT_KIMG, deep_merge, load_config, load_yaml, parse_set_option
-    from genai_ray.names import check_name
-
     if name is not None:
         check_name(name, "--name")
     flags = {k: v for k, v in {"workers": workers, "gpus_per_worker": gpus_per_worker, "kimg": kimg,
                                "epochs": epochs}.items() if v is not None}
     overrides = deep_merge(parse_set_option(sets), {"train": flags} if flags else {})
     cfg = load_config(config_path, preset, overrides)  # the user's keys are checked before the dataset is read
-    from genai_ray.train.defaults import fitted_for, open_manifest
-    from genai_ray.train.hardware import detect
-    from genai_ray.train.rates import estimate, estimate_report
 
     users = deep_merge(load_yaml(config_path) if config_path else {}, overrides)
     hw = detect(address, (users.get("train") or {}).get("gpus_per_worker"))  # joins --address; starts no Ray
@@ -43,9 +49,7 @@ def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, kimg, 
         fitted, line = fitted_for(data, obj.store, hw=hw)
         cfg = load_config(config_path, preset, overrides, fitted=fitted)
         click.echo(line)
-    from genai_ray import stops
-    from genai_ray.data.reader import open_dataset, resolve_dataset_uri
-    from genai_ray.train.run import default_run_name, fit, length_trained  # TF and Ray load once the config is valid
+    from genai_ray.train.run import default_run_name, fit, length_trained
 
     t = cfg.train
     expected = estimate(cfg, open_manifest(data, obj.store), hw)
@@ -90,6 +94,4 @@ def train(obj, data, config_path, preset, sets, workers, gpus_per_worker, kimg, 
 @click.pass_obj
 def generate(obj, model, n, seed, label, out, truncation_psi) -> None:
     """Generate images: a PNG grid, a float32 [0, 1] .npy array, or a synthetic dataset."""
-    from genai_ray.package.generate import generate as run
-
     click.echo(run(model, n, out, seed=seed, label=label, store=obj.store, truncation_psi=truncation_psi))

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import click
 
+from genai_ray import stops
+from genai_ray.config import build_config
+from genai_ray.names import check_name, safe_name
+from genai_ray.package.format import read_meta, resolve_model_uri
+from genai_ray.train.defaults import fitted_for
+from genai_ray.train.hardware import detect
+from genai_ray.tune.promote import promote
+from genai_ray.tune.space import load_space
+
+# genai_ray.tune.campaign (Ray Tune and TensorFlow) is imported once the space and config are valid: `genai-ray
+# --help` and config errors stay fast.
+
 
 @click.command("tune")
 @click.option("--data", "data_ref", required=True, metavar="URI", help="Dataset URI or name in the store.")
@@ -23,20 +35,11 @@ import click
 def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_trial, max_concurrent, seed,
              name, model_name, resume, force, address) -> None:
     """Search hyperparameters and architectures with Ray Tune, then promote the best generator."""
-    from genai_ray import stops
-    from genai_ray.config import build_config
-    from genai_ray.names import check_name, safe_name
-    from genai_ray.tune.campaign import run_campaign
-    from genai_ray.tune.space import load_space
-
     for flag, value in (("--name", name), ("--model-name", model_name)):
         if value is not None:
             check_name(value, flag)
     space = load_space(space_path)
     if not space.preset_named:
-        from genai_ray.train.defaults import fitted_for
-        from genai_ray.train.hardware import detect
-
         gpus = (space.base.get("train") or {}).get("gpus_per_worker")  # the space's own setting wins, as in train
         space.fitted, line = fitted_for(data_ref, obj.store, turn_off="'preset: default' in the space file",
                                         hw=detect(address, gpus))
@@ -49,6 +52,8 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
                        source="tune flags")
     name = name or safe_name(f"{data_ref.rstrip('/').split('/')[-1]}-{cfg.tune.scheduler}", "campaign")
     stops.set_hint(f"campaign {name} is resumable: rerun the same command{'' if resume else ' with --resume'}")
+    from genai_ray.tune.campaign import run_campaign
+
     result = run_campaign(space, data_ref, name=name, tune_cfg=cfg.tune, store=obj.store, resume=resume,
                           force=force, model_name=model_name, address=address)
     click.echo(f"campaign {name}: best trial {result.best_trial} (eval/fd {result.best_score:.4f})")
@@ -66,10 +71,6 @@ def tune_cmd(obj, data_ref, space_path, samples, scheduler, search, workers_per_
 @click.pass_obj
 def promote_cmd(obj, model_ref, name, metric, mode, force) -> None:
     """Make an evaluated model package the champion that Serve runs."""
-    from genai_ray.names import check_name
-    from genai_ray.package.format import read_meta, resolve_model_uri
-    from genai_ray.tune.promote import promote
-
     if name is not None:
         check_name(name, "--name")
     uri = resolve_model_uri(model_ref, obj.store)

@@ -23,10 +23,16 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from genai_ray.cluster import auth
+import requests
+
+import genai_ray
+from genai_ray.cluster import auth, local
 from genai_ray.errors import UserError
 from genai_ray.ray_runtime import ADDRESS_ENV
 from genai_ray.storage import STORE_ENV
+
+# Ray's job client is imported inside connect(): the CLI loads this module at start-up, and `genai-ray --help` and
+# config errors stay fast.
 
 ADDRESS_ENVS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")  # Ray's own job CLI reads these, in this order
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
@@ -48,8 +54,6 @@ def entrypoint(args: Sequence[str]) -> str:
 
 def project_root() -> Path | None:
     """This checkout's root when genai-ray runs from a source tree; None when it is installed as a wheel."""
-    import genai_ray
-
     root = Path(genai_ray.__file__).resolve().parent.parent
     pyproject = root / "pyproject.toml"
     return root if pyproject.is_file() and 'name = "genai-ray"' in pyproject.read_text() else None
@@ -77,8 +81,6 @@ def runtime_env(working_dir: Path | None, store: str | None) -> dict:
 
 def resolve_address(address: str | None) -> str:
     """The Jobs API URL: --address, $RAY_API_SERVER_ADDRESS, an http $RAY_ADDRESS, or the local head."""
-    from genai_ray.cluster import local
-
     if not address:
         for key in ADDRESS_ENVS:
             value = os.environ.get(key, "")
@@ -105,7 +107,6 @@ def connect(address: str | None):
 
     Ray's client has no timeout of its own: a silent address would hang it, so we probe with one.
     """
-    import requests
     from ray.job_submission import JobSubmissionClient
 
     url = resolve_address(address)

@@ -27,9 +27,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import requests
+
 from genai_ray.cluster import auth
 from genai_ray.errors import UserError
-from genai_ray.ray_runtime import WORKER_NICENESS, free_port
+from genai_ray.ray_runtime import WORKER_NICENESS, free_port, local_cpus
 
 STATE_DIR_ENV = "GENAI_RAY_CLUSTER_DIR"
 DEFAULT_STATE_DIR = "~/.genai-ray/cluster"
@@ -172,8 +174,6 @@ def _ensure_token() -> None:
 
 def _wait_ready(dashboard_url: str, started: subprocess.Popen, timeout: float) -> None:
     """Wait until the Jobs API answers with our token (the head process may still be starting its agent)."""
-    import requests
-
     headers = auth.auth_headers(auth.find_token())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -199,8 +199,6 @@ def _bootstrap_address(temp_dir: str) -> str | None:
 def up(directory: Path | None = None, num_cpus: int | None = None, dashboard_host: str = "127.0.0.1",
        timeout: float = READY_TIMEOUT_S) -> tuple[ClusterState, bool]:
     """Start a local Ray head (or find the running one). Returns (state, started_now)."""
-    from genai_ray.ray_runtime import local_cpus
-
     directory = (directory or state_dir()).expanduser()
     existing = read_state(directory)
     if existing and is_running(existing):

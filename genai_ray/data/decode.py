@@ -19,6 +19,9 @@ from PIL import Image, UnidentifiedImageError
 
 from genai_ray.data.sources import centre_box
 
+# Ray is imported inside the functions that need it: the CLI loads this module at start-up (through data/ingest.py),
+# and `genai-ray --help` and config errors stay fast.
+
 BAD_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 

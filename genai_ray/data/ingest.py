@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from PIL import Image
 
-from genai_ray import storage
+from genai_ray import ray_runtime, storage
 from genai_ray.data import decode, image_table
 from genai_ray.data.manifest import Manifest, now_iso, write_manifest
 from genai_ray.data.prepare import (
@@ -43,6 +43,9 @@ from genai_ray.data.prepare import (
 )
 from genai_ray.data.sources import IMAGE_SUFFIXES
 from genai_ray.errors import UserError
+
+# Ray is imported inside the functions that need it: the CLI loads this module at start-up, and `genai-ray --help`
+# and config errors stay fast.
 
 DECODE_BATCH = 64  # images per decode call: enough to amortise a call, small enough to stream
 SKIPPED_LISTED = 100  # skipped images named in the manifest and on stderr, at most
@@ -238,13 +241,11 @@ def prepare_store(src: StoreSource, out_uri: str, *, name: str, shards: int | No
                   shard_rows: int | None = None, overwrite: bool = False, skip_bad: bool = False,
                   address: str | None = None, progress: bool = True) -> tuple[Manifest, Report]:
     """Decode ``src`` on Ray Data and write it as a dataset at ``out_uri``; the manifest is written last."""
-    from genai_ray.ray_runtime import ensure_ray
-
     holdout, seed = src.spec.holdout, src.spec.seed
     check_options(holdout, shards, shard_rows)
     storage.check_writable(out_uri)
     clear_output(out_uri, overwrite)
-    ensure_ray(address)
+    ray_runtime.ensure_ray(address)
     # Ray Data warns once that its progress bars are off (ensure_ray turns them off); our own line replaces them.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if shards:

@@ -20,6 +20,10 @@ from PIL import Image
 
 from genai_ray.errors import UserError
 
+# scikit-image and scikit-learn are imported inside the functions that read their photos: the CLI loads this module
+# at start-up (through data/sources.py), `genai-ray --help` and config errors stay fast, and scikit-image is an
+# optional extra.
+
 MIN_WINDOW = 0.3  # smallest crop window, as a fraction of the photo's shorter side
 DEFAULT_SIZE = 32  # --image-size when none is given
 

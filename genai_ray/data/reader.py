@@ -17,6 +17,9 @@ from genai_ray.data.manifest import Manifest, ShardInfo, Split, read_manifest
 from genai_ray.errors import IntegrityError, UserError
 from genai_ray.names import check_name
 
+# Ray Data is imported inside to_ray(): the CLI loads this module at start-up, and `genai-ray --help` and config
+# errors stay fast.
+
 
 @dataclass
 class Dataset:

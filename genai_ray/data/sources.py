@@ -20,7 +20,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from genai_ray.data.photos import DEFAULT_SIZE, crop_photos, load_photos
 from genai_ray.errors import UserError
+
+# scikit-learn and mlxtend are imported inside the sources that need them: the CLI loads this module at start-up
+# (through data/decode.py), `genai-ray --help` and config errors stay fast, and mlxtend is an optional extra.
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SHAPE_NAMES = ["circle", "square", "triangle", "ring"]
@@ -177,8 +181,6 @@ def shapes_source(count: int, image_size: int | None, seed: int) -> Source:
 
 def photos_source(count: int, image_size: int | None, seed: int) -> Source:
     """Seeded square crops of the colour photographs bundled in scikit-image and scikit-learn (data/photos.py)."""
-    from genai_ray.data.photos import DEFAULT_SIZE, crop_photos, load_photos
-
     size = image_size or DEFAULT_SIZE
     if count < 1:
         raise UserError(f"--count {count}: the photos source needs at least 1 image")

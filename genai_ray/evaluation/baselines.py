@@ -13,6 +13,9 @@ import numpy as np
 from genai_ray.data.reader import Dataset
 from genai_ray.evaluation.evaluate import Sampler, to_float
 
+# scikit-learn is imported inside kde_sampler(): the CLI loads this module at start-up, and `genai-ray --help` and
+# config errors stay fast.
+
 KDE_COMPONENTS = 15
 KDE_BANDWIDTHS = np.logspace(-2, 0, 20)  # pixels in [0, 1]; the example's 0.1..10 grid was for 0..16 pixels
 

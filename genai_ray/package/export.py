@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from genai_ray.config import Config
 from genai_ray.data.manifest import now_iso
 from genai_ray.data.reader import Dataset
+from genai_ray.gan import family
 from genai_ray.images import grid_png
 from genai_ray.package.format import add_version, write_package
 from genai_ray.train.loop import STATE_DIR, STATE_PREFIX, grid_inputs
@@ -20,10 +22,6 @@ from genai_ray.train.loop import STATE_DIR, STATE_PREFIX, grid_inputs
 
 def load_sampler(folder: str, cfg: Config, image_shape: tuple[int, int, int], num_classes: int):
     """The EMA generator (or G when EMA is off) from a checkpoint folder, as a float32 Keras model."""
-    import tensorflow as tf
-
-    from genai_ray.gan import family
-
     model = family(cfg.model.family).build_generator(cfg.model, image_shape, num_classes)
     key = "ema" if cfg.train.ema_decay else "g"
     status = tf.train.Checkpoint(**{key: model}).read(os.path.join(folder, STATE_DIR, STATE_PREFIX))

@@ -26,6 +26,9 @@ from genai_ray.keras_bytes import keras_from_bytes, keras_to_bytes
 from genai_ray.names import check_name
 from genai_ray.store_lock import model_lock
 
+# TensorFlow is imported inside the functions that run the generator: the CLI loads this module at start-up, and
+# `genai-ray --help` and config errors stay fast.
+
 FORMAT_VERSION = 1
 GENERATOR_FILE = "generator.keras"
 META_FILE = "model.json"

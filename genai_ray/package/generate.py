@@ -8,7 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from genai_ray import storage
+from genai_ray.data.prepare import prepare
+from genai_ray.data.sources import array_source
 from genai_ray.errors import UserError
+from genai_ray.images import grid_png
+from genai_ray.names import safe_name
 from genai_ray.package.format import GeneratorPackage, check_truncation, load_package, resolve_model_uri
 
 
@@ -20,10 +24,6 @@ def write_npy(images: np.ndarray) -> bytes:
 
 def to_dataset(pkg: GeneratorPackage, images: np.ndarray, labels: np.ndarray | None, out_uri: str, seed: int):
     """A synthetic dataset marked with the model's provenance (for data augmentation)."""
-    from genai_ray.data.prepare import prepare
-    from genai_ray.data.sources import array_source
-    from genai_ray.names import safe_name
-
     x = (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     name = safe_name(Path(out_uri.rstrip("/")).name, f"{pkg.meta.name}-synthetic")
     desc = {"kind": "generated", "model": f"{pkg.meta.name}/{pkg.meta.version}", "seed": seed}
@@ -41,8 +41,6 @@ def generate(model: str, n: int, out: str, seed: int = 0, label: str | int | Non
     ``out`` ending in .png gets a grid, .npy gets float32 [0, 1] (N, H, W, C), anything else is a dataset URI.
     ``truncation_psi`` < 1 pulls the latents toward their mean: cleaner, less varied images.
     """
-    from genai_ray.images import grid_png
-
     if not 1 <= n <= 100_000:
         raise UserError(f"--n {n}: must be between 1 and 100000")
     check_truncation(truncation_psi)

@@ -16,13 +16,25 @@ Fail closed: serving beyond loopback with no API key is refused unless ``serve.i
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from genai_ray import ray_runtime
 from genai_ray.config import ServeConfig, build_config, load_yaml
 from genai_ray.errors import UserError
+from genai_ray.package.format import read_meta, resolve_model_uri
+from genai_ray.serve.keyhash import hash_key, verify
+
+# Ray and Ray Serve (and serve/deployment.py, which loads them) are imported inside the functions that need them:
+# the CLI loads this module at start-up to read serve config files, and `genai-ray --help` and config errors stay
+# fast.
 
 IMPORT_PATH = "genai_ray.serve.app:build"
 DEPLOYMENT = "Generator"
@@ -76,8 +88,6 @@ def proxy_host() -> str:
 
 def resolve_once(ref: str, store: str | None = None) -> str:
     """The concrete, verified package URI a deployment serves: ``champion`` and ``NAME`` resolved now."""
-    from genai_ray.package.format import read_meta, resolve_model_uri
-
     uri = local_uri(resolve_model_uri(ref, store))
     read_meta(uri)  # a missing or broken package fails here, in one line, before anything deploys
     return uri
@@ -91,7 +101,6 @@ def application(cfg: ServeConfig, options: dict[str, Any] | None = None, host: s
     Serve applies with ``reconfigure`` on the running replicas (a hot swap) instead of replacing them.
     """
     from genai_ray.serve.deployment import Generator
-    from genai_ray.serve.keyhash import hash_key
 
     key = os.environ.get(cfg.api_key_env)
     stored = cfg.api_key_hash or (hash_key(key) if key else None)
@@ -147,7 +156,6 @@ def check_consistency(cfg: ServeConfig, deployment: dict[str, Any], source: str)
 
 def load_serve_file(path: str | Path) -> ServeFile:
     """Parse a Serve config with Serve's own schema, then our args and consistency rules."""
-    from pydantic import ValidationError
     from ray.serve.schema import ServeDeploySchema
 
     data = load_yaml(path)
@@ -195,8 +203,6 @@ def deploy_schema(serve_file: ServeFile | None, uri: str, http: dict[str, Any],
     """
     from ray.serve.schema import ServeDeploySchema
 
-    from genai_ray.serve.keyhash import hash_key, verify
-
     cfg = serve_file.args if serve_file else ServeConfig()
     args = cfg.model_dump(exclude={"model_uri"}, exclude_defaults=True)
     key = os.environ.get(cfg.api_key_env)
@@ -221,11 +227,6 @@ def deployed_key_hash(client: Any, app_name: str | None) -> str | None:
 
 def _health(url: str, key: str | None, attempts: int = 50) -> dict[str, Any]:
     """GET /healthz with the key (details need it), retrying while the proxies learn the new route."""
-    import json
-    import time
-    import urllib.error
-    import urllib.request
-
     headers = {"Authorization": f"Bearer {key}"} if key else {}
 
     def get() -> dict[str, Any]:
@@ -250,8 +251,6 @@ def start(model_ref: str, serve_file: ServeFile | None, host: str | None, port: 
     from ray import serve
     from ray.serve._private import api as serve_api  # what `serve run FILE.yaml` uses
 
-    from genai_ray.ray_runtime import ensure_ray
-
     cfg = serve_file.args if serve_file else ServeConfig()
     if insecure_no_auth:
         cfg = cfg.model_copy(update={"insecure_no_auth": True})
@@ -263,7 +262,7 @@ def start(model_ref: str, serve_file: ServeFile | None, host: str | None, port: 
     require_auth(cfg, str(http["host"]), cfg.api_key_hash or key,
                  serve_file.path if serve_file else "genai-ray serve")
     uri = resolve_once(model_ref, store)
-    ensure_ray(address)
+    ray_runtime.ensure_ray(address)
     client = serve_api.serve_start(http_options=http)
     schema = deploy_schema(serve_file, uri, http, deployed_key_hash(client, serve_file.name if serve_file else None))
     app = schema.applications[0]

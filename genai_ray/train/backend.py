@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import ray
+from ray._common.network_utils import build_address
+from ray.train._internal.utils import get_address_and_port
 from ray.train.backend import Backend, BackendConfig
 from ray.train.v2._internal.util import TrainingFramework
 
@@ -30,9 +32,6 @@ class TensorflowConfig(BackendConfig):
 
 
 def _worker_address() -> str:
-    from ray._common.network_utils import build_address
-    from ray.train._internal.utils import get_address_and_port
-
     return build_address(*get_address_and_port())
 
 

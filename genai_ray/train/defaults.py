@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from genai_ray.data.manifest import Manifest
+from genai_ray.data.reader import open_dataset, resolve_dataset_uri
 from genai_ray.train.hardware import Hardware
 from genai_ray.train.rates import duration, speed
 
@@ -132,8 +133,6 @@ def kimg_for(family: str, pixels: int) -> float:
 
 
 def open_manifest(data: str, store: str) -> Manifest:
-    from genai_ray.data.reader import open_dataset, resolve_dataset_uri
-
     return open_dataset(resolve_dataset_uri(data, store)).manifest
 
 

@@ -13,6 +13,11 @@ import math
 import os
 from dataclasses import dataclass
 
+from genai_ray import ray_runtime
+
+# Ray is imported inside the functions that ask it about the cluster: the CLI loads this module at start-up (through
+# train/defaults.py), and `genai-ray --help` and config errors stay fast.
+
 
 @dataclass(frozen=True)
 class Hardware:
@@ -62,12 +67,10 @@ def detect(address: str | None = None, gpus_per_worker: float | None = None) -> 
     connection); never starts a local Ray."""
     import ray
 
-    from genai_ray.ray_runtime import ADDRESS_ENV, ensure_ray
-
-    address = address or os.environ.get(ADDRESS_ENV)
+    address = address or os.environ.get(ray_runtime.ADDRESS_ENV)
     cores = os.cpu_count() or 1
     if address or ray.is_initialized():
-        ensure_ray(address)
+        ray_runtime.ensure_ray(address)
         resources = ray.cluster_resources()
         cpus = int(resources.get("CPU", 1))
         # a Ray started in this process is local: it advertises more logical CPUs than cores (ray_runtime.py)

@@ -26,9 +26,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
 
 from genai_ray import storage
 from genai_ray.errors import IntegrityError, UserError
+
+# TensorFlow is imported inside the functions that build a worker's pipeline: Ray Train's controller loads this
+# module when it unpickles the worker's loop (train/worker.py), and TensorFlow there cost every run about 3 s of
+# start-up.
 
 READ_BATCH = 4096  # rows per Ray Data batch when loading a shard into memory
 READ_AHEAD = 2  # stream mode: row groups read ahead of the one being shuffled (overlaps storage with steps)
@@ -152,9 +159,6 @@ class RowGroup:
 
 def row_groups(shard_uris: list[str]) -> list[RowGroup]:
     """Every row group of these shards, in shard order, from their Parquet footers (read on the driver)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     out = []
     for uri in shard_uris:
         fs, path = storage.resolve(uri)
@@ -204,9 +208,6 @@ class GroupReader:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genai-ray-stream-read")
 
     def _read(self, g: int, begin: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         group = self._groups[g]
         try:
             if group.uri not in self._files:
@@ -387,8 +388,6 @@ def worker_memory_budget(budget_mib: int, workers: int, cpus_per_worker: float) 
     """
     if budget_mib:
         return budget_mib << 20, f"train.memory_budget_mib={budget_mib}"
-    import ray
-
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
     if not nodes:
         return 0, "no alive node with CPUs"

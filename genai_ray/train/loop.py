@@ -29,9 +29,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from genai_ray.config import Config
-from genai_ray.package.format import SAMPLES_FILE
+from genai_ray import storage
+from genai_ray.config import DEFAULT_KIMG, Config
+from genai_ray.evaluation.evaluate import cheap_metrics, keras_generate
+from genai_ray.images import grid, grid_png
+from genai_ray.package.format import SAMPLES_FILE, latents
 from genai_ray.train.input import MemoryInput  # noqa: F401 - the memory input, where the loop's users look for it
+
+# TensorFlow and the GAN modules are imported inside the functions that build and train the model: Ray Train's
+# controller loads this module when it unpickles the worker's loop (train/worker.py), and TensorFlow there cost every
+# run about 3 s of start-up.
 
 STATE_DIR = "state"  # tf.train.Checkpoint files inside a checkpoint folder
 STATE_PREFIX = "ckpt"
@@ -78,7 +85,6 @@ def run_length(kimg: float | None, epochs: int | None, train_count: int, global_
     if epochs is not None:
         per = train_count // global_batch
         return RunLength(per, epochs, per * epochs)
-    from genai_ray.config import DEFAULT_KIMG
 
     total = math.ceil((kimg or DEFAULT_KIMG) * 1000 / global_batch)
     per = max(1, round(1000 / global_batch))
@@ -128,8 +134,6 @@ def make_strategy(world: int):
 
 def grid_inputs(latent_dim: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Fixed latents (the package's per-seed latents) and labels cycling over classes, for sample grids."""
-    from genai_ray.package.format import latents
-
     return latents(list(range(GRID_SEEDS)), latent_dim), np.arange(GRID_SEEDS) % max(num_classes, 1)
 
 
@@ -243,8 +247,6 @@ def run_epoch(session: Session, iterator, epoch: int) -> dict[str, Any]:
 
 def evaluate_now(session: Session) -> dict[str, float]:
     """The cheap held-out metrics of the sampling generator (rank 0): what Tune optimises."""
-    from genai_ray.evaluation.evaluate import cheap_metrics, keras_generate
-
     cfg, plan = session.cfg, session.plan
     generate = keras_generate(session.trainer.sampler, cfg.model.latent_dim, cfg.model.conditional)
     probs = plan.class_probs if cfg.model.conditional else None
@@ -288,9 +290,6 @@ def report(session: Session, epoch: int, metrics: dict[str, Any], sink: Sink) ->
 
 
 def write_checkpoint(session: Session, folder: str, epoch: int, metrics: dict[str, Any]) -> None:
-    from genai_ray import storage
-    from genai_ray.images import grid, grid_png
-
     samples = session.trainer.sample(*session.grid)
     session.board.image(epoch, "samples", grid(samples, scale=1))
     run_uri = session.plan.run_uri

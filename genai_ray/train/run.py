@@ -14,14 +14,23 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from genai_ray import storage
+import ray.train
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.tensorflow import TensorflowTrainer
+
+from genai_ray import ray_runtime, storage
 from genai_ray.config import Config
 from genai_ray.data.manifest import Manifest
 from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
+from genai_ray.evaluation.evaluate import prepare_features
 from genai_ray.gan import family
 from genai_ray.names import check_name
-from genai_ray.package.export import class_probs
+from genai_ray.package.export import class_probs, export_checkpoint
+from genai_ray.package.format import read_meta, sorted_versions
+from genai_ray.ray_runtime import cluster_resources
+from genai_ray.train import input as data_input
+from genai_ray.train.backend import TensorflowConfig
 from genai_ray.train.loop import RunPlan, run_length
 from genai_ray.train.worker import FAULT_ENV, train_loop_per_worker
 
@@ -83,8 +92,6 @@ def plan_run(cfg: Config, dataset: Dataset, run_uri: str) -> RunPlan:
 
 def check_resources(cfg: Config) -> None:
     """Refuse requests the cluster can never satisfy, instead of waiting forever for them."""
-    from genai_ray.ray_runtime import cluster_resources
-
     t = cfg.train
     have = cluster_resources()
     for key, per_worker in (("GPU", t.gpus_per_worker), ("CPU", t.cpus_per_worker)):
@@ -112,8 +119,6 @@ def check_run_config(run_uri: str, cfg: Config) -> None:
 def plan_input(cfg: Config, dataset: Dataset, plan: RunPlan) -> RunPlan:
     """Resolve train.data_mode against the workers' memory (Ray must be up), say which mode and why, and add
     what stream mode's workers need. ``memory`` over budget raises ``UserError``."""
-    from genai_ray.train import input as data_input
-
     t, m = cfg.train, dataset.manifest
     budget, why_budget = data_input.worker_memory_budget(t.memory_budget_mib, t.workers, t.cpus_per_worker)
     need = data_input.shard_bytes(m.train_count, tuple(m.shape), t.workers)
@@ -128,11 +133,6 @@ def plan_input(cfg: Config, dataset: Dataset, plan: RunPlan) -> RunPlan:
 
 def build_trainer(cfg: Config, dataset: Dataset, plan: RunPlan, name: str, store: str, callbacks: list | None = None):
     """The ``TensorflowTrainer`` for one run (storage, failures and checkpoint retention from the config)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
-
-    from genai_ray.train.backend import TensorflowConfig
-
     t = cfg.train
     plan = plan if plan.data_mode else plan_input(cfg, dataset, plan)
     fs, runs_path = storage.resolve(runs_uri(store))
@@ -171,8 +171,6 @@ def checkpoint_uri(checkpoint, store: str) -> str:
 def recorded_checkpoints(run_uri: str) -> tuple[Any, list[tuple[Any, dict]]] | None:
     """The run's registered checkpoints from Ray Train's snapshot, without starting Ray Train: (latest (checkpoint,
     metrics), every kept (checkpoint, metrics)). None for a new run or a snapshot this code cannot read."""
-    import ray.train
-
     uri = storage.join(run_uri, SNAPSHOT_FILE)
     if not storage.exists(uri):
         return None
@@ -212,8 +210,6 @@ def read_checkpoint_meta(checkpoint) -> tuple[dict, str]:
 
 def exported_package(store: str, name: str, checkpoint_sha256: str) -> str | None:
     """The newest package of ``name`` already exported from this exact checkpoint, if any."""
-    from genai_ray.package.format import read_meta, sorted_versions
-
     models = storage.join(store, "models", name)
     for version in reversed(sorted_versions(storage.list_dir(models))):
         uri = storage.join(models, version)
@@ -231,9 +227,6 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
     ``train.epochs`` trains nothing: it returns at once (``already_finished``), with the package already
     exported from the checkpoint it would export, or a new export when there is none.
     """
-    from genai_ray.package.export import export_checkpoint
-    from genai_ray.ray_runtime import ensure_ray
-
     store = store or storage.default_store()
     if name is not None:
         check_name(name, "run name")  # before any work
@@ -241,7 +234,7 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
     name = check_name(name or default_run_name(dataset, cfg), "run name")
     run_uri = storage.join(runs_uri(store), name)
     plan = plan_run(cfg, dataset, run_uri)
-    ensure_ray(address)
+    ray_runtime.ensure_ray(address)
     check_resources(cfg)
     plan = plan_input(cfg, dataset, plan)  # may refuse train.data_mode=memory: before anything is written
     storage.check_writable(store)
@@ -252,8 +245,6 @@ def fit(cfg: Config, data: str, name: str | None = None, store: str | None = Non
         latest, kept = recorded
     else:
         if cfg.train.eval_every:
-            from genai_ray.evaluation.evaluate import prepare_features
-
             prepare_features(dataset, cfg.eval)  # train the feature model once here, not on rank 0 mid-run
         result = build_trainer(cfg, dataset, plan, name, store).fit()
         if result.checkpoint is None:

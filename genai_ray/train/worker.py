@@ -12,13 +12,21 @@ to the controller's poll interval (docs/ray-notes.md).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+
+import ray.train
+from ray.train.v2._internal.execution import context as train_context  # Ray:
 
 from genai_ray import storage
 from genai_ray.config import Config, TrainConfig
 from genai_ray.train.input import MemoryInput, ShardReader, StreamInput, StreamSpec, read_shard
 from genai_ray.train.loop import RunPlan, configure_tensorflow, local_folder, make_strategy, set_up, train
+
+# TensorFlow is imported inside the functions that need it, here and in train/loop.py and train/input.py: Ray Train's
+# controller unpickles train_loop_per_worker, and TensorFlow there cost every run about 3 s of start-up
+# (tests/test_train.py checks that it stays out).
 
 # The last run's distributed iterator, kept alive until the process ends. Under MultiWorkerMirroredStrategy,
 # destroying it can block for many seconds (its destructor waits for a tf.data background thread),
@@ -34,10 +42,7 @@ def quiet_worker_logs() -> None:
     """Keep a run's output to its progress lines and warnings. Ray Train 2.60 logs every ``ray.train.report``
     at INFO with the report's whole repr (its logger is named after its source file, so no ``ray`` logger
     setting reaches it), and TensorFlow logs every collective it builds at INFO."""
-    import logging
-
     import tensorflow as tf
-    from ray.train.v2._internal.execution import context as train_context  # Ray:
 
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     tf.get_logger().setLevel(logging.WARNING)
@@ -72,7 +77,6 @@ def external_checkpoint(uri: str | None):
     """A checkpoint folder from another run (a Tune trial's winner) as a Ray checkpoint, or None."""
     if not uri:
         return None
-    import ray.train
 
     fs, path = storage.resolve(uri)
     return ray.train.Checkpoint(path, filesystem=fs)
@@ -80,8 +84,6 @@ def external_checkpoint(uri: str | None):
 
 def report_to_train(metrics: dict, folder: str | None) -> None:
     """The loop's sink: every rank reports (a barrier); rank 0 hands over the checkpoint folder it filled."""
-    import ray.train
-
     checkpoint = ray.train.Checkpoint.from_directory(folder) if folder else None
     ray.train.report(metrics, checkpoint=checkpoint,  # Ray:
                      checkpoint_dir_name=f"checkpoint-epoch-{metrics['epoch']:05d}" if checkpoint else None)
@@ -92,7 +94,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     entered = time.time()
     cfg = Config.model_validate(loop_config["config"])
     plan = RunPlan(**{**loop_config["plan"], "image_shape": tuple(loop_config["plan"]["image_shape"])})
-    import ray.train
 
     streaming = plan.data_mode == "stream"
     shard = None if streaming else ray.train.get_dataset_shard("train")  # Ray: this worker's share of the split

@@ -25,15 +25,31 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from genai_ray import storage
+import ray.tune
+from ray import tune
+from ray.train.v2.api.callback import UserCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+from ray.util.queue import Empty, Queue
+
+from genai_ray import ray_runtime, storage
 from genai_ray.config import TuneConfig
 from genai_ray.data.reader import Dataset, open_dataset, resolve_dataset_uri
 from genai_ray.errors import UserError
+from genai_ray.evaluation.evaluate import evaluate_package, prepare_features
 from genai_ray.names import check_name
-from genai_ray.train.loop import run_length
+from genai_ray.package.export import export_checkpoint
+from genai_ray.ray_runtime import cluster_resources
+from genai_ray.train.loop import run_length, thread_counts
+from genai_ray.train.run import build_trainer, plan_run, runs_uri
+from genai_ray.tune.inline import run_inline
 from genai_ray.tune.inline import scalar as _scalar
 from genai_ray.tune.leftovers import live_placement_groups, release_leftovers
-from genai_ray.tune.space import SearchSpace
+from genai_ray.tune.progress import CampaignProgress
+from genai_ray.tune.promote import promote
+from genai_ray.tune.report import curves_png, leaderboard_csv, leaderboard_rows, leaderboard_text
+from genai_ray.tune.space import SearchSpace, candidate_values
 
 METRIC, MODE = "eval/fd", "min"
 POLL_S = 0.5
@@ -75,8 +91,6 @@ def campaign_uri(store: str, name: str) -> str:
 
 def _forwarding_callback(queue):
     """A Ray Train callback that hands rank 0's evaluation reports to the trial that started the run."""
-    from ray.train.v2.api.callback import UserCallback
-
     class ForwardEvaluations(UserCallback):
         def after_report(self, run_context, metrics, checkpoint) -> None:
             if METRIC in metrics[0]:
@@ -103,17 +117,11 @@ def make_trainable(space: SearchSpace, dataset: Dataset, store: str, campaign: s
     inline = runs_inline(tune_cfg, mode)
 
     def trial(params: dict[str, Any]) -> None:
-        import ray.tune
-
-        from genai_ray.train.run import plan_run, runs_uri
-
         cfg = space.config_for(params, trial_overrides(tune_cfg, space.base.get("train", {})))
         start = ray.tune.get_checkpoint()  # set after a PBT exploit or a campaign resume
         run_name = f"tune-{campaign}-{ray.tune.get_context().get_trial_id()}-{_restart_tag(start)}"
         plan = plan_run(cfg, dataset, storage.join(runs_uri(store), run_name))
         if inline:
-            from genai_ray.tune.inline import run_inline
-
             run_inline(cfg, plan, dataset, start)
         else:
             _fit_train_run(cfg, plan, dataset, store, run_name, start)
@@ -123,11 +131,6 @@ def make_trainable(space: SearchSpace, dataset: Dataset, store: str, campaign: s
 
 def _fit_train_run(cfg, plan, dataset: Dataset, store: str, run_name: str, start) -> None:
     """One Ray Train run for a trial, its evaluation reports forwarded to Tune as they come."""
-    import ray.tune
-    from ray.util.queue import Empty, Queue
-
-    from genai_ray.train.run import build_trainer
-
     if start is not None:  # weights and optimiser state from the checkpoint; rates from this trial's config
         plan = replace(plan, init_checkpoint=("s3://" if storage.is_s3(store) else "") + start.path)
     queue = Queue(maxsize=0, actor_options={"num_cpus": 0})
@@ -164,8 +167,6 @@ def check_resources(tune_cfg: TuneConfig, cpus_per_worker: float, gpus_per_worke
                     mode: TrialMode = DEFAULT_MODE) -> None:
     """Refuse a campaign that can never be scheduled, or whose Train runs would starve Ray Data of CPUs
     (docs/ray-notes.md). Inline trials read their data themselves, so they may use every CPU."""
-    from genai_ray.ray_runtime import cluster_resources
-
     have = cluster_resources()
     cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
     per_trial_cpu = tune_cfg.workers_per_trial * cpus_per_worker
@@ -188,9 +189,6 @@ def check_resources(tune_cfg: TuneConfig, cpus_per_worker: float, gpus_per_worke
 def check_thread_settings(space: SearchSpace, tune_cfg: TuneConfig, mode: TrialMode = DEFAULT_MODE) -> None:
     """Inline trials share reused actors, and TensorFlow sets its thread pools once per process: refuse a space
     whose trials would need different ones."""
-    from genai_ray.train.loop import thread_counts
-    from genai_ray.tune.space import candidate_values
-
     if not runs_inline(tune_cfg, mode):
         return
     overrides = trial_overrides(tune_cfg, space.base.get("train", {}))
@@ -203,8 +201,6 @@ def check_thread_settings(space: SearchSpace, tune_cfg: TuneConfig, mode: TrialM
 
 
 def make_scheduler(space: SearchSpace, tune_cfg: TuneConfig, max_epochs: int, mode: TrialMode = DEFAULT_MODE):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
-
     if tune_cfg.scheduler == "asha":
         return ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=max_epochs,
                              grace_period=min(tune_cfg.grace_epochs, max_epochs),
@@ -222,14 +218,10 @@ def make_scheduler(space: SearchSpace, tune_cfg: TuneConfig, max_epochs: int, mo
 
 def make_search(tune_cfg: TuneConfig):
     if tune_cfg.search == "random":
-        from ray.tune.search import BasicVariantGenerator
-
         # Tune ignores max_concurrent_trials for an explicit BasicVariantGenerator: the limit must be given here.
         return BasicVariantGenerator(random_state=tune_cfg.seed, max_concurrent=tune_cfg.max_concurrent)
     if tune_cfg.scheduler == "pbt":
         raise UserError("--search optuna can't drive PBT (PBT mutates configs itself); use --search random")
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     search = OptunaSearch(metric=METRIC, mode=MODE, seed=tune_cfg.seed)
     return ConcurrencyLimiter(search, max_concurrent=tune_cfg.max_concurrent)
@@ -243,8 +235,6 @@ def tuner_path(store: str, name: str) -> tuple[str, Any]:
 
 def check_resume(space: SearchSpace, store: str, name: str) -> None:
     """``--resume`` continues the campaign that exists, with the space it started with."""
-    from ray import tune
-
     path, fs_arg = tuner_path(store, name)
     if not tune.Tuner.can_restore(path, storage_filesystem=fs_arg):
         raise UserError(f"nothing to resume at {campaign_uri(store, name)}; run without --resume to start it")
@@ -263,8 +253,6 @@ def space_record(space: SearchSpace) -> dict[str, Any]:
 
 def build_tuner(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg: TuneConfig, resume: bool,
                 callbacks: list | None = None, mode: TrialMode = DEFAULT_MODE):
-    from ray import tune
-
     fs, root = storage.resolve(storage.join(store, "campaigns"))
     fs_arg = fs if storage.is_s3(store) else None
     inline = runs_inline(tune_cfg, mode)
@@ -322,11 +310,6 @@ def run_campaign(space: SearchSpace, data: str, *, name: str, tune_cfg: TuneConf
                  resume: bool = False, force: bool = False, model_name: str | None = None,
                  address: str | None = None, mode: TrialMode = DEFAULT_MODE) -> CampaignResult:
     """Run (or resume) a campaign, write its leaderboard and curves, export and promote the best generator."""
-    from genai_ray.evaluation.evaluate import prepare_features
-    from genai_ray.ray_runtime import ensure_ray
-    from genai_ray.train.run import plan_run, runs_uri
-    from genai_ray.tune.progress import CampaignProgress
-
     store = store or storage.default_store()
     check_name(name, "campaign name")
     if model_name is not None:
@@ -339,7 +322,7 @@ def run_campaign(space: SearchSpace, data: str, *, name: str, tune_cfg: TuneConf
     make_search(tune_cfg)
     if resume:
         check_resume(space, store, name)
-    ensure_ray(address)
+    ray_runtime.ensure_ray(address)
     check_resources(tune_cfg, base.train.cpus_per_worker, base.train.gpus_per_worker, mode)
     storage.check_writable(store)
     prepare_features(dataset, base.eval)  # every trial's rank 0 then only loads the feature model
@@ -357,11 +340,6 @@ def finish(space: SearchSpace, dataset: Dataset, store: str, name: str, tune_cfg
            trials: list[dict[str, Any]], curves: dict[str, list[tuple[float, float]]], force: bool,
            model_name: str) -> CampaignResult:
     """Leaderboard CSV, curves PNG, then the best trial exported, evaluated in full and promoted."""
-    from genai_ray.evaluation.evaluate import evaluate_package
-    from genai_ray.package.export import export_checkpoint
-    from genai_ray.tune.promote import promote
-    from genai_ray.tune.report import curves_png, leaderboard_csv, leaderboard_rows, leaderboard_text
-
     out = campaign_uri(store, name)
     rows = leaderboard_rows([{k: v for k, v in t.items() if k != "result"} for t in trials], MODE)
     storage.write_bytes(storage.join(out, "leaderboard.csv"), leaderboard_csv(rows))

@@ -16,12 +16,15 @@ only be set once per process; the campaign refuses a space whose trials would ne
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
 from typing import Any
 
+import keras
 import numpy as np
+import ray.tune
 
 from genai_ray.config import Config
 from genai_ray.data.reader import Dataset
@@ -42,24 +45,18 @@ def training_arrays(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 def quiet_trial_logs() -> None:
     """The campaign prints each report; Ray logs every checkpoint it persists and restores at INFO."""
-    import logging
-
     for name in ("ray.train", "ray.tune", "absl"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def fresh_process_state(cfg: Config) -> None:
     """What one trial must not inherit from the last one in this actor."""
-    import keras
-
     configure_tensorflow(cfg)  # the same settings every time (check_thread_settings), so a no-op after the first
     keras.backend.clear_session()  # the previous trial's models, layer names and graph state
 
 
 def report_to_tune(metrics: dict[str, Any], folder: str | None) -> None:
     """The loop's sink for an inline trial: Tune copies the checkpoint folder into the trial's storage."""
-    import ray.tune
-
     checkpoint = ray.tune.Checkpoint.from_directory(folder) if folder else None
     ray.tune.report({k: v for k, v in metrics.items() if scalar(v)}, checkpoint=checkpoint)
 

@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import time
 
+import ray
+from ray._raylet import PlacementGroupID
+from ray.util import placement_group_table
+from ray.util.placement_group import PlacementGroup, remove_placement_group
+from ray.util.state import list_placement_groups
+from ray.util.state.exception import RayStateApiException
+
 SETTLE_S = 10.0  # Ray Train's own cleaner polls every second; give it time before doing its job for it
 
 
 def live_placement_groups() -> set[str]:
     """Ids of the cluster's placement groups that still reserve resources."""
-    from ray.util import placement_group_table
-
     return {pg_id for pg_id, pg in placement_group_table().items() if pg["state"] != "REMOVED"}
 
 
 def release_leftovers(before: set[str], settle_s: float = SETTLE_S) -> int:
     """Remove the placement groups this job made since ``before`` that are still reserved; return how many."""
-    import ray
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-    from ray.util.state.exception import RayStateApiException
-
     deadline = time.monotonic() + settle_s
     while (new := live_placement_groups() - before) and time.monotonic() < deadline:
         time.sleep(1.0)
@@ -47,8 +47,6 @@ def release_leftovers(before: set[str], settle_s: float = SETTLE_S) -> int:
 
 
 def _made_by(job_id: str) -> set[str]:
-    from ray.util.state import list_placement_groups
-
     groups = list_placement_groups(filters=[("creator_job_id", "=", job_id)], limit=10_000,
                                    raise_on_missing_output=False)
     return {pg.placement_group_id for pg in groups}

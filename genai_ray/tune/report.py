@@ -7,6 +7,9 @@ import io
 import math
 from typing import Any
 
+# matplotlib is imported inside curves_png(): it selects the Agg backend before pyplot loads, and only the curves
+# need it.
+
 LEADERBOARD_COLUMNS = ("rank", "trial", "status", "epochs", "score", "params")
 
 

@@ -23,6 +23,9 @@ from typing import Any
 from genai_ray.config import Config, build_config, deep_merge, load_yaml
 from genai_ray.errors import UserError
 
+# Ray Tune is imported inside the function that builds the sampling domains: the CLI loads this module at start-up,
+# and `genai-ray --help` and config errors stay fast.
+
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
 TOP_KEYS = {"preset", "base", "params"}
 

@@ -26,6 +26,9 @@ from genai_ray.data.manifest import FEATURES_DIR
 from genai_ray.data.reader import Dataset
 from genai_ray.keras_bytes import keras_from_bytes, keras_to_bytes
 
+# Keras is imported inside the functions that build or load the feature model: the CLI loads this module at start-up
+# (through evaluation/evaluate.py), and `genai-ray --help` and config errors stay fast.
+
 MODEL_FILE = "feature-model.keras"
 INFO_FILE = "feature-model.json"
 ARCH_VERSION = 1  # bump when the architecture or training recipe changes: old caches retrain
