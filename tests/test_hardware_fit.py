@@ -131,7 +131,7 @@ def test_gpus_per_worker_alone_picks_the_gpu_settings(tmp_path, capsys) -> None:
     assert re.search(r"\d+ kimg \(about [\d.]+ (min|h) on 1 GPU ", gpu), gpu
     assert main(args) == 2
     cpu = capsys.readouterr().out
-    on_cpus = r"on (1 worker with all \d+ CPUs? of|2 workers \(\d+ CPUs? on) this machine"
+    on_cpus = r"on (1 worker with all \d+ CPUs? of|2 workers \(\d+ CPUs? on) (this machine|the running Ray)"
     assert "mixed precision" not in cpu and re.search(on_cpus, cpu), cpu
 
 
