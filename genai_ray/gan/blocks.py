@@ -34,6 +34,17 @@ def label_input() -> keras.KerasTensor:
     return keras.Input(shape=(), dtype="int32", name="label")
 
 
+def generator_input(latent_dim: int, conditional: bool, num_classes: int,
+                    label_embed_dim: int) -> tuple[keras.KerasTensor | list[keras.KerasTensor], keras.KerasTensor]:
+    """(the generator's inputs: z, or [z, labels]; its first features: z, or z joined with the label's embedding),
+    shared by every family so their packages take the same inputs."""
+    z = keras.Input(shape=(latent_dim,), name="z")
+    if not conditional:
+        return z, z
+    y = label_input()
+    return [z, y], layers.Concatenate()([z, layers.Embedding(num_classes, label_embed_dim)(y)])
+
+
 def projection_logits(features: keras.KerasTensor, labels: keras.KerasTensor, num_classes: int,
                       d_norm: str) -> keras.KerasTensor:
     """Projection discriminator (Miyato & Koyama 2018, arXiv:1802.05637): logit = psi(f) + <embed(y), f>."""

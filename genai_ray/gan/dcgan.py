@@ -10,7 +10,7 @@ import keras
 from keras import layers
 
 from genai_ray.config import ModelConfig
-from genai_ray.gan.blocks import act, label_input, norm, projection_logits, wrap
+from genai_ray.gan.blocks import act, generator_input, label_input, norm, projection_logits, wrap
 from genai_ray.gan.sizes import buildable_sides, channels, check_square, start_size, upsamplings
 
 # The size helpers moved to sizes.py (the resnet family shares them); re-exported for code that imports them here.
@@ -28,11 +28,7 @@ def build_generator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_cla
     """z (B, latent) [, labels int32 (B,)] -> images (B, H, W, C), in [-1, 1] with the default tanh output."""
     check_image_shape(image_shape)
     k = upsamplings(image_shape)
-    z = keras.Input(shape=(cfg.latent_dim,), name="z")
-    x = z
-    if cfg.conditional:
-        y = label_input()
-        x = layers.Concatenate()([z, layers.Embedding(num_classes, cfg.label_embed_dim)(y)])
+    inputs, x = generator_input(cfg.latent_dim, cfg.conditional, num_classes, cfg.label_embed_dim)
     ch, s = channels(cfg.base_channels, 0, k), start_size(image_shape[0])
     x = wrap(layers.Dense(s * s * ch, use_bias=cfg.g_norm != "batch"), cfg.g_norm)(x)
     x = layers.Reshape((s, s, ch))(x)  # (B, s, s, ch)
@@ -48,7 +44,7 @@ def build_generator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_cla
     x = act(x)
     out = layers.Conv2D(image_shape[2], 3, padding="same", activation=cfg.output_activation, dtype="float32",
                         name="image")(x)
-    return keras.Model([z, y] if cfg.conditional else z, out, name="generator")
+    return keras.Model(inputs, out, name="generator")
 
 
 def build_discriminator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_classes: int,

@@ -12,7 +12,7 @@ import keras
 from keras import layers
 
 from genai_ray.config import ModelConfig
-from genai_ray.gan.blocks import act, label_input, norm, projection_logits, wrap
+from genai_ray.gan.blocks import act, generator_input, label_input, norm, projection_logits, wrap
 
 
 def check_image_shape(image_shape: tuple[int, int, int]) -> None:
@@ -22,13 +22,7 @@ def check_image_shape(image_shape: tuple[int, int, int]) -> None:
 def build_generator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_classes: int,
                     sync_bn: bool = False) -> keras.Model:
     """z (B, latent) [, labels int32 (B,)] -> images (B, H, W, C), in [-1, 1] with the default tanh output."""
-    z = keras.Input(shape=(cfg.latent_dim,), name="z")
-    inputs = [z]
-    x = z
-    if cfg.conditional:
-        y = label_input()
-        inputs.append(y)
-        x = layers.Concatenate()([z, layers.Embedding(num_classes, cfg.label_embed_dim)(y)])
+    inputs, x = generator_input(cfg.latent_dim, cfg.conditional, num_classes, cfg.label_embed_dim)
     for width in cfg.g_widths:
         x = wrap(layers.Dense(width, use_bias=cfg.g_norm != "batch"), cfg.g_norm)(x)
         if (n := norm(cfg.g_norm, sync_bn)) is not None:
@@ -36,7 +30,7 @@ def build_generator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_cla
         x = act(x)
     x = layers.Dense(math.prod(image_shape), activation=cfg.output_activation, dtype="float32", name="pixels")(x)
     out = layers.Reshape(image_shape, dtype="float32", name="image")(x)
-    return keras.Model(inputs if cfg.conditional else z, out, name="generator")
+    return keras.Model(inputs, out, name="generator")
 
 
 def build_discriminator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_classes: int,

@@ -23,7 +23,7 @@ import keras
 from keras import layers
 
 from genai_ray.config import ModelConfig
-from genai_ray.gan.blocks import act, label_input, projection_logits
+from genai_ray.gan.blocks import act, generator_input, label_input, projection_logits
 from genai_ray.gan.sizes import channels, check_square, start_size, upsamplings
 
 LEAK = 0.2  # blocks.act's LeakyReLU slope
@@ -70,11 +70,7 @@ def build_generator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_cla
     check_image_shape(image_shape)
     k = upsamplings(image_shape)
     total = (k + 1) * cfg.res_blocks
-    z = keras.Input(shape=(cfg.latent_dim,), name="z")
-    x = z
-    if cfg.conditional:
-        y = label_input()
-        x = layers.Concatenate()([z, layers.Embedding(num_classes, cfg.label_embed_dim)(y)])
+    inputs, x = generator_input(cfg.latent_dim, cfg.conditional, num_classes, cfg.label_embed_dim)
     ch, s = channels(cfg.base_channels, 0, k), start_size(image_shape[0])
     x = layers.Reshape((s, s, ch))(layers.Dense(s * s * ch)(x))  # (B, s, s, ch): R3GAN's generative basis
     x = _stage(x, cfg, total)
@@ -83,7 +79,7 @@ def build_generator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_cla
         x = layers.UpSampling2D(2, interpolation="bilinear")(x)  # (B, s * 2**level, ...)
         x = _stage(x, cfg, total)
     out = layers.Conv2D(image_shape[2], 1, activation=cfg.output_activation, dtype="float32", name="image")(x)
-    return keras.Model([z, y] if cfg.conditional else z, out, name="generator")
+    return keras.Model(inputs, out, name="generator")
 
 
 def build_discriminator(cfg: ModelConfig, image_shape: tuple[int, int, int], num_classes: int,
