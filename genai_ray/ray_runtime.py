@@ -21,6 +21,7 @@ ADDRESS_ENV = "GENAI_RAY_ADDRESS"
 MIN_LOGICAL_CPUS = 8
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
 PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"  # where State API clients in the workers find the dashboard
 # Ray starts its workers at nice 15, below its own daemons. Training workers are the job here, so they run at
 # nice 0 (docs/ray-notes.md): at nice 15 a 1-worker MLP lost about 10% of its images/s on 2 cores.
 WORKER_NICENESS = 0
@@ -84,8 +85,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # its CPUs until the driver exits, and later trials wait for them forever. Loopback only, free port.
     # A private Ray's processes inherit this process's environment (credentials, store, endpoint), so only Ray's
     # and TF's own settings go in the runtime env: what is there, the dashboard and State API show to anyone.
+    # The cleaner finds the State API through RAY_API_SERVER_ADDRESS, else by looking for a Ray on this machine,
+    # which fails ("Found multiple active Ray instances") when another Ray runs beside the private one.
+    dashboard_port = free_port()
+    env_vars[API_SERVER_ENV] = f"http://127.0.0.1:{dashboard_port}"
     ray.init(address="local", num_cpus=num_cpus or local_cpus(), include_dashboard=True,
-             dashboard_host="127.0.0.1", dashboard_port=free_port(),
+             dashboard_host="127.0.0.1", dashboard_port=dashboard_port,
              runtime_env={"env_vars": env_vars}, configure_logging=True, logging_level="WARNING",
              _system_config=PRIVATE_RAY_CONFIG)
 

@@ -5,8 +5,9 @@ core worker installs absl's failure signal handler (a native stack dump on SIGTE
 Ray Train's and Ray Tune's ``fit`` take SIGINT for graceful aborts that take many seconds and return as if the
 run had ended (a campaign would go on to promote its winner). So the command runs in a worker thread, where none
 of them install anything, and the main thread keeps both signals: it takes them back from absl while it waits,
-and on a signal prints one line, ends the processes this command started (the private Ray and its Serve) and
-exits with 128 + the signal's number.
+and on a signal prints one line and exits with 128 + the signal's number. It hands the processes it started (the
+private Ray and its Serve) to a small reaper process that ends them: ending them from here raced the exit code,
+because the driver's core worker exits with code 1 when a call to its raylet finds the raylet gone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -87,15 +89,30 @@ def _stop(signum: int, verbose: bool) -> None:
     """One line, then end everything this process started, and exit; a second signal meanwhile is ignored."""
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    print(stop_line(signum), file=sys.stderr, flush=True)
-    if not verbose:  # Ray's warnings about the workers it is losing are not news now
-        _silence()
-    for hook in _hooks:
-        helper = threading.Thread(target=_quietly(hook), daemon=True)
-        helper.start()
-        helper.join(HOOK_S)
-    end_children(os.getpid())
-    os._exit(128 + signum)
+    try:
+        print(stop_line(signum), file=sys.stderr, flush=True)
+        if not verbose:  # Ray's warnings about the workers it is losing are not news now
+            _silence()
+        for hook in _hooks:
+            helper = threading.Thread(target=_quietly(hook), daemon=True)
+            helper.start()
+            helper.join(HOOK_S)
+        _hand_to_reaper(children_of(os.getpid()))
+    finally:  # the exit code says 'stopped' whatever happened on the way (with stderr gone, nothing would say)
+        os._exit(128 + signum)
+
+
+def _hand_to_reaper(pids: list[int]) -> None:
+    """End ``pids`` and their descendants from a process of their own, in its own session (a second Ctrl-C at
+    the terminal doesn't reach it); from here if it can't start."""
+    if not pids:
+        return
+    code = "import sys; from genai_ray.stops import reap; reap([int(p) for p in sys.argv[1:]])"
+    try:
+        subprocess.Popen([sys.executable, "-c", code, *map(str, pids)], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        reap(pids)
 
 
 def _quietly(hook: Callable[[], None]) -> Callable[[], None]:
@@ -123,13 +140,9 @@ def children_of(pid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry))
+        stat = _stat(int(entry))
+        if stat:
+            parents.setdefault(int(stat[1]), []).append(int(entry))
     found, todo = [], [pid]
     while todo:
         kids = parents.get(todo.pop(), [])
@@ -138,17 +151,24 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def end_children(pid: int, grace_s: float = GRACE_S) -> None:
-    """SIGTERM every descendant of ``pid``, then SIGKILL those still there after ``grace_s``."""
-    pids = children_of(pid)
-    for child in pids:
-        _signal(child, signal.SIGTERM)
+def reap(pids: list[int], grace_s: float = GRACE_S) -> None:
+    """SIGTERM ``pids`` and their descendants, then SIGKILL those still there after ``grace_s``."""
+    pids = _with_descendants(pids)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while pids and time.monotonic() < deadline:
         time.sleep(0.1)
         pids = [p for p in pids if _alive(p)]
-    for child in pids + children_of(pid):
-        _signal(child, signal.SIGKILL)
+    for pid in _with_descendants(pids):
+        _signal(pid, signal.SIGKILL)
+
+
+def _with_descendants(pids: list[int]) -> list[int]:
+    found = dict.fromkeys(pids)
+    for pid in pids:
+        found.update(dict.fromkeys(children_of(pid)))
+    return list(found)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -158,8 +178,16 @@ def _signal(pid: int, sig: int) -> None:
 
 def _alive(pid: int) -> bool:
     """Still running (a zombie child is done: this process reaps none of Ray's)."""
+    stat = _stat(pid)
+    return bool(stat) and stat[0] != "Z"
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...); none once the process is gone,
+    which may happen between listing /proc and reading the file, or halfway through reading it."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+    return fields if len(fields) > 1 else []
