@@ -4,8 +4,9 @@
 # (test_tune, test_tune_inline's), every test that starts its own Ray or Ray head (test_ray_secrets,
 # test_cluster_jobs, test_serve_deploy, a failed `cluster up`), fault tests (SIGKILLed workers, drivers and
 # replicas, S3 faults, a deploy that fails to load), load tests against Serve (overload, autoscaling, hot
-# reloads, batching under 32 clients), and 4 of the 5 one-vs-two-replica checks. It keeps the units, the CLI,
-# data, evaluation, Ray Train's settings and the endpoint's API, batching and gallery over HTTP.
+# reloads, batching under 32 clients), 4 of the 5 one-vs-two-replica checks, and 14 of the 16 cases of each
+# residual-family size matrix. It keeps the units, the CLI, data, evaluation, Ray Train's settings and the
+# endpoint's API, batching and gallery over HTTP.
 # All create .venv when missing.
 PYTHON ?= python3.11
 VENV := .venv

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from genai_ray import storage
+from genai_ray import stops, storage
 from genai_ray.config import load_config
 from genai_ray.data.prepare import prepare
 from genai_ray.data.reader import open_dataset
@@ -133,12 +133,10 @@ def run(out_dir: Path, workers: int, epochs: int | None, keep_serving: bool, ver
     print(summary(result.package_uri, grid_path, served, url, columns, time.monotonic() - demo_started, keep_serving),
           flush=True)
     if keep_serving:
+        stops.set_hint(f"{url} is down")
         print("serving until Ctrl-C", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        while True:  # the main thread takes Ctrl-C (genai_ray/stops.py)
+            time.sleep(3600)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet = install_quiet(args.verbose)  # before TensorFlow or Ray load, here and in Ray's workers
     try:
-        run(Path(args.out), args.workers, args.epochs, args.keep_serving, args.verbose)
+        stops.run(lambda: run(Path(args.out), args.workers, args.epochs, args.keep_serving, args.verbose) or 0,
+                  args.verbose)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
