@@ -116,7 +116,7 @@ def r2_penalty(fake_tape: tf.GradientTape, fake_logits: tf.Tensor, fake: tf.Tens
 def mode_seeking_penalty(images: tf.Tensor, z: tf.Tensor, eps: float = 1e-5) -> tf.Tensor:
     """1 / (|G(z_a) - G(z_b)| / |z_a - z_b|) per pair of rows (2j, 2j+1): mode-seeking regularisation (Mao et al.
     2019, arXiv:1903.05628). Large when two different latents give nearly the same image, i.e. when G collapses a
-    class to a few modes; it is what lifts recall on digits above the KDE baseline (BENCHMARKS.md).
+    class to a few modes; on digits it trades some precision for recall (docs/training.md).
 
     Pairs are adjacent rows, so with an even per-replica batch every pair lives on one replica and N workers
     compute the same penalty as one. Returns (B/2,).
