@@ -1,12 +1,12 @@
 """Pixel detail the feature classifier ignores, for the Frechet distance.
 
-A classifier's features are trained to be invariant to what does not change the class: salt-noise speckles
-in a digit's background barely move them. A person sees those speckles at once. So FD also measures the pixels' residual off the training set's principal
-subspace (the components holding ``VARIANCE`` of its variance): real images leave a small, structured
-residual there; speckles, and samples smoother than real data, do not match it. The residual is taken in up
-to ``MAX_DIMS`` trailing principal directions (all of them for small images) and scaled so that its total
-variance over the training split is ``fd_pixel_weight``^2 times the features', which fixes its share of FD
-whatever the feature model's scale.
+A classifier's features are trained to be invariant to what does not change the class: salt-noise speckles in a
+digit's background barely move them. A person sees those speckles at once. So FD also measures the pixels'
+residual off the training set's principal subspace (the components holding ``VARIANCE`` of its variance): real
+images leave a small, structured residual there; speckles, and samples smoother than real data, do not match it.
+The residual is taken in up to ``MAX_DIMS`` trailing principal directions (all of them for small images) and
+scaled so that its total variance over the training split is ``fd_pixel_weight``^2 times the features', which
+fixes its share of FD whatever the feature model's scale.
 """
 
 from __future__ import annotations
