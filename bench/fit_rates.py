@@ -10,7 +10,7 @@ worker CPU-second times the cores the workers get on an otherwise idle machine (
 BENCHMARKS.md's train_throughput runs), and the overhead shrinks by the same factor; ``--wall`` keeps the wall-clock
 numbers instead (right on a quiet machine). The output ends with ``Rate(...)`` rows to paste over RATES.
 
-    python -m bench.fit_rates [--cases dcgan32,dcgan64,mlp8,mlp28] [--kimg 1.0] [--wall]
+    python -m bench.fit_rates [--cases photos32,photos64,mlp8,mlp28] [--kimg 1.0] [--wall]
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from bench.common import machine, table
 CASES = {
     "mlp8": ("digits", None, 0, 30.0),
     "mlp28": ("mnist", None, 0, 20.0),
-    "dcgan32": ("photos", 32, 3000, 5.0),
-    "dcgan64": ("photos", 64, 3000, 5.0),
-    "dcgan128": ("photos", 128, 3000, 3.0),
+    "photos32": ("photos", 32, 3000, 5.0),
+    "photos64": ("photos", 64, 3000, 5.0),
+    "photos128": ("photos", 128, 3000, 3.0),
 }
 GPU_KIMG_FACTOR = 20  # GPUs run this many times the CPU kimg, so the ticks after tracing still take seconds
 # Share of a 2-core machine the training workers get when nothing else runs: 1.56-1.75 cores of 2 for the DCGAN on
@@ -93,7 +93,7 @@ def main() -> None:
     from genai_ray.train.hardware import detect
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default="dcgan32,dcgan64,mlp8,mlp28", help=f"comma-separated: {', '.join(CASES)}")
+    ap.add_argument("--cases", default="photos32,photos64,mlp8,mlp28", help=f"comma-separated: {', '.join(CASES)}")
     ap.add_argument("--kimg", type=float, default=1.0, help="scale every case's run length by this factor")
     ap.add_argument("--wall", action="store_true", help="rows from the wall clock, not per CPU-second (quiet machines)")
     args = ap.parse_args()

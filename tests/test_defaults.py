@@ -33,13 +33,14 @@ def test_small_digits_get_the_tuned_mlp_with_augmentation_and_kimg() -> None:
     assert big.train.augment == "none"  # enough images: no augmentation
 
 
-def test_mnist_sized_images_get_a_longer_dense_run_without_mode_seeking_and_64px_colour_a_dcgan() -> None:
+def test_mnist_sized_images_get_a_longer_dense_run_without_mode_seeking_and_64px_colour_a_resnet() -> None:
     mnist, digits = fitted_config(manifest((28, 28, 1), 4500)), fitted_config(manifest((8, 8, 1), 4500))
     assert mnist.model.family == "mlp" and mnist.train.kimg > digits.train.kimg
     assert (mnist.train.mode_seeking, digits.train.mode_seeking) == (0.0, 0.2)
     assert mnist.train.workers == digits.train.workers == 1  # dense GANs: one worker
     photos = fitted_config(manifest((64, 64, 3), 20_000, labelled=False))
-    assert (photos.model.family, photos.model.conditional, photos.model.base_channels) == ("dcgan", False, 32)
+    assert (photos.model.family, photos.model.conditional, photos.model.base_channels) == ("resnet", False, 16)
+    assert photos.train.loss == "rpgan"
     assert photos.train.workers == 2  # convolutions on 8 cores: the preset's data parallelism
     small = fitted_config(manifest((64, 64, 3), 20_000, labelled=False), hw=Hardware(2, 0))
     assert (small.train.workers, small.train.cpus_per_worker) == (1, 2.0)  # 2 cores: one worker's threads

@@ -38,7 +38,9 @@ def test_on_two_cpus_the_colour_default_fills_but_stays_within_its_budget(side: 
     cfg = fitted((side, side, 3), TWO_CPUS)
     t = cfg.train
     assert (cfg.model.family, t.workers, t.cpus_per_worker, t.global_batch, t.mixed_precision, t.gpus_per_worker) == \
-        ("dcgan", 1, 2.0, 64, False, 0.0)  # one worker with both cores beat two workers (docs/training.md)
+        ("resnet", 1, 2.0, 64, False, 0.0)  # one worker with both cores beat two workers (docs/training.md)
+    assert (t.loss, t.r1_gamma, t.r2_gamma, t.beta1) == ("rpgan", 0.05, 0.05, 0.0), "R3GAN's recipe, as compared"
+    assert cfg.model.base_channels == (32 if side == 32 else 16)
     seconds = estimate(cfg, manifest((side, side, 3)), TWO_CPUS).seconds
     assert 0.7 * minutes * 60 < seconds <= minutes * 60, f"{t.kimg} kimg: {seconds / 60:.1f} min"
 

@@ -22,9 +22,13 @@ MLP_MAX_SIDE = 32  # images up to this side (grayscale) train well as dense GANs
 GPU_CONV_MIN_SIDE = 16  # on GPUs, square power-of-two grayscale images from this side train as convolutional GANs
 DIGITS_PIXELS = 256  # up to 16x16 grayscale the default preset applies as tuned on 8x8 digits
 
-# The network family for colour images, by hardware class: the one place that choice lives. The lead sets it
-# from the equal-CPU-minutes comparison in BENCHMARKS.md once more families are measured.
-COLOUR_FAMILY = {"cpu": "dcgan", "gpu": "dcgan"}
+# The network family for colour images, by hardware class: the one place that choice lives. On CPUs the residual
+# family won the equal-CPU-minutes comparison against the DCGAN (BENCHMARKS.md, colour family); on GPUs, where
+# nothing has been compared, the DCGAN stays.
+COLOUR_FAMILY = {"cpu": "resnet", "gpu": "dcgan"}
+# What the residual family trains with: R3GAN's loss, both penalties at one gamma (its CIFAR-10 value) and its Adam
+# betas, as compared. At half the DCGAN's base width its step costs about the DCGAN's.
+RESNET_TRAIN = {"loss": "rpgan", "r1_gamma": 0.05, "r2_gamma": 0.05, "beta1": 0.0, "beta2": 0.99}
 
 CPU_MINUTES_AT_32 = 20.0  # wall-clock budget of a fitted convolutional run on CPUs at 32 px; 40 at 64, linear in
 CPU_MINUTES = (10.0, 60.0)  # the side, within these bounds
@@ -33,7 +37,7 @@ GPU_KIMG = (500.0, 5000.0)  # a fitted GPU run's length stays within these kimg 
 BUDGET_SHARE = 0.85  # aim at this share of a budget: a shared machine's speed drifts by 10-20%
 FALLBACK_CONV_KIMG = 200.0  # a convolutional family with no row in the rate table
 ONE_WORKER_MAX_CPUS = 2  # up to this many cores a convolutional net trains faster on 1 worker than on 2 (measured
-# at 2 cores: bench.train_throughput --variants, BENCHMARKS.md); above, 2 workers as before (not measured)
+# at 2 cores: BENCHMARKS.md, train_throughput); above, 2 workers as before (not measured)
 GPU_BATCH = {64: 256, 128: 128}  # per GPU worker, by largest side it applies to; 64 above
 
 
@@ -90,15 +94,20 @@ def _fit_conv(model: dict[str, Any], train: dict[str, Any], shape: tuple[int, in
         return (f"{family} with base_channels=64 ({what}) on {workers} GPU worker{'s' if workers > 1 else ''} "
                 f"({hw.describe()} on {hw.where}), global batch {per_worker * workers} ({per_worker} per GPU), "
                 "mixed precision (float16 convolutions on tensor cores)")
-    base = 64 if side <= 32 else 32
+    base = (64 if side <= 32 else 32) // (2 if family == "resnet" else 1)
     model.update(family=family, base_channels=base)
+    recipe = ""
+    if family == "resnet":
+        train.update(RESNET_TRAIN)
+        recipe = ", R3GAN's RpGAN loss with R1 and R2 (gamma 0.05) and Adam betas (0, 0.99)"
     if hw.cpus <= ONE_WORKER_MAX_CPUS:
         train.update(workers=1, cpus_per_worker=float(hw.cpus), global_batch=64)
         return (f"{family} with base_channels={base} ({what}) on 1 worker with all {hw.describe()} of {hw.where} "
                 "(on a small node one worker's threads beat two workers' all-reduces: docs/training.md), "
-                "global batch 64")
+                f"global batch 64{recipe}")
     train.update(workers=2, global_batch=64)
-    return f"{family} with base_channels={base} ({what}) on 2 workers ({hw.describe()} on {hw.where}), global batch 64"
+    return (f"{family} with base_channels={base} ({what}) on 2 workers ({hw.describe()} on {hw.where}), "
+            f"global batch 64{recipe}")
 
 
 def cpu_minutes(side: int) -> float:

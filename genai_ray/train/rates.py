@@ -31,13 +31,16 @@ class Rate:
     measured: bool = True  # False: an estimate from public numbers, no run here
 
 
-# python -m bench.fit_rates at 8de5e30 on a 2-core Xeon shared with other work (load average 63-92): rates per
-# training-worker CPU-second on the cores the workers get alone (bench/fit_rates.py, docs/training.md)
+# CPU rows: python -m bench.fit_rates --wall at 1b25f1a on a quiet 2-core Xeon (load average about 2), 1 worker with
+# both cores as fitted; the DCGAN rows (fitted for greyscale images above 32 px, or chosen with model.family) at
+# 8de5e30 under load, per training-worker CPU-second on the cores the workers get alone (docs/training.md)
 RATES: tuple[Rate, ...] = (
+    Rate("resnet", "cpu", 32, 3, 154.9, 16, 2),
+    Rate("resnet", "cpu", 64, 3, 102.9, 15, 2),
+    Rate("mlp", "cpu", 8, 1, 15480.9, 10, 2),
+    Rate("mlp", "cpu", 28, 1, 6797.6, 10, 2),
     Rate("dcgan", "cpu", 32, 3, 64.9, 30, 2),
     Rate("dcgan", "cpu", 64, 3, 53.5, 47, 2),
-    Rate("mlp", "cpu", 8, 1, 9596.7, 47, 2),
-    Rate("mlp", "cpu", 28, 1, 7594.9, 16, 2),
     # GPU rows: estimates for one H100-class GPU with mixed precision at the fitted batch (256 per worker), from
     # public DCGAN throughputs (thousands of 64x64 images/s on one data-centre GPU); bench.fit_rates on a GPU
     # node replaces them
