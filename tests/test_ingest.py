@@ -250,3 +250,29 @@ def test_progress_shows_the_rate_and_an_eta(capsys):
     meter.update(250)
     line = capsys.readouterr().err.strip()
     assert re.fullmatch(r"preparing p: 250/1,000 images \(25%\), 25 images/s, ETA (29|30|31)s", line), line
+
+
+def test_a_large_jpeg_decodes_at_a_reduced_scale_close_to_a_full_decode():
+    from sklearn.datasets import load_sample_images
+
+    from genai_ray.data.decode import DecodeSpec, decode_image
+    from genai_ray.data.sources import centre_box
+
+    out = io.BytesIO()
+    Image.fromarray(load_sample_images().images[0]).save(out, "JPEG", quality=90)  # 640x427
+    spec = DecodeSpec(32, 32, "RGB", 32, crop=True, seed=0, holdout=0.1)
+    reduced = decode_image(out.getvalue(), spec).astype(np.int16)
+    with Image.open(out) as im:
+        full = im.convert("RGB")
+    full = np.asarray(full.crop(centre_box(*full.size)).resize((32, 32), Image.BILINEAR)).astype(np.int16)
+    difference = np.abs(reduced - full).mean()
+    assert 0 < difference < 3, f"mean difference {difference:.2f} of 255: not a reduced decode, or not close"
+
+
+def test_decode_tasks_hold_at_most_a_batch_and_a_byte_budget_of_images(ray_local):
+    from genai_ray.data.ingest import DECODE_BATCH, DECODE_TASK_BYTES, decode_batch_rows
+
+    assert decode_batch_rows(1_000_000, 5_000) == DECODE_BATCH  # small JPEGs: the image cap
+    assert decode_batch_rows(1_000_000, 4 << 20) == DECODE_TASK_BYTES // (4 << 20)  # 4 MiB photos: the byte cap
+    assert decode_batch_rows(1_000_000, 1 << 30) == 1  # one huge image still gets a task
+    assert decode_batch_rows(40, 5_000) <= 10  # a small source is split so that every CPU gets two tasks

@@ -7,8 +7,9 @@ Ray or on a cluster. The driver takes the decoded batches as they stream in and 
 and, last, the manifest, exactly as the single-process path does (``genai_ray/data/prepare.py``).
 
 What bounds memory: Ray Data's backpressure holds a few blocks per operator in the object store, the driver
-holds at most one shard per split, and the decode tasks one batch each. The listing (one path per image)
-is the only thing on the driver that grows with the source. What may differ between runs at different
+holds at most one shard per split, and each decode task one batch (at most DECODE_BATCH images and about
+DECODE_TASK_BYTES of encoded bytes). The listing (one path per image) is the only thing on the driver that
+grows with the source. What may differ between runs at different
 parallelism: the order of images within and across shards, and so the shards' bytes and checksums; never
 which images are in which split, nor their labels or pixels.
 """
@@ -47,7 +48,9 @@ from genai_ray.errors import UserError
 # Ray is imported inside the functions that need it: the CLI loads this module at start-up, and `genai-ray --help`
 # and config errors stay fast.
 
-DECODE_BATCH = 64  # images per decode call: enough to amortise a call, small enough to stream
+DECODE_BATCH = 512  # images per decode task at most: Ray Data leaves gaps between short tasks, so a task should
+# run for a good fraction of a second (512 small JPEGs take about 0.2 s)
+DECODE_TASK_BYTES = 32 << 20  # encoded bytes per decode task at most, so that large photos make smaller tasks
 SKIPPED_LISTED = 100  # skipped images named in the manifest and on stderr, at most
 
 
@@ -63,6 +66,7 @@ class StoreSource:
     image_column: str | None = None
     label_column: str | None = None
     first: str = ""  # the image that fixed the size and mode, named in a mixed-size error
+    mean_bytes: float = 0.0  # an encoded image's mean size, which sizes the decode tasks
     paths: list[str] = field(default_factory=list, repr=False)  # what Ray Data reads: the folder, or the tables
 
     @property
@@ -117,7 +121,8 @@ def open_store_source(uri: str, *, image_size: int | None = None, crop: bool = F
     if (image_column or label_column) and not tables:
         raise UserError("--image-column and --label-column apply to Parquet tables only")
     if images:
-        return _folder(uri, fs, base, sorted(images), **options)
+        sizes = [i.size for i in infos if Path(i.path).suffix.lower() in IMAGE_SUFFIXES]
+        return _folder(uri, fs, base, sorted(images), mean_bytes=sum(sizes) / len(sizes), **options)
     if tables:
         return _table(uri, fs, tables, image_column, label_column, **options)
     if not infos:
@@ -137,8 +142,8 @@ def _first_image(data: bytes, where: str, image_size: int | None) -> tuple[str, 
     return (mode, image_size, image_size) if image_size else (mode, height, width)
 
 
-def _folder(uri: str, fs: pafs.FileSystem, base: str, images: list[str], *, image_size: int | None, crop: bool,
-            seed: int, holdout: float) -> StoreSource:
+def _folder(uri: str, fs: pafs.FileSystem, base: str, images: list[str], *, mean_bytes: float,
+            image_size: int | None, crop: bool, seed: int, holdout: float) -> StoreSource:
     relative = [p[len(base):].lstrip("/") for p in images]
     top = [r for r in relative if "/" not in r]
     if top and len(top) != len(relative):
@@ -149,7 +154,8 @@ def _folder(uri: str, fs: pafs.FileSystem, base: str, images: list[str], *, imag
     mode, height, width = _first_image(storage.read_bytes(first), first, image_size)
     spec = decode.DecodeSpec(height, width, mode, image_size, crop, seed, holdout, base=base,
                              class_index={c: i for i, c in enumerate(class_names or [])})
-    return StoreSource("folder", uri, len(images), spec, class_names, first=relative[0], paths=[base])
+    return StoreSource("folder", uri, len(images), spec, class_names, first=relative[0], paths=[base],
+                       mean_bytes=mean_bytes)
 
 
 def _table(uri: str, fs: pafs.FileSystem, tables: list[str], image_column: str | None, label_column: str | None,
@@ -159,10 +165,12 @@ def _table(uri: str, fs: pafs.FileSystem, tables: list[str], image_column: str |
             schema = pq.read_schema(f)
         image_col = image_table.pick_image_column(uri, schema, image_column)
         label_col = image_table.pick_label_column(uri, schema, label_column)
-        count = 0
+        count, image_bytes = 0, 0
         for path in tables:
             with fs.open_input_file(path) as f:
-                count += pq.ParquetFile(f).metadata.num_rows
+                meta = pq.ParquetFile(f).metadata
+            count += meta.num_rows
+            image_bytes += _column_bytes(meta, image_col)
         class_names = image_table.scan_labels(uri, fs, tables, label_col) if label_col else None
         with fs.open_input_file(tables[0]) as f:
             head = next(pq.ParquetFile(f).iter_batches(batch_size=1, columns=[image_col]), None)
@@ -176,23 +184,37 @@ def _table(uri: str, fs: pafs.FileSystem, tables: list[str], image_column: str |
     spec = decode.DecodeSpec(height, width, mode, image_size, crop, seed, holdout,
                              class_index={c: i for i, c in enumerate(class_names or [])})
     return StoreSource("table", uri, count, spec, class_names, image_col, label_col, first="its first image",
-                       paths=tables)
+                       paths=tables, mean_bytes=image_bytes / count)
+
+
+def _column_bytes(meta: pq.FileMetaData, column: str) -> int:
+    """A column's uncompressed bytes in a Parquet file (a struct column's leaves included), from its footer."""
+    total = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if chunk.path_in_schema.split(".", 1)[0] == column:
+                total += chunk.total_uncompressed_size
+    return total
 
 
 def _scheme(uri: str) -> str:
     return "s3://" if storage.is_s3(uri) else ""
 
 
-def decode_batch_rows(count: int) -> int:
-    """Images per decode task: DECODE_BATCH, fewer for a small source so that every CPU in the cluster gets two
-    tasks. Ray Data sizes reads by bytes and bundles rows up to the batch size, which would otherwise put a
-    small folder into one task on one node."""
+def decode_batch_rows(count: int, mean_bytes: float = 0.0) -> int:
+    """Images per decode task: DECODE_BATCH, or fewer where they would hold over DECODE_TASK_BYTES of encoded
+    images, and fewer for a small source so that every CPU in the cluster gets two tasks. Ray Data sizes reads by
+    bytes and bundles rows up to the batch size, which would otherwise put a small folder into one task on one
+    node."""
     import ray
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
     if len([n for n in ray.nodes() if n["Alive"]]) == 1:
         cpus = min(cpus, os.cpu_count() or 1)  # as cap_to_cores does
-    return max(1, min(DECODE_BATCH, -(-count // (2 * cpus))))
+    by_bytes = int(DECODE_TASK_BYTES // mean_bytes) if mean_bytes else DECODE_BATCH
+    return max(1, min(DECODE_BATCH, by_bytes, -(-count // (2 * cpus))))
 
 
 def cap_to_cores(ds) -> None:
@@ -218,7 +240,7 @@ def _decoded(src: StoreSource):
     import ray.data
 
     fs, _ = storage.resolve(src.uri)
-    rows = decode_batch_rows(src.count)
+    rows = decode_batch_rows(src.count, src.mean_bytes)
     ray.data.DataContext.get_current().use_datasource_v2 = False  # V2 starts an actor per Parquet read
     if src.kind == "folder":
         ds = ray.data.read_binary_files(src.paths[0], filesystem=fs, include_paths=True,
