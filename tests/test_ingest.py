@@ -17,11 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from sklearn.datasets import load_sample_images
 
 from genai_ray import storage
-from genai_ray.data.ingest import open_store_source, prepare_store
+from genai_ray.data.decode import DecodeSpec, decode_image
+from genai_ray.data.ingest import DECODE_BATCH, DECODE_TASK_BYTES, decode_batch_rows, open_store_source, prepare_store
 from genai_ray.data.reader import open_dataset
-from genai_ray.data.sources import folder_source
+from genai_ray.data.sources import centre_box, folder_source
 from tests.helpers import run
 
 CLASSES = ["zebra", "ant", "moth"]  # not in sorted order: class names must come out sorted
@@ -253,11 +255,6 @@ def test_progress_shows_the_rate_and_an_eta(capsys):
 
 
 def test_a_large_jpeg_decodes_at_a_reduced_scale_close_to_a_full_decode():
-    from sklearn.datasets import load_sample_images
-
-    from genai_ray.data.decode import DecodeSpec, decode_image
-    from genai_ray.data.sources import centre_box
-
     out = io.BytesIO()
     Image.fromarray(load_sample_images().images[0]).save(out, "JPEG", quality=90)  # 640x427
     spec = DecodeSpec(32, 32, "RGB", 32, crop=True, seed=0, holdout=0.1)
@@ -270,8 +267,6 @@ def test_a_large_jpeg_decodes_at_a_reduced_scale_close_to_a_full_decode():
 
 
 def test_decode_tasks_hold_at_most_a_batch_and_a_byte_budget_of_images(ray_local):
-    from genai_ray.data.ingest import DECODE_BATCH, DECODE_TASK_BYTES, decode_batch_rows
-
     assert decode_batch_rows(1_000_000, 5_000) == DECODE_BATCH  # small JPEGs: the image cap
     assert decode_batch_rows(1_000_000, 4 << 20) == DECODE_TASK_BYTES // (4 << 20)  # 4 MiB photos: the byte cap
     assert decode_batch_rows(1_000_000, 1 << 30) == 1  # one huge image still gets a task
