@@ -9,9 +9,9 @@ and, last, the manifest, exactly as the single-process path does (``genai_ray/da
 What bounds memory: Ray Data's backpressure holds a few blocks per operator in the object store, the driver
 holds at most one shard per split, and each decode task one batch (at most DECODE_BATCH images and about
 DECODE_TASK_BYTES of encoded bytes). The listing (one path per image) is the only thing on the driver that
-grows with the source. What may differ between runs at different
-parallelism: the order of images within and across shards, and so the shards' bytes and checksums; never
-which images are in which split, nor their labels or pixels.
+grows with the source. What may differ between runs at different parallelism: the order of images within and
+across shards, and so the shards' bytes and checksums; never which images are in which split, nor their labels
+or pixels.
 """
 
 from __future__ import annotations
@@ -115,14 +115,15 @@ def open_store_source(uri: str, *, image_size: int | None = None, crop: bool = F
         infos, images, tables = [], [], [base]
     else:
         infos = [i for i in storage.walk(uri) if not decode.is_hidden(i.path[len(base):].lstrip("/"))]
-        images = [i.path for i in infos if Path(i.path).suffix.lower() in IMAGE_SUFFIXES]
+        image_infos = [i for i in infos if Path(i.path).suffix.lower() in IMAGE_SUFFIXES]
+        images = [i.path for i in image_infos]
         tables = sorted(i.path for i in infos if i.path.endswith(".parquet"))
     options = dict(image_size=image_size, crop=crop, seed=seed, holdout=holdout)
     if (image_column or label_column) and not tables:
         raise UserError("--image-column and --label-column apply to Parquet tables only")
     if images:
-        sizes = [i.size for i in infos if Path(i.path).suffix.lower() in IMAGE_SUFFIXES]
-        return _folder(uri, fs, base, sorted(images), mean_bytes=sum(sizes) / len(sizes), **options)
+        mean_bytes = sum(i.size for i in image_infos) / len(image_infos)
+        return _folder(uri, fs, base, sorted(images), mean_bytes=mean_bytes, **options)
     if tables:
         return _table(uri, fs, tables, image_column, label_column, **options)
     if not infos:
