@@ -24,7 +24,7 @@ from genai_ray.data.sources import centre_box
 
 # With --image-size, a JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) while it stays at least
 # this many times the target on each side; the resize does the rest. Pillow's thumbnail() uses the same gap by
-# default: at 2 the result matches a full decode to about 40 dB PSNR and decodes faster (BENCHMARKS.md, ingest).
+# default: at 2 the result matches a full decode to about 40 dB PSNR and decodes faster (docs/data.md).
 REDUCING_GAP = 2
 
 BAD_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
