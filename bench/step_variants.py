@@ -121,13 +121,14 @@ class Running:
             proc.wait()
 
 
-def compare(cfg, variants: list[Variant], shape: tuple[int, int, int], classes: int, images: int, rounds: int,
-            burst_images: int) -> tuple[list[list[float]], list[float]]:
-    """(images/s per round per variant, each variant's first-call seconds). Variants trace side by side, before
-    any measurement; each round visits them in turn, in reverse every other round."""
+def compare(cfgs: list, variants: list[Variant], shape: tuple[int, int, int], classes: int, images: int,
+            rounds: int, burst_images: int) -> tuple[list[list[float]], list[float]]:
+    """(images/s per round per variant, each variant's first-call seconds); ``cfgs[i]`` is variant i's config.
+    Variants trace side by side, before any measurement; each round visits them in turn, in reverse every other
+    round."""
     running: list[Running] = []
     try:
-        for variant in variants:
+        for variant, cfg in zip(variants, cfgs, strict=True):
             running.append(Running(variant, cfg, shape, classes, images))
         for run in running:
             run.wait_ready()
@@ -159,14 +160,23 @@ def report(variants: list[Variant], rates: list[list[float]], first_call_s: list
 
 
 def run(cfg, variant_texts: list[str], rounds: int, images: int, shape: tuple[int, int, int], classes: int,
-        burst_images: int) -> None:
+        burst_images: int, reference_cfg=None) -> None:
+    """Compare the variants of ``cfg``; with ``reference_cfg`` the first variant (the reference) runs that config
+    instead, e.g. an earlier default, so the others are measured against it in the same rounds."""
     variants = [parse_variant(v) for v in variant_texts]
+    cfgs = [reference_cfg or cfg] + [cfg] * (len(variants) - 1)
     before = os.getloadavg()[0]
     started = time.perf_counter()
-    rates, first = compare(cfg, variants, shape, classes, images, rounds, burst_images)
+    rates, first = compare(cfgs, variants, shape, classes, images, rounds, burst_images)
     load = (before, os.getloadavg()[0])
-    print(f"\n{machine()}\n{rounds} rounds of"
-          f" {burst_images} images per variant in {time.perf_counter() - started:.0f} s; model "
-          f"{cfg.model.family} base {cfg.model.base_channels}, {shape[0]}x{shape[1]}x{shape[2]}, {classes} classes, "
-          f"{images} images, global batch {cfg.train.global_batch}, augment {cfg.train.augment}")
+    first_model = f"; the first variant's model {describe(reference_cfg)}" if reference_cfg else ""
+    print(f"\n{machine()}\n{rounds} rounds of {burst_images} images per variant in "
+          f"{time.perf_counter() - started:.0f} s; {shape[0]}x{shape[1]}x{shape[2]}, {classes} classes, "
+          f"{images} images; model {describe(cfg)}{first_model}")
     print(report(variants, rates, first, load))
+
+
+def describe(cfg) -> str:
+    t = cfg.train
+    return (f"{cfg.model.family} base {cfg.model.base_channels}, loss {t.loss}, r1/r2 gamma {t.r1_gamma}/{t.r2_gamma}, "
+            f"mode seeking {t.mode_seeking}, global batch {t.global_batch}, augment {t.augment}")

@@ -18,6 +18,9 @@ loop always runs with no Ray on the machine (each round starts its own local Ray
 labelled 32x32x3 dataset of ``--images`` images (``bench.step_variants``), interleaved, without Ray:
 
     python -m bench.train_throughput --variants 2,1,1,0,8 1,2,2,0,8 1,2,2,1,8 --rounds 8 --images 3000
+
+``--reference-set key=value ...`` runs the first variant with those overrides on top, e.g. an earlier default's
+network, so the current default's variants are measured against it in the same rounds.
 """
 
 from __future__ import annotations
@@ -206,6 +209,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", help="workers,intra,inter,xla,steps_per_call of each step variant; the "
                     "first is the reference (bench.step_variants)")
     ap.add_argument("--burst-images", type=int, default=1024, help="--variants: images per variant per round")
+    ap.add_argument("--reference-set", nargs="+", default=[], help="--variants: config overrides for the first "
+                    "variant only, e.g. model.family=dcgan model.base_channels=64")
     args = ap.parse_args()
     if args.variants:
         fitted_variants(args)
@@ -268,7 +273,9 @@ def fitted_variants(args) -> None:
     fitted, why = fit_to_data(manifest)
     print("fitted: " + "; ".join(why))
     cfg = build_config("default", parse_set_option(args.set), fitted=fitted)
-    step_variants.run(cfg, args.variants, args.rounds, args.images, shape, 10, args.burst_images)
+    reference = (build_config("default", parse_set_option(args.set + args.reference_set), fitted=fitted)
+                 if args.reference_set else None)
+    step_variants.run(cfg, args.variants, args.rounds, args.images, shape, 10, args.burst_images, reference)
 
 
 if __name__ == "__main__":
