@@ -177,6 +177,7 @@ def run(cfg, variant_texts: list[str], rounds: int, images: int, shape: tuple[in
 
 
 def describe(cfg) -> str:
+    """The settings that set a step's cost and updates, in one line."""
     t = cfg.train
     return (f"{cfg.model.family} base {cfg.model.base_channels}, loss {t.loss}, r1/r2 gamma {t.r1_gamma}/{t.r2_gamma}, "
             f"mode seeking {t.mode_seeking}, global batch {t.global_batch}, augment {t.augment}")
