@@ -1,4 +1,5 @@
 """Images/s of step variants (workers, threads, XLA, steps per call) of one config, interleaved A, B, A, B, ...
+The first variant (the reference) may run another config, such as an earlier default's network.
 
 Each variant is one process, or 2 processes on a MultiWorkerMirroredStrategy cluster on loopback (what 2 Ray
 Train workers run, without Ray), that builds the trainer, traces the step, then waits. The driver then asks
