@@ -38,7 +38,7 @@ def test_on_two_cpus_the_colour_default_fills_but_stays_within_its_budget(side: 
     cfg = fitted((side, side, 3), TWO_CPUS)
     t = cfg.train
     assert (cfg.model.family, t.workers, t.cpus_per_worker, t.global_batch, t.mixed_precision, t.gpus_per_worker) == \
-        ("resnet", 1, 2.0, 64, False, 0.0)  # one worker with both cores beat two workers (docs/training.md)
+        ("resnet", 1, 2.0, 32, False, 0.0)  # one worker with both cores beat two; batch 32 beat 64 (docs/training.md)
     assert (t.loss, t.r1_gamma, t.r2_gamma, t.beta1) == ("rpgan", 0.05, 0.05, 0.0), "R3GAN's recipe, as compared"
     assert cfg.model.base_channels == (32 if side == 32 else 16)
     seconds = estimate(cfg, manifest((side, side, 3)), TWO_CPUS).seconds
@@ -110,7 +110,7 @@ def test_fitting_reads_the_gpus_a_running_ray_advertises(gpus: int) -> None:
         assert (fit["workers"], fit["mp"], fit["gpw"], fit["batch"]) == (2, True, 1.0, 512)
         assert fit["kimg"] >= 500 and any("2 GPUs on the running Ray" in why for why in fit["why"])
     else:
-        assert (fit["mp"], fit["gpw"], fit["batch"]) == (False, 0.0, 64) and fit["kimg"] < 500
+        assert (fit["mp"], fit["gpw"], fit["batch"]) == (False, 0.0, 32) and fit["kimg"] < 500
 
 
 def photos_store(tmp_path, count: int = 60) -> str:
@@ -150,4 +150,5 @@ def test_a_fitted_run_prints_its_estimate_and_at_its_end_how_long_it_took(ray_lo
                         r"\(([\d.]+) min\)", lines[-1])
     assert last, lines[-1]
     took, ratio, estimated = map(float, last.groups())
-    assert took > 0 and ratio == pytest.approx(took / estimated, rel=0.2, abs=0.02)
+    half = 0.05  # the minutes are printed to 0.1: the ratio must lie within what their rounding allows
+    assert took > 0 and (took - half) / (estimated + half) <= ratio <= (took + half) / max(estimated - half, 0.01)

@@ -31,12 +31,13 @@ class Rate:
     measured: bool = True  # False: an estimate from public numbers, no run here
 
 
-# CPU rows: python -m bench.fit_rates --wall at 1b25f1a on a quiet 2-core Xeon (load average about 2), 1 worker with
-# both cores as fitted; the DCGAN rows (fitted for greyscale images above 32 px, or chosen with model.family) at
-# 8de5e30 under load, per training-worker CPU-second on the cores the workers get alone (docs/training.md)
+# CPU rows: python -m bench.fit_rates --wall on a quiet 2-core Xeon (load average about 2), 1 worker with both cores
+# as fitted: the residual rows at the fitted global batch 32 with --kimg 3 (docs/training.md), the MLP rows at
+# 1b25f1a; the DCGAN rows (fitted for greyscale images above 32 px, or chosen with model.family) at 8de5e30 under
+# load, per training-worker CPU-second on the cores the workers get alone (docs/training.md)
 RATES: tuple[Rate, ...] = (
-    Rate("resnet", "cpu", 32, 3, 154.9, 16, 2),
-    Rate("resnet", "cpu", 64, 3, 102.9, 15, 2),
+    Rate("resnet", "cpu", 32, 3, 137.9, 17, 2),
+    Rate("resnet", "cpu", 64, 3, 94.7, 16, 2),
     Rate("mlp", "cpu", 8, 1, 15480.9, 10, 2),
     Rate("mlp", "cpu", 28, 1, 6797.6, 10, 2),
     Rate("dcgan", "cpu", 32, 3, 64.9, 30, 2),
