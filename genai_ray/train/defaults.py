@@ -39,9 +39,9 @@ FALLBACK_CONV_KIMG = 200.0  # a convolutional family with no row in the rate tab
 ONE_WORKER_MAX_CPUS = 2  # up to this many cores a convolutional net trains faster on 1 worker than on 2 (measured
 # at 2 cores: BENCHMARKS.md, train_throughput); above, 2 workers as before (not measured)
 GPU_BATCH = {64: 256, 128: 128}  # per GPU worker, by largest side it applies to; 64 above
-# Global batch on CPUs, by family. At the same wall clock the residual net at 32 beat it at 64 on every metric for
-# every seed compared (docs/training.md, global batch): twice the steps for about 6% fewer images/s. The DCGAN's
-# 64 was not compared.
+# Global batch on CPUs, by family. In the same wall clock the residual net trained at 32 beat 64 on FD, precision
+# and recall for every seed compared (docs/training.md, "Run length on photos"): twice the steps for up to a tenth
+# fewer images/s. The DCGAN's 64 was not compared.
 CPU_BATCH = {"resnet": 32, "dcgan": 64}
 
 
