@@ -32,7 +32,7 @@ class Rate:
 
 
 # CPU rows: python -m bench.fit_rates --wall on a quiet 2-core Xeon (load average about 2), 1 worker with both cores
-# as fitted: the residual rows at the fitted global batch 32 with --kimg 3 (docs/training.md), the MLP rows at
+# as fitted: the residual rows at 0ea3a2d, fitted global batch 32, --kimg 3 (docs/training.md); the MLP rows at
 # 1b25f1a; the DCGAN rows (fitted for greyscale images above 32 px, or chosen with model.family) at 8de5e30 under
 # load, per training-worker CPU-second on the cores the workers get alone (docs/training.md)
 RATES: tuple[Rate, ...] = (
