@@ -32,12 +32,12 @@ class Rate:
 
 
 # CPU rows: python -m bench.fit_rates --wall on a quiet 2-core Xeon (load average about 2), 1 worker with both cores
-# as fitted: the residual rows at 0ea3a2d, fitted global batch 32, --kimg 3 (docs/training.md); the MLP rows at
+# as fitted: the residual rows at 1e8bbc5, fitted global batch 16, --kimg 3 (docs/training.md); the MLP rows at
 # 1b25f1a; the DCGAN rows (fitted for greyscale images above 32 px, or chosen with model.family) at 8de5e30 under
 # load, per training-worker CPU-second on the cores the workers get alone (docs/training.md)
 RATES: tuple[Rate, ...] = (
-    Rate("resnet", "cpu", 32, 3, 137.9, 17, 2),
-    Rate("resnet", "cpu", 64, 3, 94.7, 16, 2),
+    Rate("resnet", "cpu", 32, 3, 135.8, 16, 2),
+    Rate("resnet", "cpu", 64, 3, 92.7, 16, 2),
     Rate("mlp", "cpu", 8, 1, 15480.9, 10, 2),
     Rate("mlp", "cpu", 28, 1, 6797.6, 10, 2),
     Rate("dcgan", "cpu", 32, 3, 64.9, 30, 2),
