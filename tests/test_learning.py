@@ -41,7 +41,7 @@ The digits margins, trained < 0.8 x KDE and trained < untrained / 10, and the ph
 < untrained / 15, sit under the worst of the 5 seeds by a fifth or more. That leaves room for another machine's
 float rounding (in effect another training seed) and for the KDE's own spread over sample seeds (its FD's
 feature part moved by about 1 in 8 over three sample seeds on digits), while a run that learned nothing, or
-stopped early, fails. Each test takes about 2-5 minutes on 2 cores, most of it training.
+stopped early, fails. Each test takes about 2-6 minutes on 2 cores, most of it training.
 """
 
 from __future__ import annotations
