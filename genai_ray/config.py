@@ -76,6 +76,8 @@ class TrainConfig(StrictModel):
     r2_gamma: float = Field(0.0, ge=0.0)  # R2 penalty on D's gradient at generated images (R3GAN); 0 = off
     g_lr: float = Field(2e-4, gt=0.0, lt=1.0)  # generator Adam learning rate
     d_lr: float = Field(2e-4, gt=0.0, lt=1.0)  # discriminator Adam learning rate
+    lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # both rates end at this fraction of g_lr/d_lr, cosine; 1 = constant
+    gamma_decay: float = Field(1.0, gt=0.0, le=1.0)  # r1_gamma and r2_gamma end at this fraction, cosine; 1 = constant
     beta1: float = Field(0.5, ge=0.0, lt=1.0)  # Adam beta1 (both nets)
     beta2: float = Field(0.999, ge=0.0, lt=1.0)  # Adam beta2 (both nets)
     d_steps: int = Field(1, ge=1, le=10)  # discriminator updates per generator update

@@ -11,6 +11,7 @@ So N replicas splitting a global batch make the same update as one replica holdi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import keras
@@ -36,6 +37,11 @@ class StepLosses:
 def to_unit(images: tf.Tensor) -> tf.Tensor:
     """uint8 [0, 255] -> float32 [-1, 1], the generator's tanh range."""
     return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+def cosine_decay(progress: float, end: float) -> float:
+    """1 at ``progress`` 0, ``end`` at 1 and after, along half a cosine."""
+    return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
 class GanTrainer:
@@ -76,6 +82,8 @@ class GanTrainer:
                 self.aug_p = tf.Variable(0.0 if t.ada_target else t.augment_p, dtype=tf.float32, trainable=False,
                                          name="aug_p")
                 self.rt = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="rt")
+                # R1's and R2's gamma as a fraction of the configured ones (train.gamma_decay), set every tick.
+                self.gamma_scale = tf.Variable(1.0, dtype=tf.float32, trainable=False, name="gamma_scale")
         finally:
             keras.mixed_precision.set_global_policy(policy)
         if self.ema is not None:
@@ -188,9 +196,9 @@ class GanTrainer:
                     fake_logits = self.d(self._inputs(fake, labels), training=True)
                 per_example = self.loss.d(real_logits, fake_logits)
                 if t.r1_gamma:
-                    per_example += 0.5 * t.r1_gamma * r1_penalty(real_tape, real_logits, real)
+                    per_example += 0.5 * t.r1_gamma * self.gamma_scale * r1_penalty(real_tape, real_logits, real)
                 if t.r2_gamma:
-                    per_example += 0.5 * t.r2_gamma * r2_penalty(fake_tape, fake_logits, fake)
+                    per_example += 0.5 * t.r2_gamma * self.gamma_scale * r2_penalty(fake_tape, fake_logits, fake)
                 if self.loss.gradient_penalty:
                     critic = lambda x: self.d(self._inputs(x, labels), training=True)  # noqa: E731
                     penalty = gradient_penalty(critic, real, tf.cast(fake, tf.float32), self._alpha(base + k))
@@ -301,10 +309,25 @@ class GanTrainer:
         self.g_opt.learning_rate.assign(g_lr)
         self.d_opt.learning_rate.assign(d_lr)
 
+    def schedule(self, progress: float) -> None:
+        """Set the learning rates and R1/R2 gammas for ``progress`` (steps taken / the run's steps): cosine from
+        the configured values down to ``train.lr_decay`` and ``train.gamma_decay`` of them at the end, as R3GAN
+        anneals both. With both decays at 1 it changes nothing, so a PBT exploit keeps its perturbed rates."""
+        t = self.cfg.train
+        if t.lr_decay < 1.0:
+            factor = cosine_decay(progress, t.lr_decay)
+            self.set_learning_rates(t.g_lr * factor, t.d_lr * factor)
+        if t.gamma_decay < 1.0:
+            self.gamma_scale.assign(cosine_decay(progress, t.gamma_decay))
+
     def learning_rates(self) -> dict[str, float]:
-        """The rates the optimisers really use (``hp/g_lr``, ``hp/d_lr``), for reports."""
-        return {"hp/g_lr": float(np.asarray(self.g_opt.learning_rate)),
-                "hp/d_lr": float(np.asarray(self.d_opt.learning_rate))}
+        """The rates the optimisers really use (``hp/g_lr``, ``hp/d_lr``), and while gammas decay the share of
+        them in use (``hp/gamma_scale``), for reports."""
+        out = {"hp/g_lr": float(np.asarray(self.g_opt.learning_rate)),
+               "hp/d_lr": float(np.asarray(self.d_opt.learning_rate))}
+        if self.cfg.train.gamma_decay < 1.0:
+            out["hp/gamma_scale"] = float(self.gamma_scale.numpy())
+        return out
 
     # ---- data and sampling ----------------------------------------------------------------------------
     def distribute(self, make_dataset) -> tf.distribute.DistributedDataset:

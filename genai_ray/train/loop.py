@@ -219,6 +219,7 @@ def run_epoch(session: Session, iterator, epoch: int) -> dict[str, Any]:
     t, plan, trainer = session.cfg.train, session.plan, session.trainer
     began = time.perf_counter()
     steps = min(plan.steps_per_epoch, plan.total_steps - (epoch - 1) * plan.steps_per_epoch)
+    trainer.schedule((epoch - 1) * plan.steps_per_epoch / plan.total_steps)
     losses, left = [], steps
     while left:
         n = min(t.steps_per_call, left)
