@@ -21,6 +21,7 @@ from genai_ray.serve.keyhash import parse as parse_key_hash
 ModelFamily = Literal["mlp", "dcgan", "resnet"]
 LossName = Literal["bce", "hinge", "wgan-gp", "rpgan"]
 NormName = Literal["batch", "spectral", "layer", "none"]
+Precision = Literal["off", "float16", "bfloat16"]  # train.mixed_precision: the compute dtype beside float32 weights
 
 
 AUGMENTATIONS = ("translation", "cutout", "color")  # genai_ray/gan/augment.py implements each
@@ -89,7 +90,7 @@ class TrainConfig(StrictModel):
     ada_target: float = Field(0.0, ge=0.0, lt=1.0)  # > 0: ADA adapts p from 0 to keep E[sign(D(real))] here (0.6)
     ada_kimg: float = Field(100.0, gt=0.0)  # ADA: thousands of real images over which p can move from 0 to 1
     steps_per_call: int = Field(8, ge=1, le=1000)  # train steps fused into one tf.function call
-    mixed_precision: bool = False  # float16 compute on GPU workers
+    mixed_precision: Precision = "off"  # float16 (GPUs, loss-scaled) or bfloat16 (CPUs with AMX; GPUs) compute
     jit_compile: bool = False  # compile each train step with XLA
     seed: int = 0  # seeds weights, noise and data order
     workers: int = Field(2, ge=1)  # Ray Train workers
@@ -114,6 +115,12 @@ class TrainConfig(StrictModel):
     @classmethod
     def _known_augment(cls, value: str) -> str:
         return ",".join(parse_augment(value)) or "none"
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _precision_from_bool(cls, value: Any) -> Any:
+        """true/false, as configs said before bfloat16 existed: float16 (GPU mixed precision) or off."""
+        return {True: "float16", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class EvalConfig(StrictModel):
@@ -237,7 +244,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu": {
         "model": {"family": "dcgan", "conditional": True, "latent_dim": 128, "base_channels": 64,
                   "d_norm": "spectral"},
-        "train": {"kimg": 2000, "global_batch": 512, "loss": "hinge", "mixed_precision": True,
+        "train": {"kimg": 2000, "global_batch": 512, "loss": "hinge", "mixed_precision": "float16",
                   "gpus_per_worker": 1, "workers": 1, "steps_per_call": 16},
     },
 }

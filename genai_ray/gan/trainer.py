@@ -60,11 +60,12 @@ class GanTrainer:
         assert t.global_batch % replicas == 0, f"global batch {t.global_batch} does not split over {replicas} replicas"
         self.replica_batch = t.global_batch // replicas
         self.policy = parse_augment(t.augment)
+        self.loss_scaled = t.mixed_precision == "float16"  # bfloat16 has float32's range: no loss scaling
         fam = family(cfg.model.family)
         sync_bn = replicas > 1  # batch-norm statistics over all replicas, so N workers make 1 worker's updates
         policy = keras.mixed_precision.global_policy()
-        if t.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_float16")
+        if t.mixed_precision != "off":
+            keras.mixed_precision.set_global_policy(f"mixed_{t.mixed_precision}")
         try:
             with self.strategy.scope():
                 keras.utils.set_random_seed(t.seed)  # same initial weights on every worker
@@ -104,7 +105,7 @@ class GanTrainer:
     def _optimizer(self, lr: float) -> keras.optimizers.Optimizer:
         t = self.cfg.train
         opt = keras.optimizers.Adam(lr, beta_1=t.beta1, beta_2=t.beta2)
-        return keras.optimizers.LossScaleOptimizer(opt) if t.mixed_precision else opt
+        return keras.optimizers.LossScaleOptimizer(opt) if self.loss_scaled else opt
 
     @property
     def sampler(self) -> keras.Model:
@@ -204,7 +205,7 @@ class GanTrainer:
                     penalty = gradient_penalty(critic, real, tf.cast(fake, tf.float32), self._alpha(base + k))
                     per_example += (DEFAULT_GP_WEIGHT if t.gp_weight is None else t.gp_weight) * penalty
                 d_loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
-                scaled = self.d_opt.scale_loss(d_loss) if t.mixed_precision else d_loss
+                scaled = self.d_opt.scale_loss(d_loss) if self.loss_scaled else d_loss
             self._apply(self.d_opt, scaled, tape, self.d.trainable_variables)
         signs = tf.reduce_sum(tf.sign(tf.cast(real_logits, tf.float32)))  # this replica's share of r_t (last D step)
         g_counter = base + t.d_steps
@@ -225,7 +226,7 @@ class GanTrainer:
             if t.mode_seeking:
                 total += t.mode_seeking * tf.nn.compute_average_loss(
                     mode_seeking_penalty(fake, z), global_batch_size=self.global_batch // 2)
-            scaled = self.g_opt.scale_loss(total) if t.mixed_precision else total
+            scaled = self.g_opt.scale_loss(total) if self.loss_scaled else total
         self._apply(self.g_opt, scaled, tape, self.g.trainable_variables)
         return tf.cast(d_loss, tf.float32), tf.cast(g_loss, tf.float32), signs
 

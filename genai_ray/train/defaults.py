@@ -94,7 +94,7 @@ def _fit_conv(model: dict[str, Any], train: dict[str, Any], shape: tuple[int, in
         per_worker = next((b for top, b in sorted(GPU_BATCH.items()) if side <= top), 64)
         model.update(family=family, base_channels=64)
         train.update(workers=workers, gpus_per_worker=hw.gpus_per_worker or 1.0, global_batch=per_worker * workers,
-                     mixed_precision=True, steps_per_call=16)
+                     mixed_precision="float16", steps_per_call=16)
         return (f"{family} with base_channels=64 ({what}) on {workers} GPU worker{'s' if workers > 1 else ''} "
                 f"({hw.describe()} on {hw.where}), global batch {per_worker * workers} ({per_worker} per GPU), "
                 "mixed precision (float16 convolutions on tensor cores)")
