@@ -16,6 +16,7 @@ numbers instead (right on a quiet machine). The output ends with ``Rate(...)`` r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -84,7 +85,8 @@ def measure(name: str, store: str, hw, kimg_factor: float, wall: bool) -> Measur
         rate = wall_rate / worker_cores * ALONE_SHARE * hw.cpus  # per worker CPU-second, on idle cores
         overhead = wall_overhead * wall_rate / rate
     h, _, c = manifest.shape
-    row = Rate(cfg.model.family, hw.kind, h, c, round(rate, 1), round(overhead), units)
+    row = Rate(cfg.model.family, hw.kind, h, c, round(rate, 1), round(overhead), units,
+               precision=cfg.train.mixed_precision)
     return Measured(row, kimg, wall_rate, worker_cores, wall_overhead, os.getloadavg()[0])
 
 
@@ -96,10 +98,13 @@ def main() -> None:
     ap.add_argument("--cases", default="photos32,photos64,mlp8,mlp28", help=f"comma-separated: {', '.join(CASES)}")
     ap.add_argument("--kimg", type=float, default=1.0, help="scale every case's run length by this factor")
     ap.add_argument("--wall", action="store_true", help="rows from the wall clock, not per CPU-second (quiet machines)")
+    ap.add_argument("--float32", action="store_true", help="fit as for CPUs without AMX bfloat16 units")
     args = ap.parse_args()
     store = tempfile.mkdtemp(prefix="genai-ray-fit-rates-")
     os.environ["GENAI_RAY_STORE"] = store
     hw = detect()
+    if args.float32:
+        hw = dataclasses.replace(hw, bf16=False)
     ensure_ray()
     rows, out = [], []
     for name in args.cases.split(","):
@@ -109,7 +114,7 @@ def main() -> None:
                      f"{m.worker_cores:.2f}", f"{m.wall_overhead:.0f}", f"{m.load:.1f}", f"{r.images_per_s:,.1f}",
                      f"{r.overhead_s:.0f}"])
         out.append(f'    Rate("{r.family}", "{r.hardware}", {r.side}, {r.channels}, {r.images_per_s}, {r.overhead_s}, '
-                   f'{r.units}),')
+                   f'{r.units}{"" if r.precision == "off" else f", precision={r.precision!r}"}),')
         print(rows[-1], flush=True)
     print(f"\n{machine()}; fitted to {hw.describe()} ({hw.where})")
     print(table(["case", "family", "shape", "kimg", "wall images/s", "worker cores", "wall overhead s", "load (1 min)",

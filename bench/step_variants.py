@@ -1,5 +1,5 @@
-"""Images/s of step variants (workers, threads, XLA, steps per call) of one config, interleaved A, B, A, B, ...
-The first variant (the reference) may run another config, such as an earlier default's network.
+"""Images/s of step variants (workers, threads, XLA, steps per call, precision) of one config, interleaved A, B,
+A, B, ... The first variant (the reference) may run another config, such as an earlier default's network.
 
 Each variant is one process, or 2 processes on a MultiWorkerMirroredStrategy cluster on loopback (what 2 Ray
 Train workers run, without Ray), that builds the trainer, traces the step, then waits. The driver then asks
@@ -39,6 +39,7 @@ from genai_ray.train.input import make_dataset
 from genai_ray.train.loop import make_strategy
 cfg = Config.model_validate_json(cfg_json)
 cfg.train.jit_compile, cfg.train.steps_per_call = spec["jit"], spec["steps_per_call"]
+cfg.train.mixed_precision = spec["precision"] or cfg.train.mixed_precision
 shape, classes, count = tuple(spec["shape"]), spec["classes"], spec["images"]
 rng = np.random.default_rng(rank)  # pixel values don't change the step's cost
 x = rng.integers(0, 256, (count, *shape), dtype=np.uint8)
@@ -67,17 +68,20 @@ class Variant:
     inter: int
     jit: bool
     steps_per_call: int
+    precision: str = ""  # train.mixed_precision; "": the config's
 
     @property
     def label(self) -> str:
         return (f"{self.workers} worker{'s' if self.workers > 1 else ''}, threads {self.intra}/{self.inter}, "
-                f"{'XLA' if self.jit else 'no XLA'}, {self.steps_per_call} steps/call")
+                f"{'XLA' if self.jit else 'no XLA'}, {self.steps_per_call} steps/call"
+                + (f", {self.precision}" if self.precision else ""))
 
 
 def parse_variant(text: str) -> Variant:
-    """``workers,intra,inter,jit,steps_per_call``, e.g. ``2,1,1,0,8``: 2 workers of 1/1 threads, no XLA, 8 steps."""
-    w, intra, inter, jit, spc = (int(v) for v in text.split(","))
-    return Variant(w, intra, inter, bool(jit), spc)
+    """``workers,intra,inter,jit,steps_per_call[,precision]``, e.g. ``2,1,1,0,8``: 2 workers of 1/1 threads, no
+    XLA, 8 steps per call; ``1,2,2,0,8,bfloat16``: 1 worker of 2/2 threads in mixed bfloat16."""
+    w, intra, inter, jit, spc, *precision = text.split(",")
+    return Variant(int(w), int(intra), int(inter), bool(int(jit)), int(spc), *precision)
 
 
 class Running:

@@ -206,8 +206,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="repeat every path, alternating their order")
     ap.add_argument("--set", action="append", default=[], help="config override, e.g. train.global_batch=256")
     ap.add_argument("--images", type=int, default=10000, help="shapes: how many 32x32 images to generate")
-    ap.add_argument("--variants", nargs="+", help="workers,intra,inter,xla,steps_per_call of each step variant; the "
-                    "first is the reference (bench.step_variants)")
+    ap.add_argument("--variants", nargs="+", help="workers,intra,inter,xla,steps_per_call[,precision] of each step "
+                    "variant; the first is the reference (bench.step_variants)")
     ap.add_argument("--burst-images", type=int, default=1024, help="--variants: images per variant per round")
     ap.add_argument("--reference-set", nargs="+", default=[], help="--variants: config overrides for the first "
                     "variant only, e.g. model.family=dcgan model.base_channels=64")

@@ -172,14 +172,18 @@ def test_ema_rampup_caps_the_half_life_early_and_leaves_the_decay_later():
     assert float(plain._ema_decay()) == pytest.approx(0.999, rel=1e-7)
 
 
-def test_mixed_precision_step_runs_with_float32_outputs():
-    t = _trainer(mixed_precision=True)
+@pytest.mark.parametrize("precision", ["float16", "bfloat16", True])
+def test_mixed_precision_step_runs_with_float32_outputs(precision):
+    import keras
+
+    t = _trainer(mixed_precision=precision)
     losses = t.train_steps(_iterator(t), 2)
     assert np.isfinite(losses.d) and np.isfinite(losses.g)
     assert t.g.layers[-1].dtype_policy.name == "float32"  # tanh output kept in float32
-    assert any(layer.dtype_policy.name == "mixed_float16" for layer in t.g.layers)
-    import keras
-
+    compute = "float16" if precision is True else precision  # true, as configs said before bfloat16, is float16
+    assert any(layer.dtype_policy.name == f"mixed_{compute}" for layer in t.g.layers)
+    scaled = isinstance(t.g_opt, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (compute == "float16"), "float16 needs loss scaling; bfloat16 has float32's range"
     assert keras.mixed_precision.global_policy().name == "float32"  # the global policy was restored
 
 

@@ -12,7 +12,7 @@ numbers, not runs here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from genai_ray.config import DEFAULT_KIMG, Config
 from genai_ray.data.manifest import Manifest
@@ -29,6 +29,7 @@ class Rate:
     overhead_s: float  # the run's seconds outside its steady steps
     units: int  # CPU cores or GPUs it was measured on
     measured: bool = True  # False: an estimate from public numbers, no run here
+    precision: str = "off"  # train.mixed_precision it was measured with
 
 
 # CPU rows: python -m bench.fit_rates --wall on a quiet 2-core Xeon (load average about 2), 1 worker with both cores
@@ -45,9 +46,9 @@ RATES: tuple[Rate, ...] = (
     # GPU rows: estimates for one H100-class GPU with mixed precision at the fitted batch (256 per worker), from
     # public DCGAN throughputs (thousands of 64x64 images/s on one data-centre GPU); bench.fit_rates on a GPU
     # node replaces them
-    Rate("dcgan", "gpu", 32, 3, 12000.0, 90.0, 1, measured=False),
-    Rate("dcgan", "gpu", 64, 3, 4000.0, 90.0, 1, measured=False),
-    Rate("dcgan", "gpu", 128, 3, 1000.0, 90.0, 1, measured=False),
+    Rate("dcgan", "gpu", 32, 3, 12000.0, 90.0, 1, measured=False, precision="float16"),
+    Rate("dcgan", "gpu", 64, 3, 4000.0, 90.0, 1, measured=False, precision="float16"),
+    Rate("dcgan", "gpu", 128, 3, 1000.0, 90.0, 1, measured=False, precision="float16"),
     Rate("mlp", "gpu", 8, 1, 20000.0, 60.0, 1, measured=False),
     Rate("mlp", "gpu", 28, 1, 10000.0, 60.0, 1, measured=False),
 )
@@ -68,14 +69,16 @@ class Speed:
         return max(0.0, (seconds - self.overhead_s) * self.images_per_s / 1000.0)
 
 
-def speed(family: str, shape: tuple[int, int, int], hw: Hardware) -> Speed | None:
-    """The rate table's speed for ``family`` at ``shape`` (H, W, C) on ``hw``; None without a row for them.
+def speed(family: str, shape: tuple[int, int, int], hw: Hardware, precision: str = "off") -> Speed | None:
+    """The rate table's speed for ``family`` at ``shape`` (H, W, C) on ``hw`` in ``precision``
+    (train.mixed_precision; rows of another precision where it has none); None without a row for them.
 
     Between two rows the rate is interpolated on log-log axes of rate against pixels (a dense GAN slows far less
     than its pixel count grows); beyond the rows it scales as 1 / pixels from the nearest. Channels are ignored:
     they change only a convolutional net's first and last layers.
     """
-    rows = sorted((r for r in RATES if r.family == family and r.hardware == hw.kind), key=lambda r: r.side)
+    rows = [r for r in RATES if r.family == family and r.hardware == hw.kind]
+    rows = sorted([r for r in rows if r.precision == precision] or rows, key=lambda r: r.side)
     if not rows:
         return None
     side = max(shape[:2])
@@ -113,15 +116,15 @@ def run_hardware(cfg: Config, hw: Hardware) -> Hardware:
     """The part of ``hw`` a run with ``cfg`` uses: its GPU workers' GPUs, or the machine's cores."""
     t = cfg.train
     if t.gpus_per_worker:
-        return Hardware(hw.cpus, max(1, math.ceil(t.workers * t.gpus_per_worker)), t.gpus_per_worker, hw.where)
-    return Hardware(hw.cpus, 0, 0.0, hw.where)
+        return replace(hw, gpus=max(1, math.ceil(t.workers * t.gpus_per_worker)), gpus_per_worker=t.gpus_per_worker)
+    return replace(hw, gpus=0, gpus_per_worker=0.0)
 
 
 def estimate(cfg: Config, manifest: Manifest, hw: Hardware) -> Estimate | None:
     """The wall-clock time of a run of ``cfg`` on ``manifest``'s data on ``hw``; None without a rate row."""
     t = cfg.train
     used = run_hardware(cfg, hw)
-    fast = speed(cfg.model.family, tuple(manifest.shape), used)
+    fast = speed(cfg.model.family, tuple(manifest.shape), used, t.mixed_precision)
     if fast is None:
         return None
     if t.epochs:
