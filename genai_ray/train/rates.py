@@ -39,6 +39,8 @@ class Rate:
 RATES: tuple[Rate, ...] = (
     Rate("resnet", "cpu", 32, 3, 135.8, 16, 2),
     Rate("resnet", "cpu", 64, 3, 92.7, 16, 2),
+    Rate("resnet", "cpu", 32, 3, 197.5, 16, 2, precision="bfloat16"),  # CPUs with AMX units, fitted in mixed
+    Rate("resnet", "cpu", 64, 3, 136.4, 14, 2, precision="bfloat16"),  # bfloat16 (at 5b72dec, load average 2.9)
     Rate("mlp", "cpu", 8, 1, 15480.9, 10, 2),
     Rate("mlp", "cpu", 28, 1, 6797.6, 10, 2),
     Rate("dcgan", "cpu", 32, 3, 64.9, 30, 2),
