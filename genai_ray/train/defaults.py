@@ -47,7 +47,7 @@ CPU_BATCH = {"resnet": 16, "dcgan": 64}
 
 def fit_to_data(m: Manifest, hw: Hardware | None = None) -> tuple[dict[str, Any], list[str]]:
     """(overrides on top of the default preset, one reason per choice) for a dataset's manifest on ``hw``
-    (default: this machine's cores)."""
+    (default: this machine's cores, without AMX: float32 on any machine, as the learning tests need)."""
     hw = hw or Hardware(os.cpu_count() or 1, 0)
     h, w, c = m.shape
     side = max(h, w)
