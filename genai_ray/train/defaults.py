@@ -105,8 +105,9 @@ def _fit_conv(model: dict[str, Any], train: dict[str, Any], shape: tuple[int, in
         train.update(RESNET_TRAIN)
         recipe = ", R3GAN's RpGAN loss with R1 and R2 (gamma 0.05) and Adam betas (0, 0.99)"
     batch = CPU_BATCH[family]
-    if cpu_precision(family, hw) != "off":
-        train["mixed_precision"] = cpu_precision(family, hw)
+    precision = cpu_precision(family, hw)
+    if precision != "off":
+        train["mixed_precision"] = precision
         recipe += ", mixed bfloat16 (this CPU's AMX units run it about 1.5x faster than float32: docs/training.md)"
     if hw.cpus <= ONE_WORKER_MAX_CPUS:
         train.update(workers=1, cpus_per_worker=float(hw.cpus), global_batch=batch)
